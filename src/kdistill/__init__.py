@@ -1,0 +1,3 @@
+"""kdistill: knowledge distillation for BERT-family encoders."""
+
+__version__ = "0.1.0"

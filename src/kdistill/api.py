@@ -1,0 +1,175 @@
+"""The Python API: `finetune`, `distill`, `evaluate` and `run`, each taking one typed config.
+
+The CLI is a thin layer over these four functions, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from accelerate.utils import set_seed
+from transformers import PreTrainedModel
+
+from kdistill.config import (
+    DistillConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    LossConfig,
+    MappingConfig,
+    RunConfig,
+    save_config,
+)
+from kdistill.data import TaskData, check_labels, load_task_data, tokenize_splits
+from kdistill.distiller import Distiller
+from kdistill.errors import KDistillError
+from kdistill.evaluate import evaluate, score_split
+from kdistill.features import prepare_for_capture
+from kdistill.metrics import primary
+from kdistill.modelcard import write_model_card
+from kdistill.models import load_classifier, load_tokenizer, probe, resolve_model_path, same_vocabulary
+from kdistill.objective import Objective
+from kdistill.speed import count_parameters
+from kdistill.students import build_student
+
+__all__ = ["finetune", "distill", "evaluate", "run"]
+
+_WEIGHT_FILES = ("model.safetensors", "config.json")
+
+
+def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, cache_dir: str | None,
+            summary: dict[str, Any]) -> dict[str, Any]:
+    """Export the best (else last) student to `out` and score it on the test split."""
+    best = out / "best"
+    if not best.is_dir():
+        distiller.save_student(best)
+    if not distiller.acc.is_main_process:
+        return summary
+    for f in best.iterdir():
+        shutil.copy2(f, out / f.name)
+    model = load_classifier(str(out))
+    tokenizer = load_tokenizer(str(out))
+    if "test" in data.splits:
+        summary["test"] = score_split(model, tokenizer, data, "test", max_length, cache_dir=cache_dir,
+                                      desc="scoring test split")
+    summary["params"] = count_parameters(model)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: str, metric: str,
+          teacher_summary: dict[str, Any] | None = None) -> None:
+    scores = summary.get("test") or summary.get("validation") or {}
+    t_scores = (teacher_summary or {}).get("test") or (teacher_summary or {}).get("validation")
+    write_model_card(out, base_model=base, method=method, task=summary["task"], metrics=scores,
+                     teacher_metrics=t_scores, params=summary.get("params"),
+                     teacher_params=(teacher_summary or {}).get("params"), config_yaml=cfg_yaml)
+
+
+def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Fine-tune a teacher classifier; returns validation/test metrics and writes `cfg.out`."""
+    set_seed(cfg.train.seed)
+    data = load_task_data(cfg.data)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_classifier(cfg.model, num_labels=data.num_labels, label_names=data.label_names)
+    check_labels(data, model.config.num_labels, model.config.id2label)
+    splits = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)
+    objective = Objective([LossConfig(name="ce")], MappingConfig(), student=probe(model), teacher=None)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "kdistill.yaml")
+    d = Distiller(student=model, tokenizer=tokenizer, objective=objective, train_cfg=cfg.train, out_dir=out,
+                  train_set=splits["train"], eval_set=splits.get("validation"), metric=data.metric,
+                  run_name="finetune")
+    result = d.train()
+    summary = {"task": data.name, "metric": data.metric, "method": "fine-tuning",
+               "base_model": cfg.model if cfg.model != "minilm" else "sentence-transformers/all-MiniLM-L6-v2",
+               "validation": (result.history[-1].get("validation") if result.history else None),
+               "best_epoch": result.best_epoch, "history": result.history,
+               "wall_seconds": result.wall_seconds}
+    summary = _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary)
+    if d.acc.is_main_process:
+        _card(out, summary, (out / "kdistill.yaml").read_text(), summary["base_model"], "fine-tuning",
+              data.metric)
+    return summary
+
+
+def _teacher_model(name: str) -> PreTrainedModel:
+    path = resolve_model_path(name)
+    cfg_file = Path(path) / "config.json"
+    if cfg_file.is_file():
+        archs = json.loads(cfg_file.read_text()).get("architectures") or []
+        if not any(a.endswith("ForSequenceClassification") for a in archs):
+            raise KDistillError(f"teacher '{name}' has no classification head; fine-tune it first "
+                                f"(kdistill finetune --model {name})")
+    return load_classifier(name)
+
+
+def build_objective(cfg: DistillConfig, teacher: PreTrainedModel, student: PreTrainedModel,
+                    same_tokens: bool) -> Objective:
+    t_probe, s_probe = probe(teacher), probe(student)
+    objective = Objective(cfg.losses, cfg.mapping, student=s_probe, teacher=t_probe, same_tokens=same_tokens)
+    prepare_for_capture(teacher, t_probe, objective.teacher_request, "teacher")
+    prepare_for_capture(student, s_probe, objective.student_request, "student")
+    return objective
+
+
+def distill(cfg: DistillConfig) -> dict[str, Any]:
+    """Distill a student from a fine-tuned teacher; writes an ordinary HF model folder to `cfg.out`."""
+    set_seed(cfg.train.seed)
+    data = load_task_data(cfg.data)
+    teacher = _teacher_model(cfg.teacher)
+    check_labels(data, teacher.config.num_labels, teacher.config.id2label)
+    t_tok = load_tokenizer(cfg.teacher)
+    student = build_student(cfg.student, teacher, single_sentence=not data.is_pair)
+    s_tok = load_tokenizer(cfg.student.path) if cfg.student.init == "path" and cfg.student.path else t_tok
+    same = same_vocabulary(t_tok, s_tok)
+    objective = build_objective(cfg, teacher, student, same)
+    if not same:
+        raise KDistillError("the teacher and student tokenizers differ; distilling across vocabularies "
+                            "needs cached teacher outputs, which this version does not support yet")
+    splits = tokenize_splits(data, s_tok, cfg.data.max_length, cfg.data.cache_dir)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "kdistill.yaml")
+    d = Distiller(student=student, tokenizer=s_tok, objective=objective, train_cfg=cfg.train, out_dir=out,
+                  train_set=splits["train"], eval_set=splits.get("validation"), metric=data.metric,
+                  teacher=teacher if objective.needs_teacher else None, run_name="distill")
+    d._log(f"objective: {objective}")
+    d._log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "
+           f"{count_parameters(student) / 1e6:.1f}M params; teacher {count_parameters(teacher) / 1e6:.1f}M")
+    result = d.train()
+    teacher_summary_file = Path(resolve_model_path(cfg.teacher)) / "metrics.json"
+    teacher_summary = json.loads(teacher_summary_file.read_text()) if teacher_summary_file.is_file() else None
+    summary = {"task": data.name, "metric": data.metric, "method": str(objective), "teacher": cfg.teacher,
+               "validation": (result.history[-1].get("validation") if result.history else None),
+               "best_epoch": result.best_epoch, "history": result.history,
+               "wall_seconds": result.wall_seconds, "steps": result.steps,
+               "world_size": d.acc.num_processes}
+    summary = _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary)
+    if d.acc.is_main_process:
+        if teacher_summary and summary.get("test") and teacher_summary.get("test"):
+            key = primary(data.metric)
+            summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
+            (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+        _card(out, summary, (out / "kdistill.yaml").read_text(), cfg.teacher, f"distillation: {objective}",
+              data.metric, teacher_summary)
+    return summary
+
+
+def _is_trained(out: str) -> bool:
+    return all((Path(out) / f).is_file() for f in (*_WEIGHT_FILES, "metrics.json"))
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """The whole job: fine-tune the teacher (unless already there), distill, compare."""
+    if cfg.skip_finetune_if_exists and _is_trained(cfg.finetune.out):
+        print(f"[run] reusing the teacher in {cfg.finetune.out}")
+    else:
+        finetune(cfg.finetune)
+    dcfg = cfg.distill.model_copy(update={"teacher": cfg.finetune.out})
+    distill(dcfg)
+    ecfg = cfg.evaluate.model_copy(update={"model": dcfg.out, "teacher": cfg.finetune.out})
+    return evaluate(ecfg)

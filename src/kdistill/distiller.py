@@ -1,0 +1,318 @@
+"""The one training loop, for fine-tuning (no teacher) and distillation alike, on Accelerate.
+
+Per step: teacher signal (frozen, eval mode, no_grad, only the features the objective needs) ->
+student features -> objective (weighted terms, schedule decides what is active) -> NaN check ->
+backward -> optimizer/scheduler step. Checkpoints hold the student + projections, optimizer,
+scheduler and RNG states (Accelerate) plus a JSON run state (epoch, position in the epoch, best
+metric, schedule), so an interrupted run resumes exactly where it stopped. The teacher is never
+prepared and never checkpointed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from datasets import Dataset
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+
+from kdistill.config import TrainConfig
+from kdistill.data import make_loader
+from kdistill.errors import TrainingDiverged
+from kdistill.evaluate import predict
+from kdistill.features import FeatureRequest, Features, forward_features
+from kdistill.metrics import compute_metrics, primary
+from kdistill.objective import Active, LossOutput, Objective
+from kdistill.schedules import AllLayers, LayerSchedule
+
+RUN_STATE = "run_state.json"
+
+
+class DistillModule(nn.Module):
+    """The one prepared module: student plus the objective's projections (never the teacher)."""
+
+    def __init__(self, student: PreTrainedModel, objective: Objective) -> None:
+        super().__init__()
+        self.student = student
+        self.objective = objective
+
+    def forward(self, batch: dict[str, Tensor], teacher: Features | None, active: Active
+                ) -> tuple[Tensor, dict[str, Tensor], dict[str, dict[int, float]]]:
+        feats = forward_features(self.student, batch, self.objective.student_request)
+        out = self.objective(feats, teacher, batch.get("labels"), active=active)
+        return out.total, out.terms, out.layer_terms  # a tuple, so DDP finds the tensors
+
+
+@dataclass
+class RunState:
+    """Where a run stands; JSON, so resuming never unpickles anything."""
+
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    global_step: int = 0
+    best_score: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    schedule: dict[str, Any] = field(default_factory=dict)
+    finished: bool = False
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=1))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> RunState:
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass
+class TrainResult:
+    best_score: float | None
+    best_epoch: int | None
+    metric: str
+    history: list[dict[str, Any]]
+    wall_seconds: float
+    steps: int
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = [c for c in ckpts if (c / RUN_STATE).is_file()]  # a checkpoint is complete once its state is
+    return ckpts[-1] if ckpts else None
+
+
+class Distiller:
+    """Trains `student` against `objective` (with `teacher` when the objective needs one)."""
+
+    def __init__(self, *, student: PreTrainedModel, tokenizer: Any, objective: Objective,
+                 train_cfg: TrainConfig, out_dir: str | Path, train_set: Dataset,
+                 eval_set: Dataset | None, metric: str, teacher: PreTrainedModel | None = None,
+                 schedule: LayerSchedule | None = None, run_name: str = "distill") -> None:
+        self.cfg = train_cfg
+        self.out = Path(out_dir)
+        self.metric = metric
+        self.tokenizer = tokenizer
+        self.run_name = run_name
+        self.schedule = schedule or AllLayers()
+        if train_cfg.threads:
+            torch.set_num_threads(train_cfg.threads)
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        self.acc = Accelerator(
+            cpu=train_cfg.device == "cpu",
+            mixed_precision=train_cfg.mixed_precision,
+            gradient_accumulation_steps=train_cfg.grad_accum,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            kwargs_handlers=[ddp],
+        )
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+            teacher.to(self.acc.device)
+        self.teacher_request = objective.teacher_request if teacher is not None else FeatureRequest()
+        module = DistillModule(student, objective)
+        decay, no_decay = [], []
+        for name, p in module.named_parameters():
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train_cfg.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=train_cfg.lr)
+        train_loader = make_loader(train_set, tokenizer, train_cfg.batch_size, shuffle=True)
+        eval_loader = (make_loader(eval_set, tokenizer, train_cfg.eval_batch_size)
+                       if eval_set is not None else None)
+        self.module, self.optimizer, self.train_loader = self.acc.prepare(module, optimizer, train_loader)
+        self.eval_loader = self.acc.prepare(eval_loader) if eval_loader is not None else None
+        self.total_batches = max(1, int(round(train_cfg.epochs * len(self.train_loader))))
+        self.total_steps = math.ceil(self.total_batches / train_cfg.grad_accum)
+        n = self.acc.num_processes
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(train_cfg.warmup_ratio * self.total_steps) * n, self.total_steps * n)
+        self.scheduler = self.acc.prepare(scheduler)
+        self.state = RunState()
+        self.writer = None
+
+    # ---- helpers -------------------------------------------------------------------------------
+    @property
+    def student(self) -> PreTrainedModel:
+        return self.acc.unwrap_model(self.module).student
+
+    def _log(self, msg: str) -> None:
+        if self.acc.is_main_process:
+            tqdm.write(f"[{self.run_name}] {msg}")
+
+    def _tb(self, tag_values: dict[str, float], step: int) -> None:
+        if self.writer is None and self.acc.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.out / "logs"))
+        if self.writer is not None:
+            for k, v in tag_values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def _save_checkpoint(self) -> None:
+        """Accelerate state + JSON run state; the state file is written last, marking it complete."""
+        ckpt = self.out / "checkpoints" / f"step-{self.state.global_step:07d}"
+        self.state.schedule = self.schedule.state_dict()
+        self.acc.save_state(str(ckpt), safe_serialization=True)
+        if self.acc.is_main_process:
+            self.state.save(ckpt / RUN_STATE)
+            done = sorted((self.out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+            for old in done[:-self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+
+    def _resume(self) -> None:
+        ckpt = latest_checkpoint(self.out) if self.cfg.resume else None
+        if ckpt is None:
+            return
+        self.acc.load_state(str(ckpt))
+        self.state = RunState.load(ckpt / RUN_STATE)
+        self.schedule.load_state_dict(self.state.schedule)
+        self._log(f"resumed from {ckpt.name} (epoch {self.state.epoch + 1}, "
+                  f"batch {self.state.batches_in_epoch}, step {self.state.global_step})")
+
+    def save_student(self, path: Path) -> None:
+        """An ordinary HF folder: weights as safetensors, tokenizer, default attention backend."""
+        if not self.acc.is_main_process:
+            return
+        student = self.student
+        impl = student.config._attn_implementation
+        if impl == "kdistill":
+            student.set_attn_implementation("eager" if not student._supports_attention_backend else "sdpa")
+        student.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        if impl == "kdistill":
+            student.set_attn_implementation(impl)
+
+    def _teacher_signal(self, batch: dict[str, Tensor]) -> Features | None:
+        if self.teacher is None:
+            return None
+        with torch.no_grad(), self.acc.autocast():
+            return forward_features(self.teacher, batch, self.teacher_request)
+
+    def evaluate(self) -> dict[str, float]:
+        assert self.eval_loader is not None
+        logits, labels = predict(self.student, self.eval_loader, self.acc)
+        return compute_metrics(self.metric, logits, labels)
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _epoch_batches(self, epoch: int, skip: int) -> Iterator[dict[str, Tensor]]:
+        """Batches of one epoch, skipping those a resumed run has already seen.
+
+        Building the iterator draws from the global RNG; that draw is undone so that dropout
+        masks depend only on the checkpointed RNG state, whether the run was resumed or not.
+        """
+        self.train_loader.set_epoch(epoch)
+        loader = self.acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+        rng = torch.get_rng_state()
+        it = iter(loader)
+        first = next(it, None)
+        torch.set_rng_state(rng)
+        if first is None:
+            return
+        yield first
+        yield from it
+
+    def train(self) -> TrainResult:
+        import time
+
+        self._resume()
+        if self.state.finished:
+            self._log("already finished; nothing to do")
+            return self._result(0.0)
+        start = time.perf_counter()
+        batches_per_epoch = len(self.train_loader)
+        n_epochs = math.ceil(self.total_batches / batches_per_epoch)
+        done = self.state.epoch * batches_per_epoch + self.state.batches_in_epoch
+        bar = tqdm(total=self.total_batches, initial=done, disable=not (self.cfg.progress and
+                   self.acc.is_main_process), desc=self.run_name, dynamic_ncols=True)
+        running: dict[str, float] = {}
+        while self.state.epoch < n_epochs and done < self.total_batches:
+            epoch = self.state.epoch
+            self.module.train()
+            layer_sums: dict[str, dict[int, list[float]]] = {}
+            for batch in self._epoch_batches(epoch, self.state.batches_in_epoch):
+                active = self.schedule.active()
+                with self.acc.accumulate(self.module):
+                    t_feats = self._teacher_signal(batch)
+                    with self.acc.autocast():
+                        total, terms, layer_terms = self.module(batch, t_feats, active)
+                    self._check_finite(terms, total)
+                    self.acc.backward(total)
+                    if self.acc.sync_gradients and self.cfg.max_grad_norm:
+                        self.acc.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad()
+                done += 1
+                self.state.batches_in_epoch += 1
+                for k, d in layer_terms.items():
+                    for layer, v in d.items():
+                        layer_sums.setdefault(k, {}).setdefault(layer, []).append(v)
+                for k, v in {"loss": total.detach(), **terms}.items():
+                    running[k] = 0.9 * running.get(k, float(v)) + 0.1 * float(v)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
+                if self.acc.sync_gradients:
+                    self.state.global_step += 1
+                    if self.state.global_step % self.cfg.log_every == 0:
+                        vals = {f"train/{k}": float(v) for k, v in terms.items()}
+                        vals["train/loss"] = float(total.detach())
+                        vals["train/lr"] = self.scheduler.get_last_lr()[0]
+                        self._tb(vals, self.state.global_step)
+                    if self.state.global_step % self.cfg.save_steps == 0 and done < self.total_batches:
+                        self._save_checkpoint()
+                if done >= self.total_batches:
+                    break
+            self._end_epoch(epoch, layer_sums)
+        bar.close()
+        self.state.finished = True
+        self._save_checkpoint()
+        if self.writer is not None:
+            self.writer.close()
+        return self._result(time.perf_counter() - start)
+
+    def _check_finite(self, terms: dict[str, Tensor], total: Tensor) -> None:
+        for name, value in {**terms, "total": total.detach()}.items():
+            if not torch.isfinite(value).all():
+                raise TrainingDiverged(
+                    f"loss term '{name}' became {float(value)} at epoch {self.state.epoch + 1}, step "
+                    f"{self.state.global_step + 1}; lower train.lr or that term's weight")
+
+    def _end_epoch(self, epoch: int, layer_sums: dict[str, dict[int, list[float]]]) -> None:
+        layer_means = {k: {layer: float(np.mean(v)) for layer, v in d.items()} for k, d in layer_sums.items()}
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.global_step, "layer_losses": layer_means}
+        if self.eval_loader is not None and self.cfg.eval_every_epoch:
+            metrics = self.evaluate()
+            record["validation"] = metrics
+            score = metrics[primary(self.metric)]
+            self._tb({f"validation/{k}": v for k, v in metrics.items()}, self.state.global_step)
+            improved = self.state.best_score is None or score > self.state.best_score
+            self._log(f"epoch {epoch + 1}: validation {primary(self.metric)} {score:.4f}"
+                      + (" (best so far)" if improved else ""))
+            if improved:
+                self.state.best_score, self.state.best_epoch = score, epoch + 1
+                self.save_student(self.out / "best")
+        for event in self.schedule.observe(epoch, layer_means):
+            self._log(event)
+            record.setdefault("events", []).append(event)
+        self.state.history.append(record)
+        self.state.epoch += 1
+        self.state.batches_in_epoch = 0
+        if self.state.epoch * len(self.train_loader) < self.total_batches:
+            self._save_checkpoint()
+
+    def _result(self, wall: float) -> TrainResult:
+        return TrainResult(best_score=self.state.best_score, best_epoch=self.state.best_epoch,
+                           metric=self.metric, history=self.state.history, wall_seconds=wall,
+                           steps=self.state.global_step)

@@ -1,0 +1,86 @@
+"""Scoring a saved model: task metric, and next to a teacher, retention, size and speed of both."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdistill.config import EvaluateConfig
+from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
+from kdistill.metrics import compute_metrics, primary
+from kdistill.models import load_classifier, load_tokenizer, pick_device
+from kdistill.speed import comparison_table, count_parameters, measure_speed, size_on_disk
+
+
+def predict(model: nn.Module, loader: Any, accelerator: Any = None, progress: bool = False,
+            desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels over a loader; gathers across processes when an Accelerator is given."""
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            if accelerator is None:
+                batch = {k: v.to(device) for k, v in batch.items()}
+            out = model(**{k: v for k, v in batch.items() if k != "labels"})
+            lg, lb = out.logits, batch["labels"]
+            if accelerator is not None:
+                lg, lb = accelerator.gather_for_metrics((lg, lb))
+            logits.append(lg.float().cpu())
+            labels.append(lb.cpu())
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def score_split(model: nn.Module, tokenizer: Any, data: TaskData, split: str, max_length: int,
+                batch_size: int = 64, cache_dir: str | None = None, progress: bool = True,
+                desc: str = "eval") -> dict[str, float]:
+    splits = tokenize_splits(data, tokenizer, max_length, cache_dir)
+    loader = make_loader(splits[split], tokenizer, batch_size)
+    logits, labels = predict(model, loader, progress=progress, desc=desc)
+    return compute_metrics(data.metric, logits, labels)
+
+
+def describe_model(path: str, data: TaskData, cfg: EvaluateConfig, name: str) -> dict[str, Any]:
+    """Everything the comparison table shows about one model folder."""
+    tokenizer = load_tokenizer(path)
+    model = load_classifier(path)
+    check_labels(data, model.config.num_labels, model.config.id2label)
+    device = pick_device(cfg.device)
+    model.to(device)
+    split = cfg.split if cfg.split in data.splits else "validation"
+    metrics = score_split(model, tokenizer, data, split, cfg.data.max_length, cache_dir=cfg.data.cache_dir,
+                          desc=f"scoring {name}")
+    info: dict[str, Any] = {
+        "name": name, "path": str(path), "split": split, "metric": data.metric,
+        "score": metrics[primary(data.metric)], "metrics": metrics,
+        "params": count_parameters(model), "size_bytes": size_on_disk(path),
+        "layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size,
+    }
+    if cfg.speed:
+        speed = measure_speed(model, batch_sizes=tuple(cfg.batch_sizes), seq_length=cfg.seq_length,
+                              warmup=cfg.warmup, repeats=cfg.repeats, device=device,
+                              vocab_size=model.config.vocab_size, threads=cfg.threads)
+        info["speed"] = [asdict(s) for s in speed]
+    return info
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Score the model (and the teacher), print the comparison table, optionally write JSON."""
+    data = load_task_data(cfg.data)
+    student = describe_model(cfg.model, data, cfg, "student" if cfg.teacher else "model")
+    teacher = describe_model(cfg.teacher, data, cfg, "teacher") if cfg.teacher else None
+    result: dict[str, Any] = {"task": data.name, "model": student, "teacher": teacher}
+    if teacher:
+        result["retention"] = student["score"] / teacher["score"] if teacher["score"] else None
+    result["table"] = comparison_table(student, teacher)
+    if cfg.out_json:
+        Path(cfg.out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out_json).write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,73 @@
+"""Task metrics by name, so a task (or a user's file) picks its headline figure with one string.
+
+Every metric returns plain floats with its own name as the first key (the headline figure) and,
+where useful, accuracy as a second figure that reads the same across tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from kdistill.errors import KDistillError
+from kdistill.registry import Registry
+
+MetricFn = Callable[..., dict[str, float]]
+METRICS: Registry[MetricFn] = Registry("metric")
+
+
+@METRICS.register("accuracy")
+def accuracy(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    return {"accuracy": float(accuracy_score(labels, preds))}
+
+
+@METRICS.register("matthews")
+def matthews(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    """Matthews correlation (CoLA's GLUE metric): fair under class imbalance, 0 for constant guesses."""
+    acc = float(accuracy_score(labels, preds))
+    return {"matthews": float(matthews_corrcoef(labels, preds)), "accuracy": acc}
+
+
+@METRICS.register("f1")
+def f1(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    """F1 of class 1 for two classes (MRPC's GLUE figure), macro F1 over all classes otherwise.
+
+    `num_labels` (known from logits) decides binary vs macro, so a small eval set that happens to
+    hold only classes 0 and 1 of a 3-class task is still scored with macro F1.
+    """
+    if num_labels is None:
+        num_labels = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
+    if num_labels <= 2:
+        score = f1_score(labels, preds, labels=[0, 1], pos_label=1, average="binary", zero_division=0)
+    else:
+        score = f1_score(labels, preds, labels=list(range(num_labels)), average="macro", zero_division=0)
+    return {"f1": float(score), "accuracy": float(accuracy_score(labels, preds))}
+
+
+def compute_metrics(
+    metric: str, logits_or_preds: np.ndarray | Sequence, labels: np.ndarray | Sequence
+) -> dict[str, float]:
+    """Score predictions (or logits, argmax taken over the last axis) against integer labels."""
+    fn = METRICS.get(metric)
+    arr = np.asarray(logits_or_preds)
+    num_labels = None
+    if arr.ndim == 2:
+        num_labels = int(arr.shape[1])
+        arr = arr.argmax(axis=-1)
+    elif arr.ndim != 1:
+        raise KDistillError(f"metric '{metric}' needs 1-D predictions or 2-D logits, got shape {arr.shape}")
+    preds = arr.astype(np.int64)
+    gold = np.asarray(labels).astype(np.int64).reshape(-1)
+    if len(preds) != len(gold):
+        raise KDistillError(f"metric '{metric}': {len(preds)} predictions but {len(gold)} labels")
+    if len(gold) == 0:
+        raise KDistillError(f"metric '{metric}': no examples to score")
+    return fn(preds, gold, num_labels=num_labels)
+
+
+def primary(metric: str) -> str:
+    """Key of the headline figure in `compute_metrics(metric, ...)` (the metric's own name)."""
+    METRICS.get(metric)  # unknown names fail here with the list of valid ones
+    return metric

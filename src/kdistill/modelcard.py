@@ -1,0 +1,220 @@
+"""Model cards (README.md with YAML front matter) that the Hugging Face Hub and `huggingface_hub` read.
+
+A distilled model is only useful to others if it says what it was distilled from, how, how much
+accuracy it kept and how much smaller and faster it got; the front matter makes that machine-readable
+(`model-index` feeds the Hub's evaluation widgets), the body makes it human-readable.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdistill.config import DEFAULT_TEACHER
+from kdistill.speed import speed_table
+
+GLUE_TASKS: dict[str, tuple[str, str]] = {
+    "sst2": ("sst2", "GLUE SST2"),
+    "cola": ("cola", "GLUE COLA"),
+    "mrpc": ("mrpc", "GLUE MRPC"),
+    "rte": ("rte", "GLUE RTE"),
+}
+"""Shipped kdistill tasks -> (config of the Hub's GLUE dataset, display name)."""
+GLUE_DATASET = "nyu-mll/glue"
+DEFAULT_TEACHER_HUB = "sentence-transformers/all-MiniLM-L6-v2"
+
+# kdistill metric key -> (Hub metric type, display name)
+_METRIC_NAMES: dict[str, tuple[str, str]] = {
+    "accuracy": ("accuracy", "Accuracy"),
+    "acc": ("accuracy", "Accuracy"),
+    "f1": ("f1", "F1"),
+    "matthews": ("matthews_correlation", "Matthews Correlation"),
+    "mcc": ("matthews_correlation", "Matthews Correlation"),
+    "matthews_correlation": ("matthews_correlation", "Matthews Correlation"),
+    "precision": ("precision", "Precision"),
+    "recall": ("recall", "Recall"),
+}
+# Bookkeeping values an evaluation loop reports that are not task metrics.
+_NOT_METRICS = {"loss", "runtime", "samples_per_second", "steps_per_second", "epoch", "step", "examples"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def hub_model_id(name: str) -> str | None:
+    """The Hub id for `name`, or None when it is a local path (which must not go in `base_model`)."""
+    if name == DEFAULT_TEACHER:
+        return DEFAULT_TEACHER_HUB
+    if not _HUB_ID.match(name) or ".." in name or name.endswith((".", "-")):
+        return None
+    if Path(name).expanduser().exists():
+        return None
+    return name
+
+
+def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """Finite numeric task metrics, with Trainer-style `eval_` prefixes dropped."""
+    out: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        name = key.removeprefix("eval_")
+        if name in _NOT_METRICS or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value):
+            out[name] = float(value)
+    return out
+
+
+def _metric_meta(name: str) -> tuple[str, str]:
+    return _METRIC_NAMES.get(name, (name, name.replace("_", " ").title()))
+
+
+def _front_matter(
+    model_name: str, base_model: str, task: str, metrics: dict[str, float]
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["kdistill", "knowledge-distillation"],
+    }
+    hub_id = hub_model_id(base_model)
+    if hub_id:
+        data["base_model"] = hub_id
+    glue = GLUE_TASKS.get(task.lower())
+    if glue:
+        data["datasets"] = [GLUE_DATASET]
+    if metrics:
+        data["metrics"] = sorted({_metric_meta(k)[0] for k in metrics})
+        dataset: dict[str, Any] = (
+            {"name": glue[1], "type": GLUE_DATASET, "config": glue[0], "split": "validation"}
+            if glue else {"name": task, "type": task}
+        )
+        data["model-index"] = [{
+            "name": model_name,
+            "results": [{
+                "task": {"type": "text-classification", "name": "Text Classification"},
+                "dataset": dataset,
+                "metrics": [
+                    {"type": _metric_meta(k)[0], "value": round(v, 6), "name": _metric_meta(k)[1]}
+                    for k, v in metrics.items()
+                ],
+            }],
+        }]
+    return data
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n:,}"
+
+
+def _metrics_section(metrics: dict[str, float], teacher: dict[str, float]) -> list[str]:
+    if not metrics:
+        return []
+    lines = ["## Results", ""]
+    if teacher:
+        lines += ["| Metric | Student | Teacher | Retention |", "|---|---|---|---|"]
+        for k, v in metrics.items():
+            t = teacher.get(k)
+            retention = f"{v / t * 100:.1f}%" if t is not None and t > 0 else "-"
+            t_cell = f"{t:.4f}" if t is not None else "-"
+            lines.append(f"| {_metric_meta(k)[1]} | {v:.4f} | {t_cell} | {retention} |")
+    else:
+        lines += ["| Metric | Student |", "|---|---|"]
+        lines += [f"| {_metric_meta(k)[1]} | {v:.4f} |" for k, v in metrics.items()]
+    return lines + [""]
+
+
+def _params_section(params: int | None, teacher_params: int | None) -> list[str]:
+    if params is None and teacher_params is None:
+        return []
+    lines = ["## Size", ""]
+    if params is not None:
+        lines.append(f"- Student parameters: {_fmt_params(params)}")
+    if teacher_params is not None:
+        lines.append(f"- Teacher parameters: {_fmt_params(teacher_params)}")
+    if params and teacher_params:
+        lines.append(f"- Compression: {teacher_params / params:.1f}x fewer parameters")
+    return lines + [""]
+
+
+def render_model_card(
+    *,
+    model_name: str,
+    base_model: str,
+    method: str,
+    task: str,
+    metrics: Mapping[str, float],
+    teacher_metrics: Mapping[str, float] | None = None,
+    params: int | None = None,
+    teacher_params: int | None = None,
+    speed: Sequence[Mapping[str, Any]] | None = None,
+    config_yaml: str | None = None,
+    extra: str | None = None,
+) -> str:
+    """The README.md text: YAML front matter, then a short markdown body."""
+    clean = _clean_metrics(metrics)
+    teacher = _clean_metrics(teacher_metrics)
+    front = yaml.safe_dump(
+        _front_matter(model_name, base_model, task, clean), sort_keys=False, allow_unicode=True
+    )
+    glue = GLUE_TASKS.get(task.lower())
+    task_text = f"{glue[1]} (`{task}`)" if glue else f"`{task}`"
+    body = [
+        f"# {model_name}",
+        "",
+        f"This model was distilled with kdistill (knowledge distillation) from "
+        f"`{base_model}` using the `{method}` method on the {task_text} text-classification task.",
+        "",
+    ]
+    body += _metrics_section(clean, teacher)
+    body += _params_section(params, teacher_params)
+    if speed:
+        body += ["## Speed", "", "Forward-pass time measured by `kdistill` (random inputs, full length).", "",
+                 speed_table(speed), ""]
+    body += [
+        "## Usage", "", "```python", "from transformers import pipeline", "",
+        f'classifier = pipeline("text-classification", model="{model_name}")',
+        'print(classifier("Replace me with any text you like."))', "```", "",
+    ]
+    if config_yaml:
+        body += ["## Distillation config", "", "```yaml", config_yaml.strip("\n"), "```", ""]
+    if extra:
+        body += [extra.strip("\n"), ""]
+    return f"---\n{front}---\n\n" + "\n".join(body)
+
+
+def write_model_card(
+    out_dir: str | Path,
+    *,
+    base_model: str,
+    method: str,
+    task: str,
+    metrics: dict[str, float],
+    teacher_metrics: dict | None = None,
+    params: int | None = None,
+    teacher_params: int | None = None,
+    speed: list[dict] | None = None,
+    config_yaml: str | None = None,
+    extra: str | None = None,
+) -> Path:
+    """Write `out_dir/README.md` (creating the folder) so the saved model folder is Hub-ready."""
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    text = render_model_card(
+        model_name=out.resolve().name or "kdistill-student",
+        base_model=base_model,
+        method=method,
+        task=task,
+        metrics=metrics,
+        teacher_metrics=teacher_metrics,
+        params=params,
+        teacher_params=teacher_params,
+        speed=speed,
+        config_yaml=config_yaml,
+        extra=extra,
+    )
+    path = out / "README.md"
+    path.write_text(text, encoding="utf-8")
+    return path

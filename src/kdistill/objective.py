@@ -1,0 +1,168 @@
+"""The objective: named, weighted loss terms over mapped layer pairs, with the projections they own.
+
+Everything a run will need is checked here, when the run is set up: loss names, their parameters,
+layers the mapping names, whether teacher and student tokenise alike for token-level losses.
+Projections live here (not on the student), so exporting the student never carries them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from kdistill.config import LossConfig, MappingConfig
+from kdistill.errors import KDistillError
+from kdistill.features import FeatureRequest, Features
+from kdistill.losses import LOSSES, LossSpec
+from kdistill.mapping import LayerPair, build_map
+from kdistill.models import ModelProbe
+
+RESPONSE_FEATURES = ("logits", "labels")
+
+
+@dataclass(frozen=True)
+class Active:
+    """What a schedule switches on now: which student layers' losses, and the prediction losses."""
+
+    layers: frozenset[int] | None = None  # None = every mapped layer
+    prediction: bool = True
+
+
+@dataclass
+class Term:
+    key: str  # unique name in logs ("kl", "hidden_mse", "hidden_mse_2" when repeated)
+    cfg: LossConfig
+    spec: LossSpec
+    pairs: list[LayerPair]
+    kwargs: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        extra = f"T={self.cfg.temperature:g}" if "temperature" in self.kwargs else ""
+        if self.pairs:
+            pairs = ", ".join(f"{p.student}<-{'+'.join(map(str, p.teacher))}" for p in self.pairs)
+            extra = f"{extra}; " if extra else ""
+            extra += f"layers {pairs}"
+        return f"{self.cfg.weight:g}*{self.cfg.name}" + (f"[{extra}]" if extra else "")
+
+
+@dataclass
+class LossOutput:
+    total: Tensor
+    terms: dict[str, Tensor]  # unweighted, detached: for logs and the NaN check
+    layer_terms: dict[str, dict[int, float]]  # term -> student layer -> value (for schedules)
+
+
+def _loss_kwargs(cfg: LossConfig, spec: LossSpec) -> dict:
+    params = inspect.signature(spec.fn).parameters
+    kwargs = dict(cfg.params)
+    unknown = [k for k in kwargs if k not in params or k == "mask"]
+    if unknown:
+        valid = [p for p in params if params[p].kind == inspect.Parameter.KEYWORD_ONLY and p != "mask"]
+        raise KDistillError(f"loss '{cfg.name}' has no parameter(s) {unknown} (valid: {valid})")
+    if "temperature" in params:
+        kwargs["temperature"] = cfg.temperature
+    elif cfg.temperature != 1.0:
+        raise KDistillError(f"loss '{cfg.name}' takes no temperature")
+    return kwargs
+
+
+class Objective(nn.Module):
+    """A weighted sum of loss terms; `str(objective)` prints the formula."""
+
+    def __init__(self, losses: list[LossConfig], mapping: MappingConfig, *, student: ModelProbe,
+                 teacher: ModelProbe | None, same_tokens: bool = True) -> None:
+        super().__init__()
+        self.terms: list[Term] = []
+        self.projections = nn.ModuleDict()
+        seen: dict[str, int] = {}
+        for cfg in losses:
+            spec = LOSSES.get(cfg.name)
+            if spec.needs_teacher and teacher is None:
+                raise KDistillError(f"loss '{cfg.name}' needs a teacher")
+            if spec.token_aligned and not same_tokens:
+                raise KDistillError(
+                    f"loss '{cfg.name}' compares token by token, but the teacher and student tokenizers "
+                    "have different vocabularies")
+            pairs: list[LayerPair] = []
+            if spec.per_layer:
+                assert teacher is not None
+                if spec.feature == "embeddings":
+                    pairs = [LayerPair(0, (0,))]
+                else:
+                    pairs = build_map(cfg.mapping or mapping, teacher.num_layers, student.num_layers)
+            seen[cfg.name] = seen.get(cfg.name, 0) + 1
+            key = cfg.name if seen[cfg.name] == 1 else f"{cfg.name}_{seen[cfg.name]}"
+            term = Term(key=key, cfg=cfg, spec=spec, pairs=pairs, kwargs=_loss_kwargs(cfg, spec))
+            if spec.projectable and teacher is not None and teacher.hidden_size != student.hidden_size:
+                self.projections[key] = nn.Linear(student.hidden_size, teacher.hidden_size)
+            self.terms.append(term)
+
+    def __str__(self) -> str:
+        return " + ".join(t.describe() for t in self.terms)
+
+    def _request(self, side: str) -> FeatureRequest:
+        wanted: dict[str, set[int]] = {"hidden": set(), "attn_scores": set(), "attn_probs": set()}
+        for term in self.terms:
+            kind = term.spec.feature
+            if kind in RESPONSE_FEATURES:
+                continue
+            kind = "hidden" if kind in ("embeddings", "cls") else kind
+            for p in term.pairs:
+                wanted[kind].update([p.student] if side == "student" else p.teacher)
+        return FeatureRequest(**{k: frozenset(v) for k, v in wanted.items()})
+
+    @property
+    def student_request(self) -> FeatureRequest:
+        return self._request("student")
+
+    @property
+    def teacher_request(self) -> FeatureRequest:
+        return self._request("teacher")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t.spec.needs_teacher for t in self.terms)
+
+    def _pair_loss(self, term: Term, s: Features, t: Features, pair: LayerPair) -> Tensor:
+        kind = term.spec.feature
+        kind = "hidden" if kind == "cls" else kind
+        sx = s.get(kind, pair.student)
+        if term.key in self.projections:
+            sx = self.projections[term.key](sx)
+        fn_params = inspect.signature(term.spec.fn).parameters
+        extra = {"mask": s.mask} if "mask" in fn_params else {}
+        losses = [term.spec.fn(sx, t.get(kind, ti), **extra, **term.kwargs) for ti in pair.teacher]
+        return torch.stack(losses).mean() if len(losses) > 1 else losses[0]
+
+    def forward(self, s: Features, t: Features | None, labels: Tensor | None,
+                active: Active | None = None) -> LossOutput:
+        active = active or Active()
+        total = s.logits.new_zeros(())
+        terms: dict[str, Tensor] = {}
+        layer_terms: dict[str, dict[int, float]] = {}
+        for term in self.terms:
+            feature = term.spec.feature
+            if feature in RESPONSE_FEATURES:
+                if not active.prediction:
+                    continue
+                if feature == "labels":
+                    if labels is None:
+                        raise KDistillError(f"loss '{term.cfg.name}' needs labels but the batch has none")
+                    value = term.spec.fn(s.logits, labels, **term.kwargs)
+                else:
+                    assert t is not None
+                    value = term.spec.fn(s.logits, t.logits, **term.kwargs)
+            else:
+                assert t is not None
+                pairs = [p for p in term.pairs if active.layers is None or p.student in active.layers]
+                if not pairs:
+                    continue
+                per_layer = [self._pair_loss(term, s, t, p) for p in pairs]
+                layer_terms[term.key] = {p.student: float(v.detach()) for p, v in zip(pairs, per_layer)}
+                value = torch.stack(per_layer).sum()  # summed over layers, as TinyBERT does
+            terms[term.key] = value.detach()
+            total = total + term.cfg.weight * value
+        return LossOutput(total=total, terms=terms, layer_terms=layer_terms)

@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny BERT teacher (width 32) with a real WordPiece vocabulary built from SST-2.
+
+Nothing is downloaded: the vocabulary comes from the shipped SST-2 file, the model is random.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+DATA = Path(__file__).resolve().parents[1] / "src" / "kdistill" / "datasets"
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_vocab(path: Path, n_words: int = 600) -> Path:
+    counts: Counter[str] = Counter()
+    with open(DATA / "sst2" / "train.tsv", encoding="utf-8") as f:
+        rows = csv.reader(f, delimiter="\t")
+        next(rows)
+        for row in rows:
+            counts.update(row[0].lower().split())
+    words = [w for w, _ in counts.most_common(n_words) if w not in SPECIALS]
+    letters = [c for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    pieces = [f"##{c}" for c in letters]
+    vocab = SPECIALS + letters + pieces + [w for w in words if w not in letters]
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return path
+
+
+def make_tiny_bert(out: Path, *, num_layers: int = 4, hidden: int = 32, heads: int = 2,
+                   num_labels: int = 2, seed: int = 0) -> Path:
+    """Save a tiny BertForSequenceClassification + tokenizer as an ordinary HF folder."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = write_vocab(out / "vocab-src.txt")
+    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=num_layers,
+                     num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=128,
+                     num_labels=num_labels, architectures=["BertForSequenceClassification"])
+    model = BertForSequenceClassification(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "vocab-src.txt").unlink()
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "teacher")
+
+
+@pytest.fixture
+def tiny_data() -> dict:
+    """A small slice of shipped SST-2: fast, real text."""
+    return {"task": "sst2", "max_train_examples": 96, "max_eval_examples": 48, "max_length": 32}
+
+
+@pytest.fixture
+def fast_train() -> dict:
+    return {"epochs": 1, "batch_size": 16, "eval_batch_size": 32, "lr": 1e-3, "progress": False,
+            "save_steps": 1000, "device": "cpu"}

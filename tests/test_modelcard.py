@@ -1,0 +1,99 @@
+"""Model cards: front matter the Hub tooling parses, and a readable body."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from kdistill.modelcard import hub_model_id, write_model_card
+from kdistill.speed import SpeedResult
+
+CONFIG_YAML = "method: logits\ntemperature: 2.0\nstudent:\n  layers: 4\n"
+
+
+def _front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    head, _, _ = text[4:].partition("\n---\n")
+    return yaml.safe_load(head)
+
+
+def _write(tmp_path, **kw):
+    args = dict(
+        base_model="google-bert/bert-base-uncased",
+        method="logits",
+        task="sst2",
+        metrics={"accuracy": 0.861, "eval_loss": 0.31},
+        teacher_metrics={"accuracy": 0.875},
+        params=11_000_000,
+        teacher_params=110_000_000,
+        speed=[
+            SpeedResult(1, 64, 2.0, 2.5, 2.1, 476.2).to_dict(),
+            SpeedResult(32, 64, 20.0, 22.0, 20.5, 1561.0).to_dict(),
+        ],
+        config_yaml=CONFIG_YAML,
+        extra="Trained on a laptop.",
+    )
+    args.update(kw)
+    return write_model_card(tmp_path / "sst2-student", **args)
+
+
+def test_front_matter_has_required_keys(tmp_path) -> None:
+    path = _write(tmp_path)
+    assert path == tmp_path / "sst2-student" / "README.md"
+    meta = _front_matter(path.read_text())
+    assert meta["library_name"] == "transformers"
+    assert meta["pipeline_tag"] == "text-classification"
+    assert {"kdistill", "knowledge-distillation"} <= set(meta["tags"])
+    assert meta["base_model"] == "google-bert/bert-base-uncased"
+    assert meta["datasets"] == ["nyu-mll/glue"]
+    (entry,) = meta["model-index"]
+    assert entry["name"] == "sst2-student"
+    (result,) = entry["results"]
+    assert result["task"]["type"] == "text-classification"
+    assert result["dataset"]["config"] == "sst2"
+    assert result["metrics"] == [{"type": "accuracy", "value": 0.861, "name": "Accuracy"}]  # no loss
+
+
+def test_body_has_retention_compression_speed_and_config(tmp_path) -> None:
+    text = _write(tmp_path).read_text()
+    body = text.split("\n---\n", 1)[1]
+    assert "google-bert/bert-base-uncased" in body and "`logits`" in body
+    assert "98.4%" in body  # 0.861 / 0.875
+    assert "10.0x" in body  # 110M / 11M parameters
+    assert "| Batch" in body and "1561.0" in body
+    assert "```yaml\n" + CONFIG_YAML in body
+    assert body.rstrip().endswith("Trained on a laptop.")
+
+
+def test_huggingface_hub_reads_the_card(tmp_path) -> None:
+    hub = pytest.importorskip("huggingface_hub")
+    path = _write(tmp_path, task="cola", metrics={"matthews": 0.41, "accuracy": 0.8}, teacher_metrics=None)
+    card = hub.ModelCard.load(path)
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers"
+    index = data["model-index"]
+    metrics = index[0]["results"][0]["metrics"]
+    assert {m["type"] for m in metrics} == {"matthews_correlation", "accuracy"}
+    assert index[0]["results"][0]["dataset"]["config"] == "cola"
+
+
+def test_local_base_model_and_custom_task(tmp_path) -> None:
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    path = _write(tmp_path, base_model=str(teacher_dir), task="my_reviews", teacher_metrics=None,
+                  teacher_params=None, speed=None, config_yaml=None, extra=None)
+    meta = _front_matter(path.read_text())
+    assert "base_model" not in meta  # a local path is not a Hub id
+    assert "datasets" not in meta
+    assert meta["model-index"][0]["results"][0]["dataset"] == {"name": "my_reviews", "type": "my_reviews"}
+    body = path.read_text().split("\n---\n", 1)[1]
+    assert "## Speed" not in body and "```yaml" not in body
+
+
+def test_hub_model_id(tmp_path) -> None:
+    assert hub_model_id("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_model_id("bert-base-uncased") == "bert-base-uncased"
+    assert hub_model_id("./runs/teacher") is None
+    assert hub_model_id("/abs/path/model") is None
+    assert hub_model_id("a/b/c") is None
+    assert hub_model_id(str(tmp_path)) is None

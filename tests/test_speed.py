@@ -1,0 +1,207 @@
+"""Size and speed measurements on tiny, locally built models (no downloads)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import transformers
+from rich.console import Console
+
+from kdistill.errors import KDistillError
+from kdistill.speed import (
+    SpeedResult,
+    comparison_table,
+    count_parameters,
+    flops_per_example,
+    measure_speed,
+    print_comparison,
+    size_on_disk,
+    speed_table,
+)
+
+
+def _config(layers: int = 2, hidden: int = 32, inter: int = 64, **kw) -> transformers.BertConfig:
+    return transformers.BertConfig(
+        vocab_size=100, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=inter, max_position_embeddings=256, **kw,
+    )
+
+
+def _classifier(layers: int = 2, hidden: int = 32, inter: int = 64) -> transformers.PreTrainedModel:
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(_config(layers, hidden, inter))
+
+
+def test_count_parameters_counts_tied_weights_once() -> None:
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(_config(tie_word_embeddings=True))
+    emb = model.bert.embeddings.word_embeddings.weight
+    decoder = model.cls.predictions.decoder
+    assert decoder.weight.data_ptr() == emb.data_ptr()  # really tied
+    h, v, i, pos = 32, 100, 64, 256
+    embeddings = v * h + pos * h + 2 * h + 2 * h  # word, position, token type, LayerNorm
+    layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
+    mlm_head = (h * h + h) + 2 * h + v  # transform dense, LayerNorm, output bias; decoder weight is tied
+    assert count_parameters(model) == embeddings + 2 * layer + mlm_head == 29828
+    with_dupes = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+    assert count_parameters(model) == with_dupes - decoder.weight.numel() - decoder.bias.numel()
+    # Untied: the decoder gets its own vocab x hidden weight (and, in transformers 5, its own bias).
+    torch.manual_seed(0)
+    untied = transformers.BertForMaskedLM(_config(tie_word_embeddings=False))
+    assert count_parameters(untied) == count_parameters(model) + v * h + v
+
+
+def test_count_parameters_plain_model_matches_hand_sum() -> None:
+    model = _classifier()
+    assert count_parameters(model) == sum(p.numel() for p in model.parameters())
+
+
+def test_size_on_disk_matches_safetensors_file(tmp_path) -> None:
+    model = _classifier()
+    model.save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    (tmp_path / "m" / "notes.txt").write_text("not weights")
+    assert size_on_disk(tmp_path / "m") == weights.stat().st_size
+    assert size_on_disk(str(weights)) == weights.stat().st_size
+    # Recursive: a nested checkpoint's weights count too.
+    nested = tmp_path / "m" / "sub"
+    nested.mkdir()
+    (nested / "extra.bin").write_bytes(b"x" * 10)
+    assert size_on_disk(tmp_path / "m") == weights.stat().st_size + 10
+
+
+def test_size_on_disk_missing_path_is_user_error(tmp_path) -> None:
+    with pytest.raises(KDistillError):
+        size_on_disk(tmp_path / "nope")
+
+
+def test_measure_speed_numbers_are_sensible() -> None:
+    model = _classifier()
+    model.train()
+    results = measure_speed(model, batch_sizes=(1, 4), seq_length=16, warmup=1, repeats=5)
+    assert [r.batch_size for r in results] == [1, 4]
+    for r in results:
+        assert isinstance(r, SpeedResult)
+        assert r.seq_length == 16
+        assert 0 < r.p50_ms <= r.p95_ms
+        assert r.mean_ms > 0
+        assert r.throughput == pytest.approx(r.batch_size / (r.mean_ms / 1000))
+    assert model.training  # mode restored after measuring
+    assert SpeedResult.from_dict(results[0].to_dict()) == results[0]
+
+
+def test_measure_speed_passes_token_type_ids_only_when_accepted() -> None:
+    seen: list[set[str]] = []
+
+    class Spy(torch.nn.Module):
+        config = transformers.BertConfig(vocab_size=50, type_vocab_size=2)
+
+        def forward(self, input_ids, attention_mask=None):  # no token_type_ids, like DistilBERT
+            seen.append({"input_ids", "attention_mask"})
+            assert int(input_ids.max()) < 50 and input_ids.shape == (2, 8)
+            return input_ids.float().sum()
+
+    measure_speed(Spy(), batch_sizes=(2,), seq_length=8, warmup=0, repeats=1)
+    assert seen
+
+    distil = transformers.DistilBertForSequenceClassification(
+        transformers.DistilBertConfig(vocab_size=100, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    )
+    assert measure_speed(distil, batch_sizes=(1,), seq_length=8, warmup=0, repeats=1)[0].p50_ms > 0
+
+
+def test_deeper_model_is_slower() -> None:
+    shallow = _classifier(layers=1, hidden=128, inter=512)
+    deep = _classifier(layers=4, hidden=128, inter=512)
+    kw = dict(batch_sizes=(8,), seq_length=128, warmup=2, repeats=9, threads=1)
+    t1 = measure_speed(shallow, **kw)[0].p50_ms
+    t4 = measure_speed(deep, **kw)[0].p50_ms
+    assert t4 > 1.5 * t1, (t1, t4)
+
+
+def test_threads_restored() -> None:
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    model = _classifier(layers=1)
+    seen = []
+    model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    measure_speed(model, batch_sizes=(1,), seq_length=8, warmup=0, repeats=2, threads=target)
+    assert seen and set(seen) == {target}
+    assert torch.get_num_threads() == before
+
+
+def test_bad_arguments_are_user_errors() -> None:
+    model = _classifier(layers=1)
+    with pytest.raises(KDistillError):
+        measure_speed(model, seq_length=1000)
+    with pytest.raises(KDistillError):
+        measure_speed(model, repeats=0)
+
+
+def _speed(bs: int, p50: float, thr: float) -> dict:
+    return SpeedResult(bs, 64, p50, p50 * 1.2, p50 * 1.05, thr).to_dict()
+
+
+STUDENT = {
+    "name": "student", "path": "runs/student", "metric": "accuracy", "score": 0.861,
+    "metrics": {"accuracy": 0.861}, "params": 11_000_000, "size_bytes": 44_000_000,
+    "speed": [_speed(1, 2.0, 500.0), _speed(32, 20.0, 1600.0)],
+}
+TEACHER = {
+    "name": "teacher", "path": "runs/teacher", "metric": "accuracy", "score": 0.875,
+    "metrics": {"accuracy": 0.875}, "params": 110_000_000, "size_bytes": 440_000_000,
+    "speed": [_speed(1, 10.0, 100.0), _speed(32, 160.0, 200.0)],
+}
+
+
+def test_comparison_table_retention_and_speedup() -> None:
+    table = comparison_table(STUDENT, TEACHER)
+    lines = table.splitlines()
+    assert len(lines) == 4  # header, rule, teacher, student
+    header = lines[0]
+    assert "Retention" in header and "Speedup" in header
+    assert "bs=1" in header and "bs=32" in header
+    teacher_row = next(line for line in lines if line.startswith("| teacher"))
+    student_row = next(line for line in lines if line.startswith("| student"))
+    assert "100%" in teacher_row and "87.5%" in teacher_row
+    assert "98.4%" in student_row  # 0.861 / 0.875
+    assert "86.1%" in student_row
+    assert "5.00x" in student_row  # 10 ms / 2 ms at batch 1
+    assert "8.00x" in student_row  # 1600 / 200 ex/s at batch 32
+    assert "1.00x" in teacher_row
+    assert "110" in teacher_row and "11.0" in student_row
+
+
+def test_comparison_table_without_teacher() -> None:
+    table = comparison_table(STUDENT, None)
+    lines = table.splitlines()
+    assert len(lines) == 3
+    assert "Speedup" not in lines[0]
+    assert "86.1%" in lines[2]
+
+
+def test_print_comparison_renders_with_rich() -> None:
+    buf = io.StringIO()
+    print_comparison(STUDENT, TEACHER, console=Console(file=buf, width=250, force_terminal=False))
+    out = buf.getvalue()
+    assert "98.4%" in out and "student" in out and "teacher" in out
+
+
+def test_speed_table_markdown() -> None:
+    table = speed_table([SpeedResult(1, 64, 1.5, 2.0, 1.6, 625.0), _speed(32, 20.0, 1600.0)])
+    lines = table.splitlines()
+    assert lines[0].startswith("| Batch") and len(lines) == 4
+    assert "625.0" in lines[2] and "1600.0" in lines[3]
+
+
+def test_flops_ratio_tracks_depth() -> None:
+    six = flops_per_example(_config(layers=6, hidden=384, inter=1536), 128)
+    three = flops_per_example(_config(layers=3, hidden=384, inter=1536), 128)
+    assert 1.9 < six / three <= 2.0
+    # Attention grows quadratically with sequence length, so doubling L more than doubles FLOPs.
+    assert flops_per_example(_config(), 256) > 2 * flops_per_example(_config(), 128)
+    # DistilBERT's attribute names are understood too.
+    distil = transformers.DistilBertConfig(dim=384, n_layers=6, n_heads=6, hidden_dim=1536)
+    assert flops_per_example(distil, 128) == pytest.approx(six, rel=1e-6)
