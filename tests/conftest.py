@@ -42,8 +42,10 @@ def make_tiny_bert(out: Path, *, num_layers: int = 4, hidden: int = 32, heads: i
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     out.mkdir(parents=True, exist_ok=True)
-    vocab = write_vocab(out / "vocab-src.txt")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    write_vocab(out / "vocab.txt")
+    # transformers 5 ignores `vocab_file=` in the constructor; loading the folder reads it
+    tok = BertTokenizerFast.from_pretrained(str(out), do_lower_case=True)
+    assert len(tok) > 600, len(tok)
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=num_layers,
                      num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=128,
@@ -51,7 +53,6 @@ def make_tiny_bert(out: Path, *, num_layers: int = 4, hidden: int = 32, heads: i
     model = BertForSequenceClassification(cfg)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    (out / "vocab-src.txt").unlink()
     return out
 
 

@@ -187,6 +187,12 @@ def test_print_comparison_renders_with_rich() -> None:
     print_comparison(STUDENT, TEACHER, console=Console(file=buf, width=250, force_terminal=False))
     out = buf.getvalue()
     assert "98.4%" in out and "student" in out and "teacher" in out
+    # A narrow console gets the transposed table: every number still complete.
+    buf = io.StringIO()
+    print_comparison(STUDENT, TEACHER, console=Console(file=buf, width=60, force_terminal=False))
+    out = buf.getvalue()
+    assert all(len(line) <= 60 for line in out.splitlines())
+    assert "1600.0" in out and "8.00x" in out and "Speedup bs=32 throughput" in out
 
 
 def test_speed_table_markdown() -> None:

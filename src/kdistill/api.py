@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from transformers import PreTrainedModel
 
 from kdistill.config import (
     DistillConfig,
-    EvaluateConfig,
     FinetuneConfig,
     LossConfig,
     MappingConfig,
@@ -68,7 +68,7 @@ def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: 
                      teacher_params=(teacher_summary or {}).get("params"), config_yaml=cfg_yaml)
 
 
-def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
     """Fine-tune a teacher classifier; returns validation/test metrics and writes `cfg.out`."""
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
@@ -82,7 +82,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     save_config(cfg, out / "kdistill.yaml")
     d = Distiller(student=model, tokenizer=tokenizer, objective=objective, train_cfg=cfg.train, out_dir=out,
                   train_set=splits["train"], eval_set=splits.get("validation"), metric=data.metric,
-                  run_name="finetune")
+                  run_name="finetune", callbacks=callbacks)
     result = d.train()
     summary = {"task": data.name, "metric": data.metric, "method": "fine-tuning",
                "base_model": cfg.model if cfg.model != "minilm" else "sentence-transformers/all-MiniLM-L6-v2",
@@ -116,7 +116,7 @@ def build_objective(cfg: DistillConfig, teacher: PreTrainedModel, student: PreTr
     return objective
 
 
-def distill(cfg: DistillConfig) -> dict[str, Any]:
+def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
     """Distill a student from a fine-tuned teacher; writes an ordinary HF model folder to `cfg.out`."""
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
@@ -136,7 +136,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     save_config(cfg, out / "kdistill.yaml")
     d = Distiller(student=student, tokenizer=s_tok, objective=objective, train_cfg=cfg.train, out_dir=out,
                   train_set=splits["train"], eval_set=splits.get("validation"), metric=data.metric,
-                  teacher=teacher if objective.needs_teacher else None, run_name="distill")
+                  teacher=teacher if objective.needs_teacher else None, run_name="distill",
+                  callbacks=callbacks)
     d._log(f"objective: {objective}")
     d._log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "
            f"{count_parameters(student) / 1e6:.1f}M params; teacher {count_parameters(teacher) / 1e6:.1f}M")
@@ -147,7 +148,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                "validation": (result.history[-1].get("validation") if result.history else None),
                "best_epoch": result.best_epoch, "history": result.history,
                "wall_seconds": result.wall_seconds, "steps": result.steps,
-               "world_size": d.acc.num_processes}
+               "world_size": d.acc.num_processes, "distributed": str(d.acc.distributed_type),
+               "backend": d.acc.state.backend}
     summary = _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary)
     if d.acc.is_main_process:
         if teacher_summary and summary.get("test") and teacher_summary.get("test"):

@@ -49,14 +49,15 @@ class TaskSpec:
 
 
 TASKS: Registry[TaskSpec] = Registry("task")
-TASKS.add("sst2", TaskSpec("sst2", ("sentence",), "label", ("negative", "positive"), "accuracy",
-                           {"train": "train.tsv", "test": "test.tsv"}))
-TASKS.add("cola", TaskSpec("cola", ("sentence",), "label", ("unacceptable", "acceptable"), "matthews",
-                           {"train": "train.tsv", "test": "dev.tsv"}))
-TASKS.add("mrpc", TaskSpec("mrpc", ("sentence1", "sentence2"), "label", ("not_paraphrase", "paraphrase"),
-                           "f1", {"train": "train.tsv", "test": "dev.tsv"}))
-TASKS.add("rte", TaskSpec("rte", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"),
-                          "accuracy", {"train": "train.tsv", "test": "dev.tsv"}))
+_DEV = {"train": "train.tsv", "test": "dev.tsv"}
+for _spec in (
+    TaskSpec("sst2", ("sentence",), "label", ("negative", "positive"), "accuracy",
+             {"train": "train.tsv", "test": "test.tsv"}),
+    TaskSpec("cola", ("sentence",), "label", ("unacceptable", "acceptable"), "matthews", _DEV),
+    TaskSpec("mrpc", ("sentence1", "sentence2"), "label", ("not_paraphrase", "paraphrase"), "f1", _DEV),
+    TaskSpec("rte", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), "accuracy", _DEV),
+):
+    TASKS.add(_spec.name, _spec)
 
 
 @dataclass
@@ -126,8 +127,8 @@ def _read_rows(path: Path) -> tuple[list[Any], list[int], str]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise KDistillError(f"cannot read data file {path}: {err}") from None
-    rows: list[Any] = []
-    lines: list[int] = []
+    rows: list[Any]
+    rows, lines = [], []
     if ext in (".csv", ".tsv", ".tab"):
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="," if ext == ".csv" else "\t")
         try:
@@ -138,18 +139,8 @@ def _read_rows(path: Path) -> tuple[list[Any], list[int], str]:
         except csv.Error as err:
             raise KDistillError(f"{path} line {reader.line_num}: {err}") from None
     elif ext in (".jsonl", ".json"):
-        whole = None
-        if ext == ".json":
-            try:
-                whole = json.loads(text)
-            except json.JSONDecodeError:
-                whole = None
-        if isinstance(whole, list) and whole and all(isinstance(r, (dict, list)) for r in whole):
-            rows, lines = whole, list(range(1, len(whole) + 1))
-        else:
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
@@ -326,27 +317,24 @@ def _from_dataset(cfg: DataConfig) -> tuple[dict[str, _Split], list[str] | None]
     val = next((s for s in ("validation", "dev", "valid", "val") if s in dsets), None)
     val = val or next((s for s in dsets if s.startswith("validation")), None)
     chosen = {"train": "train", "validation": val, "test": "test" if "test" in dsets else None}
-    columns = dsets["train"].column_names
-    text_spec = list(cfg.text_columns) if cfg.text_columns else _default_text(columns, f"dataset {name}")
-    label_spec = cfg.label_column
-    label_spec = _default_label(columns, f"dataset {name}") if label_spec is None else label_spec
-    lcol = columns[_index(label_spec, columns, len(columns), f"dataset {name}")]
-    feat = dsets["train"].features.get(lcol)
+    columns, where = dsets["train"].column_names, f"dataset {name}"
+    text_spec = list(cfg.text_columns) if cfg.text_columns else _default_text(columns, where)
+    label_spec = _default_label(columns, where) if cfg.label_column is None else cfg.label_column
+    need = [columns[_index(c, columns, 0, where)] for c in [*text_spec, label_spec]]
+    feat = dsets["train"].features[need[-1]]
     names = list(feat.names) if isinstance(feat, datasets.ClassLabel) else None
     out: dict[str, _Split] = {}
     for ours, theirs in chosen.items():
-        if theirs is None:
+        ds, where = dsets[theirs] if theirs else None, f"dataset {name} split '{theirs}'"
+        if ds is None or len(ds) == 0:
             continue
-        ds = dsets[theirs]
-        where = f"dataset {name} split '{theirs}'"
-        tcols = [ds.column_names[_index(c, ds.column_names, 0, where)] for c in text_spec]
-        _index(lcol, ds.column_names, 0, where)
-        data = ds.select_columns([*dict.fromkeys([*tcols, lcol])])[:]
-        if names is not None and ours != "train" and all(v == -1 for v in data[lcol]):
+        uniq = [ds.column_names[_index(c, ds.column_names, 0, where)] for c in dict.fromkeys(need)]
+        data = ds.select_columns(uniq)[:]
+        if names is not None and ours != "train" and all(v == -1 for v in data[need[-1]]):
             continue  # unlabeled split (GLUE test sets carry -1)
-        rows = list(range(1, len(ds) + 1))
-        texts = [["" if x is None else str(x) for x in data[c]] for c in tcols]
-        out[ours] = _Split(where, texts[0], texts[1] if len(texts) > 1 else None, data[lcol], rows)
+        rows = [list(r) for r in zip(*(data[c] for c in uniq), strict=True)]
+        table = _Table(where, uniq, rows, list(range(1, len(ds) + 1)))
+        out[ours] = _cells_to_split(table, need[:-1], need[-1])
     return out, names
 
 
@@ -380,19 +368,14 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         raw["validation"] = raw["train"].take(sorted(perm[:n_val].tolist()))
         raw["train"] = raw["train"].take(sorted(perm[n_val:].tolist()))
     is_pair = raw["train"].text_b is not None
+    text = datasets.Value("string")
+    feats = datasets.Features({"text_a": text, **({"text_b": text} if is_pair else {}),
+                               "label": datasets.Value("int64")})
     splits = {}
-    for key in ("train", "validation", "test"):
-        if key not in raw:
-            continue
-        limit = cfg.max_train_examples if key == "train" else cfg.max_eval_examples
-        cut = slice(0, limit)
-        s = raw[key].take(cut)
-        cols: dict[str, list] = {"text_a": s.text_a}
-        feats = {"text_a": datasets.Value("string")}
-        if is_pair:
-            cols["text_b"], feats["text_b"] = s.text_b or [], datasets.Value("string")
-        cols["label"], feats["label"] = s.labels, datasets.Value("int64")
-        splits[key] = datasets.Dataset.from_dict(cols, features=datasets.Features(feats))
+    for key in [k for k in ("train", "validation", "test") if k in raw]:
+        s = raw[key].take(slice(0, cfg.max_train_examples if key == "train" else cfg.max_eval_examples))
+        cols = {"text_a": s.text_a, **({"text_b": s.text_b} if is_pair else {}), "label": s.labels}
+        splits[key] = datasets.Dataset.from_dict(cols, features=feats)
     return TaskData(task_name, list(names), metric, is_pair, splits)
 
 
@@ -411,7 +394,11 @@ def _split_hash(ds: datasets.Dataset) -> str:
 def _tokenizer_hash(tokenizer: Any) -> str:
     """Same name, vocabulary, class and pipeline = same token ids."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:  # truncation/padding state changes with each call: not part of identity
+        state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    else:
+        state = sorted(tokenizer.get_vocab().items())
+    body = json.dumps(state, sort_keys=True)
     parts = [type(tokenizer).__name__, str(getattr(tokenizer, "name_or_path", "")), str(len(tokenizer)),
              str(list(tokenizer.model_input_names)), hashlib.sha256(body.encode()).hexdigest()]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
@@ -455,11 +442,19 @@ def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
                 shutil.rmtree(final, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
-            _tokenize(ds, tokenizer, max_length).save_to_disk(str(tmp))
+            tokenized = _tokenize(ds, tokenizer, max_length)
+            bars = datasets.is_progress_bar_enabled()
+            datasets.disable_progress_bars()
             try:
-                os.rename(tmp, final)
-            except OSError:  # another process finished first; its copy is as good as ours
-                shutil.rmtree(tmp, ignore_errors=True)
+                tokenized.save_to_disk(str(tmp))
+            finally:
+                if bars:
+                    datasets.enable_progress_bars()
+            os.rename(tmp, final)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not final.is_dir():  # else another process finished first; its copy is as good
+                raise KDistillError(f"cannot write the tokenisation cache {final}: {err}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -491,8 +486,9 @@ def check_labels(data: TaskData, num_model_labels: int, model_id2label: dict | N
         return  # default names carry no meaning
     if data.label_names == [str(i) for i in range(data.num_labels)]:
         return  # the data names its classes only by id
-    ours = [n.lower() for n in data.label_names]
-    theirs = [n.lower() for n in model_names[:data.num_labels]]
-    if ours != theirs:
+    def norm(names: list[str]) -> list[str]:  # "Not_Entailment" == "not entailment"
+        return [re.sub(r"[\s_-]+", " ", n.strip().lower()) for n in names]
+
+    if norm(data.label_names) != norm(model_names[:data.num_labels]):
         raise KDistillError(f"label names differ: data has {data.label_names} (by id), "
                             f"model '{model_name}' has {model_names}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from kdistill.errors import TrainingDiverged
 from kdistill.evaluate import predict
 from kdistill.features import FeatureRequest, Features, forward_features
 from kdistill.metrics import compute_metrics, primary
-from kdistill.objective import Active, LossOutput, Objective
+from kdistill.objective import Active, Objective
 from kdistill.schedules import AllLayers, LayerSchedule
 
 RUN_STATE = "run_state.json"
@@ -65,6 +65,7 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     schedule: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
+    wall_seconds: float = 0.0  # summed over resumed parts
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -98,16 +99,19 @@ class Distiller:
     def __init__(self, *, student: PreTrainedModel, tokenizer: Any, objective: Objective,
                  train_cfg: TrainConfig, out_dir: str | Path, train_set: Dataset,
                  eval_set: Dataset | None, metric: str, teacher: PreTrainedModel | None = None,
-                 schedule: LayerSchedule | None = None, run_name: str = "distill") -> None:
+                 schedule: LayerSchedule | None = None, run_name: str = "distill",
+                 callbacks: list[Callable[[Distiller], None]] | None = None) -> None:
         self.cfg = train_cfg
         self.out = Path(out_dir)
         self.metric = metric
         self.tokenizer = tokenizer
         self.run_name = run_name
         self.schedule = schedule or AllLayers()
+        self.callbacks = list(callbacks or [])
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        # Layer schedules leave some projections idle in some steps; DDP must then look for them.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=not isinstance(self.schedule, AllLayers))
         self.acc = Accelerator(
             cpu=train_cfg.device == "cpu",
             mixed_precision=train_cfg.mixed_precision,
@@ -229,7 +233,7 @@ class Distiller:
         self._resume()
         if self.state.finished:
             self._log("already finished; nothing to do")
-            return self._result(0.0)
+            return self._result()
         start = time.perf_counter()
         batches_per_epoch = len(self.train_loader)
         n_epochs = math.ceil(self.total_batches / batches_per_epoch)
@@ -272,15 +276,20 @@ class Distiller:
                         self._tb(vals, self.state.global_step)
                     if self.state.global_step % self.cfg.save_steps == 0 and done < self.total_batches:
                         self._save_checkpoint()
+                    for callback in self.callbacks:
+                        callback(self)
                 if done >= self.total_batches:
                     break
+            self.state.wall_seconds += time.perf_counter() - start
+            start = time.perf_counter()
             self._end_epoch(epoch, layer_sums)
         bar.close()
+        self.state.wall_seconds += time.perf_counter() - start
         self.state.finished = True
         self._save_checkpoint()
         if self.writer is not None:
             self.writer.close()
-        return self._result(time.perf_counter() - start)
+        return self._result()
 
     def _check_finite(self, terms: dict[str, Tensor], total: Tensor) -> None:
         for name, value in {**terms, "total": total.detach()}.items():
@@ -312,7 +321,7 @@ class Distiller:
         if self.state.epoch * len(self.train_loader) < self.total_batches:
             self._save_checkpoint()
 
-    def _result(self, wall: float) -> TrainResult:
+    def _result(self) -> TrainResult:
         return TrainResult(best_score=self.state.best_score, best_epoch=self.state.best_epoch,
-                           metric=self.metric, history=self.state.history, wall_seconds=wall,
+                           metric=self.metric, history=self.state.history, wall_seconds=self.state.wall_seconds,
                            steps=self.state.global_step)

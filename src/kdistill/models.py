@@ -100,7 +100,7 @@ class ModelProbe:
 def probe(model: PreTrainedModel) -> ModelProbe:
     """Find depth, width and the layer list of any HF encoder without family-specific tables."""
     cfg = model.config
-    n_layers = int(getattr(cfg, "num_hidden_layers"))
+    n_layers = int(cfg.num_hidden_layers)
     layers_path = None
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n_layers and name:
@@ -111,8 +111,8 @@ def probe(model: PreTrainedModel) -> ModelProbe:
     return ModelProbe(
         family=cfg.model_type,
         num_layers=n_layers,
-        hidden_size=int(getattr(cfg, "hidden_size")),
-        num_heads=int(getattr(cfg, "num_attention_heads")),
+        hidden_size=int(cfg.hidden_size),
+        num_heads=int(cfg.num_attention_heads),
         layers_path=layers_path,
         supports_attention_interface=bool(getattr(model, "_supports_attention_backend", False)),
     )

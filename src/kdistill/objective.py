@@ -161,7 +161,7 @@ class Objective(nn.Module):
                 if not pairs:
                     continue
                 per_layer = [self._pair_loss(term, s, t, p) for p in pairs]
-                layer_terms[term.key] = {p.student: float(v.detach()) for p, v in zip(pairs, per_layer)}
+                layer_terms[term.key] = {p.student: float(v.detach()) for p, v in zip(pairs, per_layer, strict=True)}
                 value = torch.stack(per_layer).sum()  # summed over layers, as TinyBERT does
             terms[term.key] = value.detach()
             total = total + term.cfg.weight * value
