@@ -62,7 +62,8 @@ def test_pair_tasks_keep_token_types() -> None:
 def test_smaller_config_is_random_and_narrow() -> None:
     cfg = StudentConfig(init="config", num_layers=2, hidden_size=8, num_heads=2)
     student = build_student(cfg, _teacher(), single_sentence=True)
-    assert (student.config.num_hidden_layers, student.config.hidden_size, student.config.intermediate_size) == (2, 8, 32)
+    conf = student.config
+    assert (conf.num_hidden_layers, conf.hidden_size, conf.intermediate_size) == (2, 8, 32)
     assert student.config.vocab_size == 60 and student.config.num_labels == 3
     out = student(input_ids=torch.randint(5, 60, (2, 5))).logits
     assert out.shape == (2, 3)

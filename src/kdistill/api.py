@@ -74,7 +74,7 @@ def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] |
     data = load_task_data(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
     model = load_classifier(cfg.model, num_labels=data.num_labels, label_names=data.label_names)
-    check_labels(data, model.config.num_labels, model.config.id2label)
+    check_labels(data, model.config.num_labels, model.config.id2label, model_name=cfg.model)
     splits = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)
     objective = Objective([LossConfig(name="ce")], MappingConfig(), student=probe(model), teacher=None)
     out = Path(cfg.out)
@@ -121,7 +121,7 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     teacher = _teacher_model(cfg.teacher)
-    check_labels(data, teacher.config.num_labels, teacher.config.id2label)
+    check_labels(data, teacher.config.num_labels, teacher.config.id2label, model_name=cfg.teacher)
     t_tok = load_tokenizer(cfg.teacher)
     student = build_student(cfg.student, teacher, single_sentence=not data.is_pair)
     s_tok = load_tokenizer(cfg.student.path) if cfg.student.init == "path" and cfg.student.path else t_tok

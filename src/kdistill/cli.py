@@ -49,10 +49,12 @@ def _parse_value(raw: str, field: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdistill", description="Knowledge distillation for BERT-family encoders.")
+    parser = argparse.ArgumentParser(prog="kdistill", allow_abbrev=False,
+                                     description="Knowledge distillation for BERT-family encoders.")
     sub = parser.add_subparsers(dest="command", required=True)
     for cmd, (model, help_text) in COMMANDS.items():
-        p = sub.add_parser(cmd, help=help_text, description=f"{help_text}. Every flag is one config field.")
+        p = sub.add_parser(cmd, help=help_text, allow_abbrev=False,
+                           description=f"{help_text}. Every flag is one config field.")
         p.add_argument("--config", help="YAML file with the same fields; flags override it")
         leaves = list(_leaves(model))
         counts = Counter(path.rsplit(".", 1)[-1] for path, _ in leaves)
@@ -105,6 +107,9 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file weight-loading bars; kdistill shows its own progress
     try:
         cfg = config_from_args(args.command, args)
         from kdistill import api

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from datasets import Dataset
@@ -66,6 +65,7 @@ class RunState:
     schedule: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
     wall_seconds: float = 0.0  # summed over resumed parts
+    epoch_losses: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # term -> layer -> [sum, n]
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -244,7 +244,6 @@ class Distiller:
         while self.state.epoch < n_epochs and done < self.total_batches:
             epoch = self.state.epoch
             self.module.train()
-            layer_sums: dict[str, dict[int, list[float]]] = {}
             for batch in self._epoch_batches(epoch, self.state.batches_in_epoch):
                 active = self.schedule.active()
                 with self.acc.accumulate(self.module):
@@ -262,7 +261,9 @@ class Distiller:
                 self.state.batches_in_epoch += 1
                 for k, d in layer_terms.items():
                     for layer, v in d.items():
-                        layer_sums.setdefault(k, {}).setdefault(layer, []).append(v)
+                        acc = self.state.epoch_losses.setdefault(k, {}).setdefault(str(layer), [0.0, 0])
+                        acc[0] += v
+                        acc[1] += 1
                 for k, v in {"loss": total.detach(), **terms}.items():
                     running[k] = 0.9 * running.get(k, float(v)) + 0.1 * float(v)
                 bar.update(1)
@@ -282,7 +283,7 @@ class Distiller:
                     break
             self.state.wall_seconds += time.perf_counter() - start
             start = time.perf_counter()
-            self._end_epoch(epoch, layer_sums)
+            self._end_epoch(epoch)
         bar.close()
         self.state.wall_seconds += time.perf_counter() - start
         self.state.finished = True
@@ -298,9 +299,13 @@ class Distiller:
                     f"loss term '{name}' became {float(value)} at epoch {self.state.epoch + 1}, step "
                     f"{self.state.global_step + 1}; lower train.lr or that term's weight")
 
-    def _end_epoch(self, epoch: int, layer_sums: dict[str, dict[int, list[float]]]) -> None:
-        layer_means = {k: {layer: float(np.mean(v)) for layer, v in d.items()} for k, d in layer_sums.items()}
-        record: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.global_step, "layer_losses": layer_means}
+    def _end_epoch(self, epoch: int) -> None:
+        layer_means = {k: {int(layer): total / n for layer, (total, n) in d.items()}
+                       for k, d in self.state.epoch_losses.items()}
+        self.state.epoch_losses = {}
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.global_step,
+                                  "layer_losses": {k: {str(i): v for i, v in d.items()}
+                                                   for k, d in layer_means.items()}}
         if self.eval_loader is not None and self.cfg.eval_every_epoch:
             metrics = self.evaluate()
             record["validation"] = metrics

@@ -51,7 +51,7 @@ def describe_model(path: str, data: TaskData, cfg: EvaluateConfig, name: str) ->
     """Everything the comparison table shows about one model folder."""
     tokenizer = load_tokenizer(path)
     model = load_classifier(path)
-    check_labels(data, model.config.num_labels, model.config.id2label)
+    check_labels(data, model.config.num_labels, model.config.id2label, model_name=path)
     device = pick_device(cfg.device)
     model.to(device)
     split = cfg.split if cfg.split in data.splits else "validation"
