@@ -53,7 +53,7 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
     tokenizer = load_tokenizer(str(out))
     if "test" in data.splits:
         summary["test"] = score_split(model, tokenizer, data, "test", max_length, cache_dir=cache_dir,
-                                      desc="scoring test split")
+                                      desc="scoring test split", progress=distiller.cfg.progress)
     summary["params"] = count_parameters(model)
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
     return summary
