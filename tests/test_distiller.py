@@ -150,3 +150,21 @@ def test_two_cpu_processes_on_gloo(finetuned: Path, tmp_path: Path, tiny_data: d
     # 96 examples, batch 8 per process: each of the 2 processes takes 6 steps, not 12
     assert summary["steps"] == 6
     assert AutoModelForSequenceClassification.from_pretrained(out).config.num_hidden_layers == 2
+
+
+def test_bf16_and_gradient_accumulation(finetuned: Path, tmp_path: Path, tiny_data: dict, fast_train: dict) -> None:
+    cfg = _distill_cfg(finetuned, tmp_path / "acc", tiny_data, fast_train, batch_size=8, grad_accum=3,
+                       mixed_precision="bf16")
+    summary = api.distill(cfg)
+    assert summary["steps"] == 4  # 96 examples / batch 8 = 12 micro-batches, 3 per optimizer step
+    assert all(v == v for d in summary["history"][0]["layer_losses"].values() for v in d.values())
+
+
+def test_no_pickle_is_loaded_anywhere() -> None:
+    src = (ROOT / "src" / "kdistill").rglob("*.py")
+    for path in src:
+        text = path.read_text()
+        assert "import pickle" not in text and "pickle.load" not in text, path
+        for line in text.splitlines():
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, (path, line)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,17 @@ from kdistill.objective import Active, Objective
 from kdistill.schedules import AllLayers, LayerSchedule
 
 RUN_STATE = "run_state.json"
+
+
+def _fresh_accelerate_state() -> None:
+    """Accelerate keeps process-wide singletons; a second run in one process (a notebook, a benchmark
+    grid) with another precision or device would be refused. Reset them, but keep the process group
+    of a distributed launch."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    single = int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    AcceleratorState._reset_state(reset_partial_state=single)
+    GradientState._reset_state()
 
 
 class DistillModule(nn.Module):
@@ -111,6 +123,7 @@ class Distiller:
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
         # Layer schedules leave some projections idle in some steps; DDP must then look for them.
+        _fresh_accelerate_state()
         ddp = DistributedDataParallelKwargs(find_unused_parameters=not isinstance(self.schedule, AllLayers))
         self.acc = Accelerator(
             cpu=train_cfg.device == "cpu",
