@@ -31,6 +31,7 @@ from kdistill.metrics import primary
 from kdistill.modelcard import write_model_card
 from kdistill.models import load_classifier, load_tokenizer, probe, resolve_model_path, same_vocabulary
 from kdistill.objective import Objective
+from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters
 from kdistill.students import build_student
 
@@ -116,6 +117,24 @@ def build_objective(cfg: DistillConfig, teacher: PreTrainedModel, student: PreTr
     return objective
 
 
+def _schedule(cfg: DistillConfig, objective: Objective) -> LayerSchedule:
+    """The layer schedule over the student layers that have per-layer losses; checked at set-up."""
+    layers = sorted({p.student for t in objective.terms for p in t.pairs})
+    sc = cfg.schedule
+    if sc.name != "all":
+        if not layers:
+            raise KDistillError(f"schedule.name '{sc.name}' needs per-layer losses "
+                                "(hidden_mse, attn_kl, cls_cosine, ...)")
+        if sc.threshold is not None and sc.watch not in {t.key for t in objective.terms if t.pairs}:
+            raise KDistillError(f"schedule.watch '{sc.watch}' is not a per-layer loss term of this run")
+    schedule = build_schedule(sc, layers)
+    needed = getattr(schedule, "epochs_needed", lambda: 0)()
+    if needed > cfg.train.epochs:
+        print(f"[distill] note: schedule '{sc.name}' reaches its final stage by epoch limits only after "
+              f"{needed} epochs; train.epochs is {cfg.train.epochs:g}")
+    return schedule
+
+
 def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
     """Distill a student from a fine-tuned teacher; writes an ordinary HF model folder to `cfg.out`."""
     set_seed(cfg.train.seed)
@@ -130,13 +149,14 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     if not same:
         raise KDistillError("the teacher and student tokenizers differ; distilling across vocabularies "
                             "needs cached teacher outputs, which this version does not support yet")
+    schedule = _schedule(cfg, objective)
     splits = tokenize_splits(data, s_tok, cfg.data.max_length, cfg.data.cache_dir)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "kdistill.yaml")
     d = Distiller(student=student, tokenizer=s_tok, objective=objective, train_cfg=cfg.train, out_dir=out,
                   train_set=splits["train"], eval_set=splits.get("validation"), metric=data.metric,
-                  teacher=teacher if objective.needs_teacher else None, run_name="distill",
+                  teacher=teacher if objective.needs_teacher else None, schedule=schedule, run_name="distill",
                   callbacks=callbacks)
     d._log(f"objective: {objective}")
     d._log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "

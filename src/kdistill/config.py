@@ -105,6 +105,18 @@ class LossConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the loss")
 
 
+class ScheduleConfig(_Strict):
+    """Which layer losses are active when (internal-representation distillation, Aguilar et al. 2020)."""
+
+    name: Literal["all", "pid", "sid"] = Field(
+        "all", description="all layers at once; pid: one layer at a time bottom-up; sid: stacked bottom-up")
+    epochs_per_layer: int = Field(1, gt=0, description="a layer advances after this many epochs at most")
+    threshold: float | None = Field(None, description="...or as soon as its watched loss falls below this")
+    watch: str = Field("cls_cosine", description="loss term whose per-layer value is compared to threshold")
+    prediction: Literal["top", "always"] = Field(
+        "top", description="prediction losses from the top layer's stage on, or in every stage")
+
+
 class StudentConfig(_Strict):
     """How the student is built: from teacher layers, from a smaller config, or loaded from a path."""
 
@@ -146,6 +158,7 @@ class DistillConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     losses: list[LossConfig] = Field(default_factory=_default_losses, description="weighted loss terms")
     mapping: MappingConfig = Field(default_factory=MappingConfig, description="default layer map")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="layer schedule")
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: str = Field("runs/student", description="output folder")
 

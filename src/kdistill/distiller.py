@@ -257,6 +257,8 @@ class Distiller:
         while self.state.epoch < n_epochs and done < self.total_batches:
             epoch = self.state.epoch
             self.module.train()
+            bar.set_description(f"{self.run_name} [{self.schedule.describe()}]" if not isinstance(
+                self.schedule, AllLayers) else self.run_name)
             for batch in self._epoch_batches(epoch, self.state.batches_in_epoch):
                 active = self.schedule.active()
                 with self.acc.accumulate(self.module):
@@ -333,6 +335,7 @@ class Distiller:
         for event in self.schedule.observe(epoch, layer_means):
             self._log(event)
             record.setdefault("events", []).append(event)
+        self._tb({"schedule/stage": float(self.schedule.state_dict().get("stage", 0))}, self.state.global_step)
         self.state.history.append(record)
         self.state.epoch += 1
         self.state.batches_in_epoch = 0
