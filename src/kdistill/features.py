@@ -11,6 +11,8 @@ fall back to `output_attentions` for probabilities and refuse raw scores when th
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,17 +139,14 @@ def _recording(layers: set[int] | None) -> Iterator[_Recorder]:
         _ACTIVE.reset(token)
 
 
+@functools.cache
+def _forward_params(model_cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_cls.forward).parameters)
+
+
 def model_inputs(model: nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Only the inputs this model accepts (DistilBERT takes no token_type_ids)."""
-    accepted = getattr(model, "_kdistill_inputs", None)
-    if accepted is None:
-        import inspect
-
-        accepted = set(inspect.signature(model.forward).parameters)
-        try:
-            model._kdistill_inputs = accepted  # cache on the instance; harmless for saving
-        except AttributeError:
-            pass
+    accepted = _forward_params(type(model))
     return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
             and k in accepted}
 

@@ -38,6 +38,7 @@ class Term:
     spec: LossSpec
     pairs: list[LayerPair]
     kwargs: dict = field(default_factory=dict)
+    takes_mask: bool = False  # resolved once: the step loop must not inspect signatures
 
     def describe(self) -> str:
         extra = f"T={self.cfg.temperature:g}" if "temperature" in self.kwargs else ""
@@ -95,7 +96,8 @@ class Objective(nn.Module):
                     pairs = build_map(cfg.mapping or mapping, teacher.num_layers, student.num_layers)
             seen[cfg.name] = seen.get(cfg.name, 0) + 1
             key = cfg.name if seen[cfg.name] == 1 else f"{cfg.name}_{seen[cfg.name]}"
-            term = Term(key=key, cfg=cfg, spec=spec, pairs=pairs, kwargs=_loss_kwargs(cfg, spec))
+            term = Term(key=key, cfg=cfg, spec=spec, pairs=pairs, kwargs=_loss_kwargs(cfg, spec),
+                        takes_mask=spec.accepts("mask"))
             if spec.projectable and teacher is not None and teacher.hidden_size != student.hidden_size:
                 self.projections[key] = nn.Linear(student.hidden_size, teacher.hidden_size)
             self.terms.append(term)
@@ -132,8 +134,7 @@ class Objective(nn.Module):
         sx = s.get(kind, pair.student)
         if term.key in self.projections:
             sx = self.projections[term.key](sx)
-        fn_params = inspect.signature(term.spec.fn).parameters
-        extra = {"mask": s.mask} if "mask" in fn_params else {}
+        extra = {"mask": s.mask} if term.takes_mask else {}
         losses = [term.spec.fn(sx, t.get(kind, ti), **extra, **term.kwargs) for ti in pair.teacher]
         return torch.stack(losses).mean() if len(losses) > 1 else losses[0]
 
