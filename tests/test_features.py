@@ -75,3 +75,21 @@ def test_mpnet_falls_back_to_probabilities_and_refuses_raw_scores() -> None:
     prepare_for_capture(model, info, req, "teacher")
     feats = forward_features(model, _batch(), req)
     assert feats.attn_probs[1].shape == (2, 2, 6, 6) and feats.hidden[2].shape == (2, 6, 16)
+
+
+def test_attention_divergence_is_zero_for_a_copy_and_positive_otherwise() -> None:
+    from kdistill.evaluate import attention_divergence
+    from kdistill.students import from_teacher_layers
+
+    teacher = _bert(layers=3)
+    copy = from_teacher_layers(teacher, [1, 2, 3], single_sentence=False)
+    batches = [_batch(), _batch()]
+    same = attention_divergence(teacher, copy, batches, [(1, 1), (3, 3)])
+    assert set(same) == {1, 3} and max(same.values()) < 1e-6
+    other = attention_divergence(teacher, _bert(layers=3).apply(_perturb), batches, [(1, 1)])
+    assert other[1] > 1e-4
+
+
+def _perturb(module: torch.nn.Module) -> None:
+    if isinstance(module, torch.nn.Linear):
+        torch.nn.init.normal_(module.weight, std=0.5)

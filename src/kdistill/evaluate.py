@@ -84,3 +84,32 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         Path(cfg.out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out_json).write_text(json.dumps(result, indent=1))
     return result
+
+
+def attention_divergence(teacher: nn.Module, student: nn.Module, loader: Any,
+                         pairs: list[tuple[int, int]]) -> dict[int, float]:
+    """Mean teacher->student attention KL (per head, row, real token) for each (student, teacher) pair.
+
+    How close a student's attention is to its teacher's after training: internal-representation
+    distillation should drive it down, plain soft-target KD need not.
+    """
+    from kdistill.features import FeatureRequest, forward_features, prepare_for_capture
+    from kdistill.losses import attention_kl
+    from kdistill.models import probe
+
+    s_req = FeatureRequest(attn_probs=frozenset(s for s, _ in pairs))
+    t_req = FeatureRequest(attn_probs=frozenset(t for _, t in pairs))
+    prepare_for_capture(student, probe(student), s_req, "student")
+    prepare_for_capture(teacher, probe(teacher), t_req, "teacher")
+    student.eval()
+    teacher.eval()
+    sums = {s: 0.0 for s, _ in pairs}
+    n = 0
+    with torch.inference_mode():
+        for batch in loader:
+            sf = forward_features(student, batch, s_req)
+            tf = forward_features(teacher, batch, t_req)
+            for s, t in pairs:
+                sums[s] += float(attention_kl(sf.attn_probs[s], tf.attn_probs[t], mask=batch["attention_mask"]))
+            n += 1
+    return {s: v / max(n, 1) for s, v in sums.items()}
