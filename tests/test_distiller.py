@@ -61,7 +61,14 @@ def test_finetune_writes_a_teacher_whose_loss_went_down(finetuned: Path) -> None
 def test_distill_writes_an_ordinary_hf_folder_and_logs_every_term(finetuned: Path, tmp_path: Path,
                                                                   tiny_data: dict, fast_train: dict) -> None:
     out = tmp_path / "student"
-    summary = api.distill(_distill_cfg(finetuned, out, tiny_data, fast_train, epochs=2, log_every=1, save_steps=3))
+    keys_at_step_3: list[str] = []
+
+    def inspect_checkpoint(d) -> None:
+        if d.state.global_step == 3:
+            keys_at_step_3.extend(load_file(str(out / "checkpoints" / "step-0000003" / "model.safetensors")))
+
+    summary = api.distill(_distill_cfg(finetuned, out, tiny_data, fast_train, epochs=2, log_every=1, save_steps=3),
+                          callbacks=[inspect_checkpoint])
     student = AutoModelForSequenceClassification.from_pretrained(out)
     assert student.config.num_hidden_layers == 2 and student.config.num_labels == 2
     for f in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "metrics.json", "kdistill.yaml"):
@@ -72,11 +79,12 @@ def test_distill_writes_an_ordinary_hf_folder_and_logs_every_term(finetuned: Pat
     for term in ("kl", "ce", "hidden_mse", "attn_mse", "embedding_mse"):
         assert len(_scalars(out / "logs", f"train/{term}")) == 12, term
     # checkpoints hold student + projections, never the teacher
-    ckpt = next((out / "checkpoints").glob("step-*"))
-    keys = load_file(str(ckpt / "model.safetensors")).keys()
-    assert keys and all(k.startswith(("student.", "objective.")) for k in keys)
-    assert not list(ckpt.glob("*.bin")) or all("optimizer" in p.name or "scheduler" in p.name
-                                                for p in ckpt.glob("*.bin"))
+    assert keys_at_step_3 and all(k.startswith(("student.", "objective.")) for k in keys_at_step_3)
+    # a finished run keeps only its JSON state, and a rerun does nothing
+    (final,) = (out / "checkpoints").iterdir()
+    assert [p.name for p in final.iterdir()] == ["run_state.json"]
+    again = api.distill(_distill_cfg(finetuned, out, tiny_data, fast_train, epochs=2, log_every=1, save_steps=3))
+    assert again["history"] == summary["history"]
 
 
 KILL_SCRIPT = """

@@ -188,12 +188,30 @@ class Distiller:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
 
+    def _mark_finished(self) -> None:
+        """A finished run keeps only its JSON state: the exported student is the result, and
+        optimizer moments (twice the student's size) would only fill the disk."""
+        self.state.finished = True
+        self.state.schedule = self.schedule.state_dict()
+        if self.acc.is_main_process:
+            ckpts = self.out / "checkpoints"
+            for old in ckpts.glob("step-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            final = ckpts / f"step-{self.state.global_step:07d}"
+            final.mkdir(parents=True, exist_ok=True)
+            self.state.save(final / RUN_STATE)
+        self.acc.wait_for_everyone()
+
     def _resume(self) -> None:
         ckpt = latest_checkpoint(self.out) if self.cfg.resume else None
         if ckpt is None:
             return
+        state = RunState.load(ckpt / RUN_STATE)
+        if state.finished:
+            self.state = state
+            return
         self.acc.load_state(str(ckpt))
-        self.state = RunState.load(ckpt / RUN_STATE)
+        self.state = state
         self.schedule.load_state_dict(self.state.schedule)
         self._log(f"resumed from {ckpt.name} (epoch {self.state.epoch + 1}, "
                   f"batch {self.state.batches_in_epoch}, step {self.state.global_step})")
@@ -301,8 +319,7 @@ class Distiller:
             self._end_epoch(epoch)
         bar.close()
         self.state.wall_seconds += time.perf_counter() - start
-        self.state.finished = True
-        self._save_checkpoint()
+        self._mark_finished()
         if self.writer is not None:
             self.writer.close()
         return self._result()
