@@ -83,8 +83,12 @@ def test_distill_writes_an_ordinary_hf_folder_and_logs_every_term(finetuned: Pat
     # a finished run keeps only its JSON state, and a rerun does nothing
     (final,) = (out / "checkpoints").iterdir()
     assert [p.name for p in final.iterdir()] == ["run_state.json"]
+    assert not (out / "best").exists()  # exported into the folder itself
+    before = load_file(str(out / "model.safetensors"))
     again = api.distill(_distill_cfg(finetuned, out, tiny_data, fast_train, epochs=2, log_every=1, save_steps=3))
     assert again["history"] == summary["history"]
+    after = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 KILL_SCRIPT = """

@@ -65,11 +65,15 @@ def test_size_on_disk_matches_safetensors_file(tmp_path) -> None:
     (tmp_path / "m" / "notes.txt").write_text("not weights")
     assert size_on_disk(tmp_path / "m") == weights.stat().st_size
     assert size_on_disk(str(weights)) == weights.stat().st_size
-    # Recursive: a nested checkpoint's weights count too.
-    nested = tmp_path / "m" / "sub"
+    # Only what the folder serves: nested checkpoints / best copies and a leftover .bin do not count.
+    nested = tmp_path / "m" / "best"
     nested.mkdir()
-    (nested / "extra.bin").write_bytes(b"x" * 10)
-    assert size_on_disk(tmp_path / "m") == weights.stat().st_size + 10
+    (nested / "model.safetensors").write_bytes(b"x" * 10)
+    (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"x" * 10)
+    assert size_on_disk(tmp_path / "m") == weights.stat().st_size
+    # shards at the top level all count
+    (tmp_path / "m" / "model-00002-of-00002.safetensors").write_bytes(b"x" * 7)
+    assert size_on_disk(tmp_path / "m") == weights.stat().st_size + 7
 
 
 def test_size_on_disk_missing_path_is_user_error(tmp_path) -> None:

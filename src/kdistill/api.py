@@ -43,13 +43,16 @@ _WEIGHT_FILES = ("model.safetensors", "config.json")
 def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, cache_dir: str | None,
             summary: dict[str, Any]) -> dict[str, Any]:
     """Export the best (else last) student to `out` and score it on the test split."""
-    best = out / "best"
-    if not best.is_dir():
-        distiller.save_student(best)
+    if not distiller.was_finished:  # else `out` already holds the exported student
+        best = out / "best"
+        if not best.is_dir():
+            distiller.save_student(best)
+        if distiller.acc.is_main_process:
+            for f in best.iterdir():
+                shutil.copy2(f, out / f.name)
+            shutil.rmtree(best)  # exported: the folder itself is now the best student
     if not distiller.acc.is_main_process:
         return summary
-    for f in best.iterdir():
-        shutil.copy2(f, out / f.name)
     model = load_classifier(str(out))
     tokenizer = load_tokenizer(str(out))
     if "test" in data.splits:

@@ -156,6 +156,7 @@ class Distiller:
             optimizer, int(train_cfg.warmup_ratio * self.total_steps) * n, self.total_steps * n)
         self.scheduler = self.acc.prepare(scheduler)
         self.state = RunState()
+        self.was_finished = False  # set when this call found the run already done: nothing to export
         self.writer = None
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -209,6 +210,7 @@ class Distiller:
         state = RunState.load(ckpt / RUN_STATE)
         if state.finished:
             self.state = state
+            self.was_finished = True
             return
         self.acc.load_state(str(ckpt))
         self.state = state

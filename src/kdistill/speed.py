@@ -42,13 +42,20 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def size_on_disk(path: str | Path) -> int:
-    """Bytes of weight files under a model folder (recursively), or of one file when given a file."""
+    """Bytes of the weights a model folder serves, or of one file when given a file.
+
+    Only top-level files count (what `from_pretrained` loads; shards included), and safetensors
+    win over other formats when both are there: checkpoints and `best/` copies in a run folder,
+    or a leftover `pytorch_model.bin`, are not part of the model a user ships.
+    """
     p = Path(path).expanduser()
     if not p.exists():
         raise KDistillError(f"no model found at {p}")
     if p.is_file():
         return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    files = [f for f in p.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)]
+    safetensors = [f for f in files if f.suffix == ".safetensors"]
+    return sum(f.stat().st_size for f in (safetensors or files))
 
 
 @dataclass
