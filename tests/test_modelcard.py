@@ -45,13 +45,23 @@ def test_front_matter_has_required_keys(tmp_path) -> None:
     assert meta["pipeline_tag"] == "text-classification"
     assert {"kdistill", "knowledge-distillation"} <= set(meta["tags"])
     assert meta["base_model"] == "google-bert/bert-base-uncased"
-    assert meta["datasets"] == ["nyu-mll/glue"]
+    # shipped SST-2 is scored on SST's own test split, not GLUE's validation set: the card says so
+    assert "datasets" not in meta
     (entry,) = meta["model-index"]
     assert entry["name"] == "sst2-student"
     (result,) = entry["results"]
     assert result["task"]["type"] == "text-classification"
-    assert result["dataset"]["config"] == "sst2"
+    assert result["dataset"] == {"name": "SST-2 (SentEval split)", "type": "sst2", "split": "test"}
     assert result["metrics"] == [{"type": "accuracy", "value": 0.861, "name": "Accuracy"}]  # no loss
+
+
+def test_glue_dev_tasks_point_at_glue_validation(tmp_path) -> None:
+    path = write_model_card(tmp_path / "mrpc", base_model="minilm", method="kd", task="mrpc",
+                            metrics={"f1": 0.88, "accuracy": 0.84})
+    meta = _front_matter(path.read_text())
+    assert meta["datasets"] == ["nyu-mll/glue"]
+    dataset = meta["model-index"][0]["results"][0]["dataset"]
+    assert dataset["config"] == "mrpc" and dataset["split"] == "validation"
 
 
 def test_body_has_retention_compression_speed_and_config(tmp_path) -> None:

@@ -18,13 +18,13 @@ import yaml
 from kdistill.config import DEFAULT_TEACHER
 from kdistill.speed import speed_table
 
-GLUE_TASKS: dict[str, tuple[str, str]] = {
-    "sst2": ("sst2", "GLUE SST2"),
-    "cola": ("cola", "GLUE COLA"),
-    "mrpc": ("mrpc", "GLUE MRPC"),
-    "rte": ("rte", "GLUE RTE"),
+GLUE_TASKS: dict[str, tuple[str | None, str, str]] = {
+    "sst2": (None, "SST-2 (SentEval split)", "test"),  # our SST-2 test is SST's 1,821-sentence test set
+    "cola": ("cola", "GLUE COLA", "validation"),  # GLUE dev files serve as our test split
+    "mrpc": ("mrpc", "GLUE MRPC", "validation"),
+    "rte": ("rte", "GLUE RTE", "validation"),
 }
-"""Shipped kdistill tasks -> (config of the Hub's GLUE dataset, display name)."""
+"""Shipped kdistill tasks -> (config of the Hub's GLUE dataset or None, display name, split scored)."""
 GLUE_DATASET = "nyu-mll/glue"
 DEFAULT_TEACHER_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -83,12 +83,13 @@ def _front_matter(
     if hub_id:
         data["base_model"] = hub_id
     glue = GLUE_TASKS.get(task.lower())
-    if glue:
+    if glue and glue[0]:
         data["datasets"] = [GLUE_DATASET]
     if metrics:
         data["metrics"] = sorted({_metric_meta(k)[0] for k in metrics})
         dataset: dict[str, Any] = (
-            {"name": glue[1], "type": GLUE_DATASET, "config": glue[0], "split": "validation"}
+            ({"name": glue[1], "type": GLUE_DATASET, "config": glue[0], "split": glue[2]} if glue[0]
+             else {"name": glue[1], "type": task, "split": glue[2]})
             if glue else {"name": task, "type": task}
         )
         data["model-index"] = [{
