@@ -14,7 +14,6 @@ resumes from its own training checkpoint. Speed is measured last, per architectu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -27,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from cells import done_cells, record  # noqa: E402
 
 from kdistill import api  # noqa: E402
 from kdistill.config import DistillConfig, FinetuneConfig, build  # noqa: E402
@@ -58,19 +58,6 @@ MORE: dict[str, dict[str, Any]] = {
 
 def slug(text: str) -> str:
     return re.sub(r"-+", "-", "".join(c if c.isalnum() else "-" for c in text.lower())).strip("-")
-
-
-def done_cells(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    return {r["cell"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
-
-
-def record(path: Path, row: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(f"[bench] recorded {row['cell']}", flush=True)
 
 
 def main() -> None:

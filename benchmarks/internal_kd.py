@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from cells import done_cells, record  # noqa: E402
 
 from kdistill import api  # noqa: E402
 from kdistill.config import DataConfig, DistillConfig, FinetuneConfig, MappingConfig, build, load_config  # noqa: E402
@@ -82,19 +83,6 @@ SWEEP_METHODS = ["kd", "ikd-all", "pid", "sid"]  # kd against the best of the la
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
-
-
-def done_cells(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    return {r["cell"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
-
-
-def record(path: Path, row: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(f"[bench] recorded {row['cell']}", flush=True)
 
 
 def epochs_for(method: str, epochs: float, n_layers: int = 3) -> float:

@@ -63,7 +63,7 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
     return summary
 
 
-def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: str, metric: str,
+def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: str,
           teacher_summary: dict[str, Any] | None = None) -> None:
     scores = summary.get("test") or summary.get("validation") or {}
     t_scores = (teacher_summary or {}).get("test") or (teacher_summary or {}).get("validation")
@@ -95,8 +95,7 @@ def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] |
                "wall_seconds": result.wall_seconds}
     summary = _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary)
     if d.acc.is_main_process:
-        _card(out, summary, (out / "kdistill.yaml").read_text(), summary["base_model"], "fine-tuning",
-              data.metric)
+        _card(out, summary, (out / "kdistill.yaml").read_text(), summary["base_model"], "fine-tuning")
     return summary
 
 
@@ -180,7 +179,7 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
             summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
             (out / "metrics.json").write_text(json.dumps(summary, indent=1))
         _card(out, summary, (out / "kdistill.yaml").read_text(), cfg.teacher, f"distillation: {objective}",
-              data.metric, teacher_summary)
+              teacher_summary)
     return summary
 
 

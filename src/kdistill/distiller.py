@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,8 +262,6 @@ class Distiller:
         yield from it
 
     def train(self) -> TrainResult:
-        import time
-
         self._resume()
         if self.state.finished:
             self._log("already finished; nothing to do")

@@ -6,7 +6,6 @@ its layers at `bert.encoder.layer` and DistilBERT at `distilbert.transformer.lay
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ def resolve_model_path(name: str) -> str:
         if not (p / "config.json").is_file():
             raise KDistillError(f"model folder {p} has no config.json")
         return str(p)
-    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # path-like, not "org/model"
         raise KDistillError(f"model folder not found: {name}")
     return name  # a hub name: transformers resolves it (and fails clearly when offline)
 
@@ -91,10 +90,6 @@ class ModelProbe:
     num_heads: int
     layers_path: str  # dotted path of the nn.ModuleList of transformer layers
     supports_attention_interface: bool
-
-    @property
-    def layer_list(self) -> str:
-        return self.layers_path
 
 
 def probe(model: PreTrainedModel) -> ModelProbe:
