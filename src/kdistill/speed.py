@@ -292,7 +292,8 @@ def _comparison(student: Mapping[str, Any], teacher: Mapping[str, Any] | None) -
     speeds = [_speed_by_batch(m) for m in models]
     batches = sorted({b for s in speeds for b in s})
     metric = str(student.get("metric") or "score")
-    headers = ["Model", metric.replace("_", " ").title(), "Retention", "Params (M)", "Size (MB)"]
+    headers = ["Model", metric.replace("_", " ").title(), *(["Retention"] if teacher is not None else []),
+               "Params (M)", "Size (MB)"]
     headers += [f"Latency bs={b} (ms)" for b in batches]
     big = batches[-1] if batches else None
     small = batches[0] if batches else None
@@ -309,15 +310,14 @@ def _comparison(student: Mapping[str, Any], teacher: Mapping[str, Any] | None) -
     for model, speed in zip(models, speeds, strict=True):
         is_teacher = model is teacher
         score = model.get("score")
-        if teacher is None:
-            retention = ""
-        elif is_teacher:
-            retention = "100%"
-        else:
+        retention: list[str] = []  # the column exists only next to a teacher
+        if is_teacher:
+            retention = ["100%"]
+        elif teacher is not None:
             r = _ratio(score, t_score) if score is not None and t_score and t_score > 0 else None
-            retention = _fmt_pct(r)
+            retention = [_fmt_pct(r)]
         name = str(model.get("name") or ("teacher" if is_teacher else "student"))
-        cells = [name, _fmt_pct(score), retention,
+        cells = [name, _fmt_pct(score), *retention,
                  _fmt_millions(model.get("params")), _fmt_millions(model.get("size_bytes"))]
         cells += [f"{speed[b]['p50_ms']:.2f}" if b in speed else _DASH for b in batches]
         if big is not None:
@@ -356,7 +356,7 @@ def print_comparison(
 
     console = console or Console()
     headers, rows = _comparison(student, teacher)
-    title = "Teacher vs student" if teacher is not None else "Student"
+    title = "Teacher vs student" if teacher is not None else "Model"
     # Width each column needs so that neither a number nor a header word is broken (+3: rule, padding).
     needed = sum(
         max([len(cells[i]) for cells in rows] + [len(w) for w in header.split()]) + 3
