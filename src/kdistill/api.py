@@ -1,6 +1,6 @@
-"""The Python API: `finetune`, `distill`, `evaluate` and `run`, each taking one typed config.
+"""The Python API: `finetune`, `distill`, `evaluate`, `run`, `export`, `bench`, `report`; each takes one config.
 
-The CLI is a thin layer over these four functions, so both say the same thing.
+The CLI is a thin layer over these functions, so both say the same thing.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
 from kdistill.config import (
+    BenchConfig,
     DistillConfig,
+    ExportConfig,
     FinetuneConfig,
     LossConfig,
     MappingConfig,
+    ReportConfig,
     RunConfig,
     save_config,
 )
@@ -35,7 +38,7 @@ from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters
 from kdistill.students import build_student
 
-__all__ = ["finetune", "distill", "evaluate", "run"]
+__all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report"]
 
 _WEIGHT_FILES = ("model.safetensors", "config.json")
 
@@ -197,3 +200,24 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     distill(dcfg)
     ecfg = cfg.evaluate.model_copy(update={"model": dcfg.out, "teacher": cfg.finetune.out})
     return evaluate(ecfg)
+
+
+def export(cfg: ExportConfig) -> dict[str, Any]:
+    """ONNX export checked against PyTorch (and int8 with its accuracy change); see `kdistill.export`."""
+    from kdistill.export import export_model
+
+    return export_model(cfg)
+
+
+def bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Latency/throughput grid for several models and runtimes; see `kdistill.bench`."""
+    from kdistill.bench import run_bench
+
+    return run_bench(cfg)
+
+
+def report(cfg: ReportConfig) -> dict[str, Any]:
+    """One HTML + markdown page for one or more runs; see `kdistill.report`."""
+    from kdistill.report import write_report
+
+    return write_report(cfg)

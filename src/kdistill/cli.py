@@ -18,7 +18,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kdistill.config import DistillConfig, EvaluateConfig, FinetuneConfig, RunConfig, build, load_yaml
+from kdistill.config import (
+    BenchConfig,
+    DistillConfig,
+    EvaluateConfig,
+    ExportConfig,
+    FinetuneConfig,
+    ReportConfig,
+    RunConfig,
+    build,
+    load_yaml,
+)
 from kdistill.errors import KDistillError, TrainingDiverged
 
 COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
@@ -26,6 +36,9 @@ COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
     "distill": (DistillConfig, "distill a student from a fine-tuned teacher"),
     "evaluate": (EvaluateConfig, "score a model; with --teacher, retention, size and speed"),
     "run": (RunConfig, "the whole job: fine-tune the teacher, distill, compare"),
+    "export": (ExportConfig, "export a model to ONNX, check it against PyTorch, optionally quantise to int8"),
+    "bench": (BenchConfig, "latency and throughput of models over batch sizes and lengths, PyTorch and ONNX"),
+    "report": (ReportConfig, "one HTML + markdown report of one or more runs, with plots"),
 }
 
 
@@ -38,8 +51,19 @@ def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any
             yield f"{prefix}{name}", field
 
 
-def _parse_value(raw: str, field: Any) -> Any:
-    """Strings stay strings; anything else is read as YAML (numbers, booleans, lists, mappings)."""
+def _cli_kind(field: Any) -> str | None:
+    """'append' or 'positional' where a config field asks for that command-line shape."""
+    extra = field.json_schema_extra
+    return extra.get("cli") if isinstance(extra, dict) else None
+
+
+def _parse_value(raw: Any, field: Any) -> Any:
+    """Strings stay strings; anything else is read as YAML (numbers, booleans, lists, mappings).
+
+    Repeated or positional values arrive as a list of strings and stay one.
+    """
+    if isinstance(raw, list):
+        return raw
     if field.annotation in (str, str | None) and raw not in ("null", "~"):
         return raw
     try:
@@ -60,14 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
         counts = Counter(path.rsplit(".", 1)[-1] for path, _ in leaves)
         for path, field in leaves:
             leaf = path.rsplit(".", 1)[-1]
+            kind = _cli_kind(field)
+            default = field.default if field.default_factory is None else "(see docs)"
+            desc = field.description or ""
+            if kind == "positional":  # e.g. `kdistill report RUN_DIR...`
+                p.add_argument(path, metavar=leaf.upper(), nargs="*", default=argparse.SUPPRESS, help=desc)
+                continue
             flags = [f"--{path}"]
             if "." in path and counts[leaf] == 1:
                 flags.append(f"--{leaf}")
             flags += [f.replace("_", "-") for f in flags if "_" in f]
-            default = field.default if field.default_factory is None else "(see docs)"
-            desc = field.description or ""
-            p.add_argument(*flags, dest=path, metavar="VALUE", default=argparse.SUPPRESS,
-                           help=f"{desc} [default: {default}]")
+            extra: dict[str, Any] = {"metavar": "VALUE"}
+            if kind == "append":  # `--model A --model B`
+                extra["action"] = "append"
+                desc += " (repeat the flag for several)"
+            elif field.annotation is bool:  # `--onnx` alone means true
+                extra["nargs"] = "?"
+                extra["const"] = "true"
+            p.add_argument(*flags, dest=path, default=argparse.SUPPRESS, help=f"{desc} [default: {default}]",
+                           **extra)
     return parser
 
 
@@ -98,6 +133,9 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
         from kdistill.speed import print_comparison
 
         print_comparison(result["model"], result.get("teacher"))
+        return
+    if command in ("export", "bench", "report"):
+        print(result["table"])
         return
     shown = {k: result[k] for k in ("task", "validation", "test", "retention", "params", "wall_seconds")
              if k in result}

@@ -187,6 +187,53 @@ class EvaluateConfig(_Strict):
     out_json: str | None = Field(None, description="also write the figures as JSON here")
 
 
+class ExportConfig(_Strict):
+    """`kdistill export`: an ONNX copy for serving, checked against PyTorch, optionally int8-quantised."""
+
+    model: str = Field("runs/student", description="model folder to export")
+    out: str | None = Field(None, description="output folder (default MODEL/onnx)")
+    onnx: bool = Field(True, description="export to ONNX (the only format so far)")
+    opset: int = Field(18, ge=14, description="ONNX opset version")
+    atol: float = Field(1e-4, gt=0, description="largest |logit difference| allowed, ONNX Runtime vs PyTorch")
+    quantize: bool = Field(False, description="also write a dynamically int8-quantised model.int8.onnx")
+    data: DataConfig | None = Field(None, description="data scored fp32 vs int8 (default: the run's own data)")
+    split: Literal["test", "validation"] = Field("test", description="split scored for the accuracy change")
+    check_examples: int = Field(32, gt=0, description="real examples compared, ONNX Runtime vs PyTorch")
+
+
+class BenchConfig(_Strict):
+    """`kdistill bench`: latency and throughput over a grid of shapes, PyTorch and ONNX Runtime."""
+
+    model: list[str] = Field(description="model folders; the first is the baseline for speedups",
+                             json_schema_extra={"cli": "append"}, min_length=1)
+    batch_sizes: list[int] = Field([1, 8, 32], min_length=1, description="batch sizes")
+    seq_lengths: list[int] = Field([32, 128], min_length=1, description="sequence lengths")
+    backends: list[Literal["pytorch", "onnxruntime"]] = Field(
+        ["pytorch", "onnxruntime"], min_length=1, description="runtimes to time")
+    warmup: int = Field(5, ge=0, description="untimed passes per shape")
+    repeats: int = Field(20, gt=0, description="timed passes per shape")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = GPU when present")
+    threads: int | None = Field(None, gt=0, description="CPU threads (torch and ONNX Runtime)")
+    out_json: str | None = Field("bench.json", description="write every measurement here (null = don't)")
+
+
+class ReportConfig(_Strict):
+    """`kdistill report`: one self-contained HTML page (and markdown) for one or more runs."""
+
+    runs: list[str] = Field(description="run folders written by finetune/distill",
+                            json_schema_extra={"cli": "positional"}, min_length=1)
+    out: str = Field("report", description="output folder for report.html, report.md and the PNGs")
+    teacher: str | None = Field(None, description="teacher folder (default: the one each run names)")
+    split: Literal["test", "validation"] = Field("test", description="split scored for confusion matrices")
+    speed: bool = Field(True, description="measure latency and throughput")
+    batch_sizes: list[int] = Field([1, 32], min_length=1, description="batch sizes of the speed table")
+    seq_length: int = Field(64, gt=1, description="tokens per example in the speed table")
+    warmup: int = Field(2, ge=0, description="untimed passes before timing")
+    repeats: int = Field(10, gt=0, description="timed passes per batch size")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = GPU when present")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads")
+
+
 def _quick_finetune() -> FinetuneConfig:
     """The main job's teacher: packaged MiniLM, one epoch on shipped SST-2 (about 3.5 min on 2 cores)."""
     return FinetuneConfig(data=DataConfig(max_length=64), train=TrainConfig(epochs=1, lr=1e-4))
