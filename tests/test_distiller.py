@@ -75,6 +75,8 @@ def test_distill_writes_an_ordinary_hf_folder_and_logs_every_term(finetuned: Pat
         assert (out / f).is_file(), f
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "kdistill" in card
+    assert "## Speed" in card and [r["batch_size"] for r in summary["speed"]] == [1, 32]
+    assert all(r["p50_ms"] > 0 and r["seq_length"] == tiny_data["max_length"] for r in summary["speed"])
     assert 0 < summary["retention"] < 2 and summary["world_size"] == 1
     for term in ("kl", "ce", "hidden_mse", "attn_mse", "embedding_mse"):
         assert len(_scalars(out / "logs", f"train/{term}")) == 12, term

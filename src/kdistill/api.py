@@ -32,10 +32,10 @@ from kdistill.evaluate import evaluate, score_split
 from kdistill.features import prepare_for_capture
 from kdistill.metrics import primary
 from kdistill.modelcard import write_model_card
-from kdistill.models import load_classifier, load_tokenizer, probe, resolve_model_path, same_vocabulary
+from kdistill.models import load_classifier, load_tokenizer, pick_device, probe, resolve_model_path, same_vocabulary
 from kdistill.objective import Objective
 from kdistill.schedules import LayerSchedule, build_schedule
-from kdistill.speed import count_parameters
+from kdistill.speed import count_parameters, measure_speed
 from kdistill.students import build_student
 
 __all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report"]
@@ -62,6 +62,11 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
         summary["test"] = score_split(model, tokenizer, data, "test", max_length, cache_dir=cache_dir,
                                       desc="scoring test split", progress=distiller.cfg.progress)
     summary["params"] = count_parameters(model)
+    if "speed" not in summary:  # a quick timing for the model card; `kdistill bench` measures properly
+        device = pick_device(distiller.cfg.device)
+        speed = measure_speed(model, batch_sizes=(1, 32), seq_length=max_length, warmup=2, repeats=10,
+                              device=device, threads=distiller.cfg.threads)
+        summary["speed"] = [{**s.to_dict(), "device": device} for s in speed]
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -72,7 +77,8 @@ def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: 
     t_scores = (teacher_summary or {}).get("test") or (teacher_summary or {}).get("validation")
     write_model_card(out, base_model=base, method=method, task=summary["task"], metrics=scores,
                      teacher_metrics=t_scores, params=summary.get("params"),
-                     teacher_params=(teacher_summary or {}).get("params"), config_yaml=cfg_yaml)
+                     teacher_params=(teacher_summary or {}).get("params"), speed=summary.get("speed"),
+                     config_yaml=cfg_yaml)
 
 
 def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:

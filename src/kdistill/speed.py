@@ -10,7 +10,7 @@ import inspect
 import math
 import statistics
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,6 +88,32 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def time_calls(fn: Callable[[], Any], warmup: int, repeats: int,
+               sync: Callable[[], Any] = lambda: None) -> list[float]:
+    """Milliseconds of `repeats` calls after `warmup` untimed ones; `sync` waits for queued GPU work.
+
+    One timing loop for every runtime (PyTorch, ONNX Runtime) so their numbers are comparable.
+    """
+    for _ in range(warmup):
+        fn()
+    sync()
+    times_ms: list[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times_ms.append((time.perf_counter() - start) * 1000.0)
+    return times_ms
+
+
+def summarize(times_ms: Sequence[float], batch_size: int, seq_length: int) -> SpeedResult:
+    """p50 / p95 / mean latency and throughput (examples per second at the mean) of one shape."""
+    mean_ms = statistics.fmean(times_ms)
+    return SpeedResult(batch_size=batch_size, seq_length=seq_length, p50_ms=_percentile(times_ms, 50),
+                       p95_ms=_percentile(times_ms, 95), mean_ms=mean_ms,
+                       throughput=batch_size / (mean_ms / 1000.0) if mean_ms > 0 else float("inf"))
+
+
 @contextmanager
 def _num_threads(threads: int | None) -> Iterator[None]:
     """Set torch's intra-op threads for a measurement and always restore the previous value."""
@@ -111,7 +137,7 @@ def _forward_accepts(model: torch.nn.Module, name: str) -> bool:
         return False
 
 
-def _make_inputs(
+def make_inputs(
     model: torch.nn.Module, batch_size: int, seq_length: int, vocab_size: int, device: torch.device, seed: int
 ) -> dict[str, torch.Tensor]:
     """Random but reproducible token ids; ids from 100 up skip BERT's [PAD]/[unused]/special tokens."""
@@ -176,27 +202,9 @@ def measure_speed(
     try:
         with _num_threads(threads), torch.inference_mode():
             for i, batch_size in enumerate(batch_sizes):
-                inputs = _make_inputs(model, batch_size, seq_length, int(vocab), dev, seed=1234 + i)
-                for _ in range(warmup):
-                    model(**inputs)
-                sync()
-                times_ms: list[float] = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    model(**inputs)
-                    sync()
-                    times_ms.append((time.perf_counter() - start) * 1000.0)
-                mean_ms = statistics.fmean(times_ms)
-                results.append(
-                    SpeedResult(
-                        batch_size=batch_size,
-                        seq_length=seq_length,
-                        p50_ms=_percentile(times_ms, 50),
-                        p95_ms=_percentile(times_ms, 95),
-                        mean_ms=mean_ms,
-                        throughput=batch_size / (mean_ms / 1000.0) if mean_ms > 0 else float("inf"),
-                    )
-                )
+                inputs = make_inputs(model, batch_size, seq_length, int(vocab), dev, seed=1234 + i)
+                times_ms = time_calls(lambda inputs=inputs: model(**inputs), warmup, repeats, sync)
+                results.append(summarize(times_ms, batch_size, seq_length))
     finally:
         if old_device is not None and old_device != dev:
             model.to(old_device)
