@@ -107,10 +107,12 @@ api.distill(load_config(DistillConfig, {cfg!r}), callbacks=[kill_at_step_7])
 """
 
 
+@pytest.mark.parametrize("group_by_length", [False, True])
 def test_resume_after_kill_gives_the_same_weights(finetuned: Path, tmp_path: Path, tiny_data: dict,
-                                                  fast_train: dict) -> None:
+                                                  fast_train: dict, group_by_length: bool) -> None:
     data = {**tiny_data, "max_train_examples": 160}  # 10 steps an epoch, checkpoint every 4
-    ref = _distill_cfg(finetuned, tmp_path / "ref", data, fast_train, epochs=2, save_steps=4)
+    ref = _distill_cfg(finetuned, tmp_path / "ref", data, fast_train, epochs=2, save_steps=4,
+                       group_by_length=group_by_length)
     api.distill(ref)
 
     cut = ref.model_copy(update={"out": str(tmp_path / "cut")})

@@ -76,6 +76,8 @@ class TrainConfig(_Strict):
     log_every: int = Field(10, gt=0, description="steps between TensorBoard points")
     progress: bool = Field(True, description="show progress bars")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice)")
+    group_by_length: bool = Field(False, description="shuffle in batches of similar length: less padding, "
+                                  "faster steps (Hugging Face Trainer's option of the same name)")
 
 
 class MappingConfig(_Strict):

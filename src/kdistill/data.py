@@ -27,6 +27,7 @@ from transformers import DataCollatorWithPadding
 from kdistill.config import DataConfig
 from kdistill.errors import KDistillError
 from kdistill.registry import Registry
+from kdistill.sampling import LengthGroupedSampler
 
 DATA_DIR = Path(__file__).parent / "datasets"
 CACHE_FORMAT_VERSION = 1  # bump when the tokenised layout changes, so old caches are not reused
@@ -463,13 +464,20 @@ def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
 
 
 def make_loader(ds: datasets.Dataset, tokenizer: Any, batch_size: int, shuffle: bool = False,
-                seed: int | None = None) -> torch.utils.data.DataLoader:
-    """Batches padded to their own longest example; only model inputs and labels reach the collator."""
+                seed: int | None = None, group_by_length: bool = False) -> torch.utils.data.DataLoader:
+    """Batches padded to their own longest example; only model inputs and labels reach the collator.
+
+    `group_by_length` shuffles in batches of similar length (see `kdistill.sampling`) to pad less.
+    """
     keep = set(tokenizer.model_input_names) | {"labels"}
     ds = ds.select_columns([c for c in ds.column_names if c in keep])
+    collate = DataCollatorWithPadding(tokenizer)
+    if shuffle and group_by_length:
+        sampler = LengthGroupedSampler([len(x) for x in ds["input_ids"]], batch_size, seed or 0)
+        return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate)
     gen = torch.Generator().manual_seed(seed) if shuffle and seed is not None else None
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen,
-                                       collate_fn=DataCollatorWithPadding(tokenizer))
+                                       collate_fn=collate)
 
 
 def check_labels(data: TaskData, num_model_labels: int, model_id2label: dict | None = None,

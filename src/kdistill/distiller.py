@@ -145,7 +145,10 @@ class Distiller:
             (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train_cfg.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=train_cfg.lr)
-        train_loader = make_loader(train_set, tokenizer, train_cfg.batch_size, shuffle=True)
+        # plain shuffling is seeded by Accelerate's seedable sampler; the grouped one by the run's seed
+        train_loader = make_loader(train_set, tokenizer, train_cfg.batch_size, shuffle=True,
+                                   seed=train_cfg.seed if train_cfg.group_by_length else None,
+                                   group_by_length=train_cfg.group_by_length)
         eval_loader = (make_loader(eval_set, tokenizer, train_cfg.eval_batch_size)
                        if eval_set is not None else None)
         self.module, self.optimizer, self.train_loader = self.acc.prepare(module, optimizer, train_loader)

@@ -1,0 +1,75 @@
+"""`kdistill bench`: a grid of timings per model, runtime and shape, with speedup next to the FLOP ratio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import make_tiny_bert
+
+from kdistill import cli
+from kdistill.bench import run_bench
+from kdistill.config import BenchConfig
+from kdistill.speed import flops_per_example
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("bench")
+    return make_tiny_bert(root / "big", num_layers=4), make_tiny_bert(root / "small", num_layers=1)
+
+
+def test_grid_covers_every_model_runtime_and_shape(two_models, tmp_path: Path) -> None:
+    big, small = two_models
+    cfg = BenchConfig(model=[str(big), str(small)], batch_sizes=[1, 4], seq_lengths=[8, 16], warmup=1, repeats=3,
+                      device="cpu", threads=1, out_json=str(tmp_path / "b.json"))
+    result = run_bench(cfg)
+    rows = result["rows"]
+    assert len(rows) == 2 * 2 * 2 * 2  # models x runtimes x seq lengths x batch sizes
+    assert {r["backend"] for r in rows} == {"pytorch", "onnxruntime"}
+    for r in rows:
+        assert r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] * 0.999 and r["throughput"] > 0
+        if r["model"] == str(big):
+            assert r["speedup"] == pytest.approx(1.0) and r["flop_ratio"] == pytest.approx(1.0)
+    small_rows = [r for r in rows if r["model"] == str(small)]
+    big_cfg = json.loads((big / "config.json").read_text())
+    small_cfg = json.loads((small / "config.json").read_text())
+    from transformers import BertConfig
+
+    expected = flops_per_example(BertConfig(**big_cfg), 16) / flops_per_example(BertConfig(**small_cfg), 16)
+    assert expected > 2.5  # 4 layers vs 1
+    assert all(r["flop_ratio"] == pytest.approx(expected) for r in small_rows if r["seq_length"] == 16)
+    assert all(r["efficiency"] == pytest.approx(r["speedup"] / r["flop_ratio"]) for r in small_rows)
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert len(saved["rows"]) == len(rows) and saved["env"]["onnxruntime"]
+    assert "Speedup / FLOP ratio" in result["table"] and "onnxruntime" in result["table"]
+
+
+def test_onnx_runtime_reuses_a_current_export(two_models, tmp_path: Path) -> None:
+    from kdistill.export import export_onnx
+
+    big, _ = two_models
+    onnx = export_onnx(str(big), big / "onnx")
+    stamp = onnx.stat().st_mtime_ns
+    cfg = BenchConfig(model=[str(big)], batch_sizes=[2], seq_lengths=[8], backends=["onnxruntime"], warmup=0,
+                      repeats=2, device="cpu", out_json=None)
+    rows = run_bench(cfg)["rows"]
+    assert len(rows) == 1 and rows[0]["backend"] == "onnxruntime"
+    assert onnx.stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+def test_cli_repeated_model_flag_and_errors(two_models, tmp_path: Path, capsys) -> None:
+    big, small = two_models
+    out = tmp_path / "bench.json"
+    code = cli.main(["bench", "--model", str(big), "--model", str(small), "--backends", "[pytorch]",
+                     "--batch-sizes", "[2]", "--seq-lengths", "[8]", "--repeats", "2", "--warmup", "0",
+                     "--device", "cpu", "--out-json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file() and printed.count("| pytorch |") == 2
+    code = cli.main(["bench", "--model", str(big), "--seq-lengths", "[4096]", "--backends", "[pytorch]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "max_position_embeddings" in err and len(err.strip().splitlines()) == 1
+    code = cli.main(["bench", "--model", str(tmp_path / "missing")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("kdistill: error:")
