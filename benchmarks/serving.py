@@ -9,8 +9,8 @@ on the next run:
 
 1. `kdistill export --quantize` of the teacher and the trained student: ONNX Runtime vs PyTorch parity, and SST-2
    test accuracy of the fp32 and the int8 ONNX model.
-2. `kdistill bench` of all three: latency p50/p95 and throughput at batch 1, 8, 32 and length 32, 128, PyTorch and
-   ONNX Runtime, with each speedup next to its FLOP ratio.
+2. `kdistill bench` of all three: latency p50/p95 and throughput at batch 1, 8, 32 and length 32, 128, PyTorch,
+   ONNX Runtime and ONNX Runtime int8, with each speedup next to its FLOP ratio.
 
     python benchmarks/serving.py                       # ~10 min on 2 CPU cores; run it on a quiet machine
     python benchmarks/serving.py --device cuda         # PyTorch on the GPU (ONNX Runtime needs onnxruntime-gpu)
@@ -86,6 +86,7 @@ def main() -> None:
     if "bench" not in done:
         cfg = build(BenchConfig, {"model": [str(teacher), str(student), str(narrow)], "batch_sizes": [1, 8, 32],
                                   "seq_lengths": [32, 128], "repeats": args.repeats, "warmup": 5,
+                                  "backends": ["pytorch", "onnxruntime", "onnxruntime-int8"],
                                   "device": args.device, "threads": args.threads, "out_json": None})
         r = api.bench(cfg)
         print(r["table"])
@@ -112,15 +113,19 @@ def write_table(done: dict[str, dict[str, Any]], path: Path) -> None:
             lines.append(f"| {names.get(r['model'], r['model'])} | {r['backend']} | {r['seq_length']} | "
                          f"{r['batch_size']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['throughput']:.1f} | "
                          f"{r['speedup']:.2f}x | {r['flop_ratio']:.2f}x | {_pct(r['efficiency'])} |")
-        lines += ["", "ONNX Runtime vs PyTorch, same model and shape (p50 ratio, >1 = ONNX Runtime faster):", "",
-                  "| model | seq | batch | PyTorch p50 (ms) | ONNX Runtime p50 (ms) | ratio |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "ONNX Runtime (fp32, int8) vs PyTorch, same model and shape (p50 ratio, >1 = faster than "
+                  "PyTorch):", "",
+                  "| model | seq | batch | PyTorch p50 (ms) | ORT p50 (ms) | ratio | ORT int8 p50 (ms) | ratio |",
+                  "|---|---|---|---|---|---|---|---|"]
         by = {(r["model"], r["backend"], r["seq_length"], r["batch_size"]): r for r in bench["rows"]}
         for (m, b, s, bs), r in by.items():
-            o = by.get((m, "onnxruntime", s, bs))
-            if b == "pytorch" and o:
-                lines.append(f"| {names.get(m, m)} | {s} | {bs} | {r['p50_ms']:.2f} | {o['p50_ms']:.2f} | "
-                             f"{r['p50_ms'] / o['p50_ms']:.2f}x |")
+            if b != "pytorch":
+                continue
+            cells = []
+            for other in ("onnxruntime", "onnxruntime-int8"):
+                o = by.get((m, other, s, bs))
+                cells += [f"{o['p50_ms']:.2f}", f"{r['p50_ms'] / o['p50_ms']:.2f}x"] if o else ["-", "-"]
+            lines.append(f"| {names.get(m, m)} | {s} | {bs} | {r['p50_ms']:.2f} | " + " | ".join(cells) + " |")
     exports = [r for k, r in done.items() if k.startswith("export |")]
     if exports:
         lines += ["", "## ONNX export and dynamic int8 quantisation (SST-2 test, 1,821 sentences)", "",

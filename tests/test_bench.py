@@ -73,3 +73,12 @@ def test_cli_repeated_model_flag_and_errors(two_models, tmp_path: Path, capsys) 
     code = cli.main(["bench", "--model", str(tmp_path / "missing")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("kdistill: error:")
+
+
+def test_int8_runtime_times_a_quantised_export(two_models) -> None:
+    _, small = two_models
+    cfg = BenchConfig(model=[str(small)], batch_sizes=[2], seq_lengths=[8], warmup=0, repeats=2, device="cpu",
+                      backends=["onnxruntime", "onnxruntime-int8"], out_json=None)
+    rows = run_bench(cfg)["rows"]
+    assert [r["backend"] for r in rows] == ["onnxruntime", "onnxruntime-int8"]
+    assert all(r["p50_ms"] > 0 for r in rows)

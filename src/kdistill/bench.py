@@ -34,15 +34,18 @@ from kdistill.speed import (
 )
 
 
-def _onnx_file(path: str, scratch: Path, opset: int = 18) -> Path:
-    """The model's ONNX export: `kdistill export`'s MODEL/onnx/model.onnx when it is current, else a fresh one."""
-    from kdistill.export import export_onnx
+def _onnx_file(path: str, scratch: Path, int8: bool = False, opset: int = 18) -> Path:
+    """The model's ONNX export (`kdistill export`'s MODEL/onnx/model[.int8].onnx when current), else a fresh one."""
+    from kdistill.export import export_onnx, quantize_int8
 
-    existing = Path(path) / "onnx" / "model.onnx"
+    name = "model.int8.onnx" if int8 else "model.onnx"
+    existing = Path(path) / "onnx" / name
     weights = [f for f in Path(path).glob("*.safetensors")]
     if existing.is_file() and all(existing.stat().st_mtime >= w.stat().st_mtime for w in weights):
         return existing
-    return export_onnx(path, scratch / f"{len(list(scratch.iterdir()))}", opset=opset)
+    fresh = scratch / Path(path).resolve().name
+    fp32 = fresh / "model.onnx" if (fresh / "model.onnx").is_file() else export_onnx(path, fresh, opset=opset)
+    return quantize_int8(fp32, fresh / name) if int8 else fp32
 
 
 def _pytorch_timer(model: torch.nn.Module, device: str) -> Callable[[dict[str, torch.Tensor]], Callable[[], Any]]:
@@ -105,7 +108,8 @@ def bench_model(path: str, cfg: BenchConfig, device: str, scratch: Path) -> dict
                 from kdistill.export import onnx_session
 
                 try:
-                    session = onnx_session(str(_onnx_file(path, scratch)), threads=cfg.threads, device=device)
+                    onnx_path = _onnx_file(path, scratch, int8=backend == "onnxruntime-int8")
+                    session = onnx_session(str(onnx_path), threads=cfg.threads, device=device)
                 except KDistillError as err:
                     if device == "cuda":  # CPU-only onnxruntime next to a GPU: time PyTorch, say why not ORT
                         info["notes"].append(f"onnxruntime skipped: {err}")

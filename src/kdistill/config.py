@@ -210,8 +210,9 @@ class BenchConfig(_Strict):
                              json_schema_extra={"cli": "append"}, min_length=1)
     batch_sizes: list[int] = Field([1, 8, 32], min_length=1, description="batch sizes")
     seq_lengths: list[int] = Field([32, 128], min_length=1, description="sequence lengths")
-    backends: list[Literal["pytorch", "onnxruntime"]] = Field(
-        ["pytorch", "onnxruntime"], min_length=1, description="runtimes to time")
+    backends: list[Literal["pytorch", "onnxruntime", "onnxruntime-int8"]] = Field(
+        ["pytorch", "onnxruntime"], min_length=1,
+        description="runtimes to time (onnxruntime-int8: the dynamically quantised export)")
     warmup: int = Field(5, ge=0, description="untimed passes per shape")
     repeats: int = Field(20, gt=0, description="timed passes per shape")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = GPU when present")

@@ -57,12 +57,17 @@ def describe_model(path: str, data: TaskData, cfg: EvaluateConfig, name: str) ->
     split = cfg.split if cfg.split in data.splits else "validation"
     metrics = score_split(model, tokenizer, data, split, cfg.data.max_length, cache_dir=cfg.data.cache_dir,
                           desc=f"scoring {name}")
-    info: dict[str, Any] = {
-        "name": name, "path": str(path), "split": split, "metric": data.metric,
-        "score": metrics[primary(data.metric)], "metrics": metrics,
-        "params": count_parameters(model), "size_bytes": size_on_disk(path),
-        "layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size,
-    }
+    return {"name": name, "path": str(path), "split": split, "metric": data.metric,
+            "score": metrics[primary(data.metric)], "metrics": metrics, **model_facts(model, path, cfg, device)}
+
+
+def model_facts(model: nn.Module, path: str | Path, cfg: Any, device: str) -> dict[str, Any]:
+    """Size, shape and (when `cfg.speed`) speed of a model: what `evaluate` and `report` show for each one.
+
+    `cfg` is an EvaluateConfig or ReportConfig: both carry the speed fields.
+    """
+    info: dict[str, Any] = {"params": count_parameters(model), "size_bytes": size_on_disk(path),
+                            "layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size}
     if cfg.speed:
         speed = measure_speed(model, batch_sizes=tuple(cfg.batch_sizes), seq_length=cfg.seq_length,
                               warmup=cfg.warmup, repeats=cfg.repeats, device=device,

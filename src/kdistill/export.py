@@ -223,6 +223,17 @@ def _score(session: Any, loader: Any, metric: str) -> dict[str, float]:
     return compute_metrics(metric, np.concatenate(logits), np.concatenate(labels))
 
 
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 (QInt8 weights, activations quantised at run time): `dst`, next to nothing else needed."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # no quant_pre_process: its symbolic shape inference fails on dynamo graphs; its warning is noise
+    with _quiet_exporter():
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8,
+                         use_external_data_format=src.with_name(src.name + ".data").is_file())
+    return dst
+
+
 def _file_bytes(path: Path) -> int:
     data = path.with_name(path.name + ".data")
     return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
@@ -277,14 +288,9 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
                               "max_abs_diff": diff, "atol": cfg.atol, "check_examples": n, "check_shapes": shapes,
                               "check_data": f"{data.name} {split}"}
     if cfg.quantize:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         q_path = out / "model.int8.onnx"
         print(f"[export] dynamic int8 quantisation -> {q_path}")
-        # no quant_pre_process: its symbolic shape inference fails on dynamo graphs; its warning is noise
-        with _quiet_exporter():
-            quantize_dynamic(path, q_path, weight_type=QuantType.QInt8,
-                             use_external_data_format=path.with_name(path.name + ".data").is_file())
+        quantize_int8(path, q_path)
         q_session = onnx_session(q_path)
         q_diff = check_parity(model, q_session, batches, float("inf"), name="int8 ONNX Runtime")  # NaN only
         result["int8"] = {"path": str(q_path), "size_bytes": _file_bytes(q_path), "max_abs_diff": q_diff}

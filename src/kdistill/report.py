@@ -13,7 +13,7 @@ import html
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,10 @@ from kdistill import plots
 from kdistill.config import DistillConfig, FinetuneConfig, ReportConfig, build, load_yaml
 from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
-from kdistill.evaluate import predict
+from kdistill.evaluate import model_facts, predict
 from kdistill.metrics import compute_metrics, primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
-from kdistill.speed import comparison_table, count_parameters, measure_speed, size_on_disk
+from kdistill.speed import comparison_table
 
 Block = tuple[Any, ...]
 """One piece of the page, rendered to both HTML and markdown: ("h2", text), ("table", headers, rows), ..."""
@@ -102,19 +102,13 @@ def _score(path: Path, data: TaskData, run_cfg: FinetuneConfig | DistillConfig, 
     n = int(model.config.num_labels)
     id2label = model.config.id2label or {}
     metrics = compute_metrics(data.metric, logits, labels)
-    info: dict[str, Any] = {
+    return {
         "path": str(path), "split": split, "task": data.name, "metric": data.metric, "metrics": metrics,
-        "score": metrics[primary(data.metric)], "params": count_parameters(model), "size_bytes": size_on_disk(path),
-        "layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size,
+        "score": metrics[primary(data.metric)],
         "classes": [str(id2label.get(i, id2label.get(str(i), i))) for i in range(n)],
         "confusion": confusion_matrix(labels, logits.argmax(-1), labels=list(range(n))).tolist(),
+        **model_facts(model, path, cfg, device),
     }
-    if cfg.speed:
-        speed = measure_speed(model, batch_sizes=tuple(cfg.batch_sizes), seq_length=cfg.seq_length,
-                              warmup=cfg.warmup, repeats=cfg.repeats, device=device,
-                              vocab_size=model.config.vocab_size, threads=cfg.threads)
-        info["speed"] = [asdict(s) for s in speed]
-    return info
 
 
 def _names(paths: list[Path]) -> list[str]:
