@@ -111,3 +111,25 @@ def test_yaml_typo_names_the_field(capsys, tmp_path: Path) -> None:
     f.write_text("train:\n  epoch: 3\n")
     code, err = _run(capsys, ["finetune", "--config", str(f)])
     assert code == 2 and "train.epoch" in err and "Extra inputs" in err
+
+
+def test_repeated_positional_and_bare_boolean_flags(tmp_path: Path) -> None:
+    p = cli.build_parser()
+    bench = cli.config_from_args("bench", p.parse_args(["bench", "--model", "a", "--model", "b", "--repeats", "3"]))
+    assert bench.model == ["a", "b"] and bench.repeats == 3
+    yaml_file = tmp_path / "r.yaml"
+    yaml_file.write_text("runs: [x, y]\nout: o\n")
+    assert cli.config_from_args("report", p.parse_args(["report", "--config", str(yaml_file)])).runs == ["x", "y"]
+    report = cli.config_from_args("report", p.parse_args(["report", "r1", "r2", "--config", str(yaml_file)]))
+    assert report.runs == ["r1", "r2"] and report.out == "o"  # arguments beat YAML, YAML kept
+    export = cli.config_from_args("export", p.parse_args(["export", "--model", "m", "--quantize"]))
+    assert export.quantize is True and export.onnx is True
+    export = cli.config_from_args("export", p.parse_args(["export", "--quantize", "false"]))
+    assert export.quantize is False
+
+
+def test_required_fields_say_so(capsys) -> None:
+    assert cli.main(["report"]) == 2
+    assert "runs: Field required" in capsys.readouterr().err
+    sub = cli.build_parser()._subparsers._group_actions[0].choices["bench"]
+    assert "[default: required]" in sub.format_help()

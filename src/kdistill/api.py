@@ -14,6 +14,7 @@ from typing import Any
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
+from kdistill.cache import CachedTeacher, build_cache, cache_spec, open_cache
 from kdistill.config import (
     BenchConfig,
     DistillConfig,
@@ -26,7 +27,7 @@ from kdistill.config import (
     save_config,
 )
 from kdistill.data import TaskData, check_labels, load_task_data, tokenize_splits
-from kdistill.distiller import Distiller
+from kdistill.distiller import Distiller, _fresh_accelerate_state
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
 from kdistill.features import prepare_for_capture
@@ -146,6 +147,31 @@ def _schedule(cfg: DistillConfig, objective: Objective) -> LayerSchedule:
     return schedule
 
 
+def _teacher_cache(cfg: DistillConfig, teacher: PreTrainedModel, tokenizer: Any, data: TaskData, train: Any,
+                   objective: Objective, out: Path) -> tuple[CachedTeacher, dict[str, Any]]:
+    """Find or build the cache of this teacher's outputs on this training split (main process builds)."""
+    from accelerate import PartialState
+
+    location = out / "teacher_cache" if cfg.teacher_cache is True else Path(str(cfg.teacher_cache))
+    spec = cache_spec(teacher, tokenizer, data.splits["train"], train, cfg.data.max_length,
+                      objective.teacher_request, cfg.teacher_cache_dtype)
+    _fresh_accelerate_state()
+    state = PartialState(cpu=cfg.train.device == "cpu")
+
+    def log(msg: str) -> None:
+        if state.is_main_process:
+            print(f"[distill] {msg}", flush=True)
+
+    def build(folder: Path) -> dict[str, Any]:
+        return build_cache(folder, spec, teacher, train, tokenizer, batch_size=cfg.train.eval_batch_size,
+                            device=state.device, progress=cfg.train.progress, log=log,
+                            note={"teacher_name": cfg.teacher})
+
+    result = open_cache(location, spec, build, log) if state.is_main_process else None
+    state.wait_for_everyone()
+    return result or open_cache(location, spec, None, log)
+
+
 def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
     """Distill a student from a fine-tuned teacher; writes an ordinary HF model folder to `cfg.out`."""
     set_seed(cfg.train.seed)
@@ -165,13 +191,23 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "kdistill.yaml")
+    teacher_params = count_parameters(teacher)
+    live: PreTrainedModel | None = teacher if objective.needs_teacher else None
+    train_set, source, cache_info = splits["train"], None, None
+    if cfg.teacher_cache is not False and objective.needs_teacher:
+        source, cache_info = _teacher_cache(cfg, teacher, t_tok, data, train_set, objective, out)
+        train_set = train_set.add_column("idx", list(range(len(train_set))))
+        live = teacher = None  # the cache answers for it: its weights need not stay in memory
+    elif cfg.teacher_cache is not False:
+        print("[distill] note: teacher_cache is set but no loss needs the teacher; nothing to cache")
     d = Distiller(student=student, tokenizer=s_tok, objective=objective, train_cfg=cfg.train, out_dir=out,
-                  train_set=splits["train"], eval_set=splits.get("validation"), metric=data.metric,
-                  teacher=teacher if objective.needs_teacher else None, schedule=schedule, run_name="distill",
-                  callbacks=callbacks)
+                  train_set=train_set, eval_set=splits.get("validation"), metric=data.metric,
+                  teacher=live, schedule=schedule,
+                  run_name="distill", callbacks=callbacks, teacher_source=source)
     d._log(f"objective: {objective}")
     d._log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "
-           f"{count_parameters(student) / 1e6:.1f}M params; teacher {count_parameters(teacher) / 1e6:.1f}M")
+           f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
+           + (" (served from its output cache)" if source is not None else ""))
     result = d.train()
     teacher_summary_file = Path(resolve_model_path(cfg.teacher)) / "metrics.json"
     teacher_summary = json.loads(teacher_summary_file.read_text()) if teacher_summary_file.is_file() else None
@@ -181,6 +217,8 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
                "wall_seconds": result.wall_seconds, "steps": result.steps,
                "world_size": d.acc.num_processes, "distributed": str(d.acc.distributed_type),
                "backend": d.acc.state.backend}
+    if cache_info is not None:
+        summary["teacher_cache"] = cache_info
     summary = _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary)
     if d.acc.is_main_process:
         if teacher_summary and summary.get("test") and teacher_summary.get("test"):

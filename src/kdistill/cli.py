@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         for path, field in leaves:
             leaf = path.rsplit(".", 1)[-1]
             kind = _cli_kind(field)
-            default = field.default if field.default_factory is None else "(see docs)"
+            default = ("required" if field.is_required() else
+                       field.default if field.default_factory is None else "(see docs)")
             desc = field.description or ""
             if kind == "positional":  # e.g. `kdistill report RUN_DIR...`
                 p.add_argument(path, metavar=leaf.upper(), nargs="*", default=argparse.SUPPRESS, help=desc)
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
             if kind == "append":  # `--model A --model B`
                 extra["action"] = "append"
                 desc += " (repeat the flag for several)"
-            elif field.annotation is bool:  # `--onnx` alone means true
+            elif field.annotation in (bool, bool | str):  # `--onnx` alone means true
                 extra["nargs"] = "?"
                 extra["const"] = "true"
             p.add_argument(*flags, dest=path, default=argparse.SUPPRESS, help=f"{desc} [default: {default}]",

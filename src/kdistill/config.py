@@ -163,6 +163,18 @@ class DistillConfig(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="layer schedule")
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: str = Field("runs/student", description="output folder")
+    teacher_cache: bool | str = Field(
+        False, description="false = run the teacher every step; true = cache its outputs once under "
+        "OUT/teacher_cache; a path = cache root to reuse across runs (or one cache folder, which must match)")
+    teacher_cache_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="dtype of cached features (hidden states, attention); logits are always float32")
+
+    @field_validator("teacher_cache")
+    @classmethod
+    def _cache_location(cls, v: bool | str) -> bool | str:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("teacher_cache takes true, false or a folder")
+        return v
 
     @field_validator("losses")
     @classmethod

@@ -465,11 +465,13 @@ def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
 
 def make_loader(ds: datasets.Dataset, tokenizer: Any, batch_size: int, shuffle: bool = False,
                 seed: int | None = None, group_by_length: bool = False) -> torch.utils.data.DataLoader:
-    """Batches padded to their own longest example; only model inputs and labels reach the collator.
+    """Batches padded to their own longest example; only model inputs, labels and `idx` reach the collator.
 
+    `idx` (the example's row, present when a teacher cache serves the run) lets `kdistill.cache` find the
+    teacher's outputs in any order; `features.model_inputs` keeps it away from the models.
     `group_by_length` shuffles in batches of similar length (see `kdistill.sampling`) to pad less.
     """
-    keep = set(tokenizer.model_input_names) | {"labels"}
+    keep = set(tokenizer.model_input_names) | {"labels", "idx"}
     ds = ds.select_columns([c for c in ds.column_names if c in keep])
     collate = DataCollatorWithPadding(tokenizer)
     if shuffle and group_by_length:

@@ -1,6 +1,7 @@
 """The one training loop, for fine-tuning (no teacher) and distillation alike, on Accelerate.
 
-Per step: teacher signal (frozen, eval mode, no_grad, only the features the objective needs) ->
+Per step: teacher signal (frozen, eval mode, no_grad, only the features the objective needs; or read
+from the teacher-output cache, see `kdistill.cache`) ->
 student features -> objective (weighted terms, schedule decides what is active) -> NaN check ->
 backward -> optimizer/scheduler step. Checkpoints hold the student + projections, optimizer,
 scheduler and RNG states (Accelerate) plus a JSON run state (epoch, position in the epoch, best
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from kdistill.cache import TeacherSource
 from kdistill.config import TrainConfig
 from kdistill.data import make_loader
 from kdistill.errors import TrainingDiverged
@@ -107,13 +109,19 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 class Distiller:
-    """Trains `student` against `objective` (with `teacher` when the objective needs one)."""
+    """Trains `student` against `objective` (with `teacher` when the objective needs one).
+
+    `teacher_source` replaces the live teacher (e.g. a `CachedTeacher`); its batches then carry `idx`.
+    """
 
     def __init__(self, *, student: PreTrainedModel, tokenizer: Any, objective: Objective,
                  train_cfg: TrainConfig, out_dir: str | Path, train_set: Dataset,
                  eval_set: Dataset | None, metric: str, teacher: PreTrainedModel | None = None,
                  schedule: LayerSchedule | None = None, run_name: str = "distill",
-                 callbacks: list[Callable[[Distiller], None]] | None = None) -> None:
+                 callbacks: list[Callable[[Distiller], None]] | None = None,
+                 teacher_source: TeacherSource | None = None) -> None:
+        if teacher is not None and teacher_source is not None:
+            raise ValueError("give a live teacher or a teacher source, not both")
         self.cfg = train_cfg
         self.out = Path(out_dir)
         self.metric = metric
@@ -134,6 +142,7 @@ class Distiller:
             kwargs_handlers=[ddp],
         )
         self.teacher = teacher
+        self.teacher_source = teacher_source
         if teacher is not None:
             teacher.requires_grad_(False)
             teacher.eval()
@@ -236,6 +245,8 @@ class Distiller:
             student.set_attn_implementation(impl)
 
     def _teacher_signal(self, batch: dict[str, Tensor]) -> Features | None:
+        if self.teacher_source is not None:
+            return self.teacher_source.signals(batch)
         if self.teacher is None:
             return None
         with torch.no_grad(), self.acc.autocast():
