@@ -20,6 +20,7 @@ from kdistill.config import (
     DistillConfig,
     ExportConfig,
     FinetuneConfig,
+    LabelConfig,
     LossConfig,
     MappingConfig,
     ReportConfig,
@@ -39,7 +40,7 @@ from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students import build_student
 
-__all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report"]
+__all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label"]
 
 _WEIGHT_FILES = ("model.safetensors", "config.json")
 
@@ -265,3 +266,10 @@ def report(cfg: ReportConfig) -> dict[str, Any]:
     from kdistill.report import write_report
 
     return write_report(cfg)
+
+
+def label(cfg: LabelConfig) -> dict[str, Any]:
+    """Pseudo-label unlabeled text with any teacher (model, HTTP, command, function); see `kdistill.blackbox`."""
+    from kdistill.blackbox import label_file
+
+    return label_file(cfg)

@@ -24,6 +24,7 @@ from kdistill.config import (
     EvaluateConfig,
     ExportConfig,
     FinetuneConfig,
+    LabelConfig,
     ReportConfig,
     RunConfig,
     build,
@@ -39,6 +40,7 @@ COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
     "export": (ExportConfig, "export a model to ONNX, check it against PyTorch, optionally quantise to int8"),
     "bench": (BenchConfig, "latency and throughput of models over batch sizes and lengths, PyTorch and ONNX"),
     "report": (ReportConfig, "one HTML + markdown report of one or more runs, with plots"),
+    "label": (LabelConfig, "label unlabeled text with a teacher: a model, an HTTP endpoint, a command or a function"),
 }
 
 
@@ -135,7 +137,7 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
 
         print_comparison(result["model"], result.get("teacher"))
         return
-    if command in ("export", "bench", "report"):
+    if command in ("export", "bench", "report", "label"):
         print(result["table"])
         return
     shown = {k: result[k] for k in ("task", "validation", "test", "retention", "params", "wall_seconds")

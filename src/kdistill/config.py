@@ -215,6 +215,25 @@ class ExportConfig(_Strict):
     check_examples: int = Field(32, gt=0, description="real examples compared, ONNX Runtime vs PyTorch")
 
 
+class LabelConfig(_Strict):
+    """`kdistill label`: a teacher labels unlabeled text (pseudo-labelling, imitation of a black box)."""
+
+    teacher: str = Field(description="a model folder or hub name; 'http(s)://URL' (JSON in, JSON out); "
+                         "'command:CMD' (JSONL on stdin -> JSONL on stdout); 'python:module:function'")
+    input: str = Field(description="unlabeled text: .txt (one example a line) or .csv/.tsv/.jsonl")
+    text_columns: list[str | int] | None = Field(None, description="for tables: one text column or a pair")
+    out: str = Field("runs/labeled.jsonl", description="JSONL written: texts, label, probabilities when given")
+    label_names: list[str] | None = Field(None, description="class names, in id order (else from the teacher)")
+    batch_size: int = Field(32, gt=0, description="examples per teacher call")
+    max_length: int = Field(128, gt=1, description="tokens per example (model teachers)")
+    max_examples: int | None = Field(None, gt=0, description="label only the first N examples")
+    min_confidence: float | None = Field(None, ge=0, le=1, description="drop examples whose top probability is lower")
+    timeout: float = Field(30.0, gt=0, description="seconds per HTTP request or command call")
+    retries: int = Field(3, ge=0, description="retries of a failed HTTP request, with exponential backoff")
+    concurrency: int = Field(4, gt=0, description="HTTP requests in flight at once")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="model teachers: auto = GPU when present")
+
+
 class BenchConfig(_Strict):
     """`kdistill bench`: latency and throughput over a grid of shapes, PyTorch and ONNX Runtime."""
 
