@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from cells import done_cells, record  # noqa: E402
 
 from kdistill import api  # noqa: E402
+from kdistill.cache import human_bytes  # noqa: E402
 from kdistill.config import DistillConfig, build  # noqa: E402
 from kdistill.distiller import Distiller  # noqa: E402
 
@@ -121,7 +122,7 @@ def write_table(done: dict[str, dict[str, Any]], path: Path) -> None:
              "|---|---|---|---|---|---|"]
     for r in rows:
         build_s = f"{r['cache_build_seconds']:.1f}" if r.get("cache_build_seconds") is not None else "-"
-        size = f"{r['cache_bytes'] / 1e3:.0f} kB" if r.get("cache_bytes") else "-"
+        size = human_bytes(r["cache_bytes"]) if r.get("cache_bytes") else "-"
         lines.append(f"| {r['cell']} | {r['mean_epoch_seconds']:.1f} | "
                      f"{', '.join(f'{x:.1f}' for x in r['epoch_seconds'])} | {build_s} | {size} | "
                      f"{100 * r['test_accuracy']:.2f}% |")

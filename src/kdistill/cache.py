@@ -201,8 +201,11 @@ def check_folder(folder: Path, spec: CacheSpec) -> None:
                             "to build a matching cache")
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.2f} MB"
+def human_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f} B"
 
 
 def _example_bytes(lengths: list[int], request: FeatureRequest, num_labels: int, hidden: int, heads: int,
@@ -231,13 +234,13 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
                             dtype.itemsize)
     what = ["logits"] + [f"{k}{v}" for k, v in _request_dict(request).items() if v]
     log(f"teacher cache: {len(lengths):,} examples x {' + '.join(what)}"
-        + (f" ({spec.dtype})" if request else "") + f", about {_gb(sum(sizes))} unpadded "
-        f"({_gb(sum(padded))} if padded to {max(lengths)} tokens); building {folder}")
+        + (f" ({spec.dtype})" if request else "") + f", about {human_bytes(sum(sizes))} unpadded "
+        f"({human_bytes(sum(padded))} if padded to {max(lengths)} tokens); building {folder}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder.parent).free
     if sum(sizes) * 1.05 > free:
-        raise KDistillError(f"not enough disk space for the teacher cache: it needs about {_gb(sum(sizes))}, "
-                            f"{_gb(free)} are free in {folder.parent}")
+        raise KDistillError(f"not enough disk space for the teacher cache: it needs about {human_bytes(sum(sizes))}, "
+                            f"{human_bytes(free)} are free in {folder.parent}")
     ranges, start, acc = [], 0, 0
     for i, b in enumerate(sizes):
         if acc and acc + b > SHARD_BYTES:
@@ -294,7 +297,7 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
         bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
         teacher.train(was_training)
-    log(f"teacher cache: {_gb(man['bytes'])} written in {seconds:.1f} s")
+    log(f"teacher cache: {human_bytes(man['bytes'])} written in {seconds:.1f} s")
     return man
 
 
