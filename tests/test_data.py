@@ -326,3 +326,21 @@ def test_check_labels(sst2_small: kd.TaskData) -> None:
         check_labels(sst2_small, 1, model_name="m")
     with pytest.raises(KDistillError, match="label names differ"):
         check_labels(sst2_small, 2, {0: "positive", 1: "negative"})
+
+
+def test_label_names_fix_the_class_order_of_text_labels(tmp_path: Path) -> None:
+    """A pseudo-labelled file may lack a class; label_names keeps the teacher's ids anyway."""
+    f = tmp_path / "labeled.jsonl"
+    rows = [{"text": f"example {i}", "label": "positive" if i % 2 else "Neutral"} for i in range(20)]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    base = {"task": None, "train_file": str(f), "text_columns": ["text"], "label_column": "label"}
+    plain = load_task_data(DataConfig(**base))
+    assert plain.label_names == ["Neutral", "positive"]  # sorted: ids shift when a class is missing
+    named = load_task_data(DataConfig(**base, label_names=["negative", "positive", "neutral"]))
+    assert named.label_names == ["negative", "positive", "neutral"] and named.num_labels == 3
+    ids = named.splits["train"]["label"] + named.splits["validation"]["label"]
+    assert sorted(set(ids)) == [1, 2]
+    by_text = dict(zip(named.splits["train"]["text_a"], named.splits["train"]["label"], strict=True))
+    assert all(by_text[r["text"]] == (1 if r["label"] == "positive" else 2) for r in rows if r["text"] in by_text)
+    with pytest.raises(KDistillError, match="'positive' .* not among"):
+        load_task_data(DataConfig(**base, label_names=["negative", "neutral"]))

@@ -35,6 +35,8 @@ class DataConfig(_Strict):
     label_column: str | int | None = Field(None, description="label column by name or index")
     header: bool | None = Field(None, description="file has a header row; null = detect")
     metric: Literal["accuracy", "matthews", "f1"] | None = Field(None, description="task metric for files")
+    label_names: list[str] | None = Field(None, description="files: class names in id order (text labels map to "
+                                          "them, integer labels index them); default: sorted text labels")
     max_length: int = Field(128, gt=1, description="tokens per example after truncation")
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="share of train carved for validation")
     max_train_examples: int | None = Field(None, gt=0, description="use only the first N training examples")

@@ -240,9 +240,15 @@ def _cells_to_split(table: _Table, text_spec: list[str | int], label_spec: str |
 # ---------------------------------------------------------------- labels
 
 
-def _with_ids(raw: dict[str, _Split], names: list[str] | None) -> tuple[list[str], dict[str, _Split]]:
-    """Labels to ids. Given `names` (shipped/ClassLabel) cells are ids already; else integer labels
-    keep their order (remapped to 0..K-1) and text labels are sorted. Eval labels must occur in train."""
+def _norm_label(name: str) -> str:
+    return re.sub(r"[\s_-]+", " ", name.strip().lower())
+
+
+def _with_ids(raw: dict[str, _Split], names: list[str] | None,
+              named: bool = False) -> tuple[list[str], dict[str, _Split]]:
+    """Labels to ids. Given `names` (shipped/ClassLabel) cells are ids already; `named` (data.label_names)
+    maps text labels to those names' positions. Else integer labels keep their order (remapped to 0..K-1)
+    and text labels are sorted. Eval labels must occur among the classes."""
     keys: dict[str, list[Any]] = {}
     for split, s in raw.items():
         keys[split] = []
@@ -250,7 +256,12 @@ def _with_ids(raw: dict[str, _Split], names: list[str] | None) -> tuple[list[str
             if v is None or not str(v).strip():
                 raise KDistillError(f"{s.source} line {ln}: empty label")
             keys[split].append(_label_key(v))
-    if names is None:
+    if names is not None and named:  # the user's class order: text labels by name, integers as ids
+        norm = {_norm_label(n): i for i, n in enumerate(names)}
+        keys = {split: [norm.get(_norm_label(str(k)), k) if isinstance(k, str) else k for k in v]
+                for split, v in keys.items()}
+        order = list(range(len(names)))
+    elif names is None:
         if all(isinstance(k, int) for k in keys["train"]):
             order: list[Any] = sorted(set(keys["train"]))
             names = [str(i) for i in order]
@@ -260,6 +271,7 @@ def _with_ids(raw: dict[str, _Split], names: list[str] | None) -> tuple[list[str
     else:
         order = list(range(len(names)))
     lookup = {k: i for i, k in enumerate(order)}
+    names = list(names)
     out = {}
     for split, s in raw.items():
         for k, v, ln in zip(keys[split], s.labels, s.lines, strict=True):
@@ -354,12 +366,13 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         task_name, metric = str(cfg.dataset), cfg.metric or "accuracy"
     elif cfg.train_file:
         raw, names = _from_files(cfg)
+        names = cfg.label_names or names
         task_name, metric = Path(cfg.train_file).stem, cfg.metric or "accuracy"
     else:
         spec = TASKS.get(str(cfg.task))
         raw, names = _from_task(spec), list(spec.label_names)
         task_name, metric = spec.name, cfg.metric or spec.metric
-    names, raw = _with_ids(raw, names)
+    names, raw = _with_ids(raw, names, named=bool(cfg.label_names and cfg.train_file))
     if "validation" not in raw:  # carve: a seeded permutation, each side kept in file order
         n = len(raw["train"].labels)
         n_val = max(1, int(round(n * cfg.validation_fraction)))
