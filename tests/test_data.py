@@ -338,9 +338,9 @@ def test_label_names_fix_the_class_order_of_text_labels(tmp_path: Path) -> None:
     assert plain.label_names == ["Neutral", "positive"]  # sorted: ids shift when a class is missing
     named = load_task_data(DataConfig(**base, label_names=["negative", "positive", "neutral"]))
     assert named.label_names == ["negative", "positive", "neutral"] and named.num_labels == 3
-    ids = named.splits["train"]["label"] + named.splits["validation"]["label"]
+    ids = list(named.splits["train"]["label"]) + list(named.splits["validation"]["label"])
     assert sorted(set(ids)) == [1, 2]
-    by_text = dict(zip(named.splits["train"]["text_a"], named.splits["train"]["label"], strict=True))
+    by_text = dict(zip(list(named.splits["train"]["text_a"]), list(named.splits["train"]["label"]), strict=True))
     assert all(by_text[r["text"]] == (1 if r["label"] == "positive" else 2) for r in rows if r["text"] in by_text)
     with pytest.raises(KDistillError, match="'positive' .* not among"):
         load_task_data(DataConfig(**base, label_names=["negative", "neutral"]))
