@@ -1,8 +1,9 @@
 """Teacher-output cache (issue 6): what a distillation epoch costs with and without the cache, next to a plain
 fine-tuning epoch of the same student.
 
-SST-2 (6,920 training sentences), core.py's fine-tuned MiniLM-L6 teacher, a 3-layer student from teacher layers
-2, 4, 6, max length 64, batch 32, lr 5e-5, seed 42, 3 epochs. Three cells, one JSONL row each:
+SST-2 (6,228 training sentences after the validation carve), core.py's fine-tuned MiniLM-L6 teacher, a 3-layer
+student from teacher layers 2, 4, 6, max length 64, batch 32, lr 5e-5, seed 42, 3 epochs.
+Three cells, one JSONL row each:
 
 - distill, teacher every step: kl(T=2) x 0.5 + ce x 0.5, the teacher runs on every batch;
 - distill, teacher cache: the same loss, the teacher's logits read from a cache built at the start of the cell
@@ -143,7 +144,8 @@ def write_table(done: dict[str, dict[str, Any]], path: Path) -> None:
         r = rows[0]
         env = r["env"]
         gpu = f", {env['cuda']}" if env.get("cuda") else ""
-        scope = f"the first {r['max_train']} training examples" if r.get("max_train") else "all 6,920 training examples"
+        scope = (f"the first {r['max_train']} training examples" if r.get("max_train")
+                 else "the 6,228 training examples left after the seeded 10% validation carve")
         lines += ["", f"Measured by `python benchmarks/teacher_cache.py` on {env.get('cpu_count')} CPU cores "
                   f"(torch {env.get('torch')}, {env.get('threads')} threads{gpu}, device {r['device']}), one run after "
                   f"the other in one process: SST-2, {scope}, max length 64, batch 32, {r['epochs']:g} epochs, "
