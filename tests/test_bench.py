@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import make_tiny_bert
 
 from kdistill import cli
@@ -46,17 +47,38 @@ def test_grid_covers_every_model_runtime_and_shape(two_models, tmp_path: Path) -
     assert "Speedup / FLOP ratio" in result["table"] and "onnxruntime" in result["table"]
 
 
-def test_onnx_runtime_reuses_a_current_export(two_models, tmp_path: Path) -> None:
-    from kdistill.export import export_onnx
+def test_onnx_runtime_reuses_only_a_checked_export_of_the_same_weights(two_models, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    import shutil
+
+    import kdistill.export as kexport
+    from kdistill.config import ExportConfig
+    from kdistill.export import export_model
 
     big, _ = two_models
-    onnx = export_onnx(str(big), big / "onnx")
-    stamp = onnx.stat().st_mtime_ns
-    cfg = BenchConfig(model=[str(big)], batch_sizes=[2], seq_lengths=[8], backends=["onnxruntime"], warmup=0,
+    model_dir = tmp_path / "m"
+    shutil.copytree(big, model_dir)
+    export_model(ExportConfig(model=str(model_dir), check_examples=8))  # writes m/onnx with export.json
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(kexport, "export_onnx", no_export)
+    cfg = BenchConfig(model=[str(model_dir)], batch_sizes=[2], seq_lengths=[8], backends=["onnxruntime"], warmup=0,
                       repeats=2, device="cpu", out_json=None)
-    rows = run_bench(cfg)["rows"]
+    rows = run_bench(cfg)["rows"]  # reused: no export
     assert len(rows) == 1 and rows[0]["backend"] == "onnxruntime"
-    assert onnx.stat().st_mtime_ns == stamp  # reused, not exported again
+    with pytest.raises(AssertionError, match="exported again"):  # that export made no int8 file
+        run_bench(cfg.model_copy(update={"backends": ["onnxruntime-int8"]}))
+    # the same folder with other weights (a copy keeps the onnx/ folder and its times): never reused
+    from transformers import AutoModelForSequenceClassification
+
+    changed = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        changed.classifier.bias.add_(1.0)
+    changed.save_pretrained(model_dir)
+    with pytest.raises(AssertionError, match="exported again"):
+        run_bench(cfg)
 
 
 def test_cli_repeated_model_flag_and_errors(two_models, tmp_path: Path, capsys) -> None:

@@ -112,6 +112,7 @@ def test_parity_above_atol_is_an_error(exported: tuple[Path, dict[str, Any]], mo
         ex.export_model(ExportConfig(model=str(run), out=str(tmp_path / "bad"), check_examples=4,
                                      data=DataConfig(**DATA, cache_dir=str(run.parent / "cache"))))
     assert "differ by up to 0.01" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "bad" / "model.onnx").exists()  # an unfaithful export is not left for reuse
 
 
 def test_cli_export_prints_the_table(tiny_teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

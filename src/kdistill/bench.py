@@ -8,6 +8,7 @@ physical limit the runtime actually delivers. PyTorch and ONNX Runtime are timed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import tempfile
@@ -34,16 +35,24 @@ from kdistill.speed import (
 )
 
 
-def _onnx_file(path: str, scratch: Path, int8: bool = False, opset: int = 18) -> Path:
-    """The model's ONNX export (`kdistill export`'s MODEL/onnx/model[.int8].onnx when current), else a fresh one."""
+def _onnx_file(path: str, model: torch.nn.Module, scratch: Path, int8: bool = False, opset: int = 18) -> Path:
+    """`kdistill export`'s MODEL/onnx file when it passed its parity check on these very weights, else a fresh one.
+
+    The weights hash (not file times, which copies keep or lose) ties a reused export to the model timed next to it.
+    """
+    from kdistill.cache import weights_hash
     from kdistill.export import export_onnx, quantize_int8
 
     name = "model.int8.onnx" if int8 else "model.onnx"
-    existing = Path(path) / "onnx" / name
-    weights = [f for f in Path(path).glob("*.safetensors")]
-    if existing.is_file() and all(existing.stat().st_mtime >= w.stat().st_mtime for w in weights):
-        return existing
-    fresh = scratch / Path(path).resolve().name
+    done = Path(path) / "onnx"
+    try:
+        record = json.loads((done / "export.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    current = record.get("weights_sha256") == weights_hash(model) and (not int8 or "int8" in record)
+    if (done / name).is_file() and current:
+        return done / name
+    fresh = scratch / hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
     fp32 = fresh / "model.onnx" if (fresh / "model.onnx").is_file() else export_onnx(path, fresh, opset=opset)
     return quantize_int8(fp32, fresh / name) if int8 else fp32
 
@@ -108,7 +117,7 @@ def bench_model(path: str, cfg: BenchConfig, device: str, scratch: Path) -> dict
                 from kdistill.export import onnx_session
 
                 try:
-                    onnx_path = _onnx_file(path, scratch, int8=backend == "onnxruntime-int8")
+                    onnx_path = _onnx_file(path, model, scratch, int8=backend == "onnxruntime-int8")
                     session = onnx_session(str(onnx_path), threads=cfg.threads, device=device)
                 except KDistillError as err:
                     if device == "cuda":  # CPU-only onnxruntime next to a GPU: time PyTorch, say why not ORT

@@ -169,14 +169,13 @@ class Teacher:
         if self.concurrency <= 1 or len(batches) <= 1:
             yield from map(self.answer, batches)
             return
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="kdistill-teacher") as pool:
-            futures = [pool.submit(self.answer, b) for b in batches]
-            try:
-                for f in futures:
-                    yield f.result()
-            finally:  # on the first error, do not start the batches still queued
-                for f in futures:
-                    f.cancel()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kdistill-teacher")
+        futures = [pool.submit(self.answer, b) for b in batches]
+        try:
+            for f in futures:
+                yield f.result()
+        finally:  # on the first error, start no queued batch and do not wait for those in flight
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class CallableTeacher(Teacher):
@@ -228,7 +227,7 @@ class CommandTeacher(Teacher):
             err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             raise KDistillError(f"{self.where} exited with code {proc.returncode}"
                                 + (f"; last stderr line: {_short(err[-1])}" if err else ""))
-        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+        lines = [ln for ln in proc.stdout.split("\n") if ln.strip()]  # not splitlines: U+2028 is text
         if len(lines) != len(requests):
             raise KDistillError(f"{self.where} wrote {len(lines)} answer lines for {len(requests)} request lines")
         return [_json(line, f"{self.where} output line {n} is not JSON") for n, line in enumerate(lines, 1)]
@@ -342,7 +341,7 @@ def read_examples(path: str, text_columns: Sequence[str | int] | None = None) ->
         if text_columns:
             raise KDistillError(f"text_columns is for tables; {path} is plain text, one example a line")
         try:
-            lines = p.read_text(encoding="utf-8-sig").splitlines()
+            lines = p.read_text(encoding="utf-8-sig").split("\n")  # not splitlines: U+2028 is text
         except (OSError, UnicodeDecodeError) as err:
             raise KDistillError(f"cannot read input file {path}: {err}") from None
         examples = [(ln.strip(),) for ln in lines if ln.strip()]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from kdistill.cache import weights_hash
 from kdistill.config import DataConfig, ExportConfig, build, load_yaml
 from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
@@ -280,13 +281,18 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
     big = max(1, (2 * n) // 3)  # two batches of different sizes, each padded to its own longest example
     batches = list(make_loader(tokens.select(range(n)), tokenizer, big))
     session = onnx_session(path)
-    diff = check_parity(model, session, batches, cfg.atol)
+    try:
+        diff = check_parity(model, session, batches, cfg.atol)
+    except KDistillError:  # an export that disagrees with PyTorch must not stay where bench would reuse it
+        for f in (path, path.with_name(path.name + ".data")):
+            f.unlink(missing_ok=True)
+        raise
     shapes = [list(b["input_ids"].shape) for b in batches]
     print(f"[export] ONNX Runtime matches PyTorch: max |logit diff| {diff:.2e} <= {cfg.atol:g} on batches {shapes}")
     result: dict[str, Any] = {"model": str(model_dir), "out": str(out), "onnx": str(path), "opset": cfg.opset,
                               "inputs": [i.name for i in session.get_inputs()], "size_bytes": _file_bytes(path),
                               "max_abs_diff": diff, "atol": cfg.atol, "check_examples": n, "check_shapes": shapes,
-                              "check_data": f"{data.name} {split}"}
+                              "check_data": f"{data.name} {split}", "weights_sha256": weights_hash(model)}
     if cfg.quantize:
         q_path = out / "model.int8.onnx"
         print(f"[export] dynamic int8 quantisation -> {q_path}")

@@ -32,7 +32,7 @@ class LengthGroupedSampler(Sampler[int]):
         return len(self.lengths)
 
     def __iter__(self) -> Iterator[int]:
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)  # (seed, epoch) pairs never collide
         perm = torch.randperm(len(self.lengths), generator=gen).tolist()
         batches: list[list[int]] = []
         for start in range(0, len(perm), self.mega):
