@@ -120,6 +120,11 @@ def test_a_second_run_reuses_the_cache_and_other_data_gets_a_new_one(
     other = api.distill(_cfg(tiny_teacher, tmp_path / "d", fewer, fast_train, KD, teacher_cache=str(root)))
     assert other["teacher_cache"]["built"] and teacher_calls[0] > 0
     assert len(list(root.iterdir())) == 2
+    # re-running a finished run with another cache root builds nothing: the run is only re-exported
+    teacher_calls[0] = 0
+    rerun = api.distill(_cfg(tiny_teacher, tmp_path / "d", fewer, fast_train, KD,
+                             teacher_cache=str(tmp_path / "new_root")))
+    assert teacher_calls[0] == 0 and not (tmp_path / "new_root").exists() and "teacher_cache" not in rerun
 
 
 @pytest.fixture(scope="module")

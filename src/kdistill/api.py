@@ -28,7 +28,7 @@ from kdistill.config import (
     save_config,
 )
 from kdistill.data import TaskData, check_labels, load_task_data, tokenize_splits
-from kdistill.distiller import Distiller, _fresh_accelerate_state
+from kdistill.distiller import RUN_STATE, Distiller, RunState, _fresh_accelerate_state, latest_checkpoint
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
 from kdistill.features import prepare_for_capture
@@ -148,6 +148,12 @@ def _schedule(cfg: DistillConfig, objective: Objective) -> LayerSchedule:
     return schedule
 
 
+def _finished(out: Path, resume: bool) -> bool:
+    """A finished run is only re-exported: building a teacher cache for it would be wasted work."""
+    ckpt = latest_checkpoint(out) if resume else None
+    return ckpt is not None and RunState.load(ckpt / RUN_STATE).finished
+
+
 def _teacher_cache(cfg: DistillConfig, teacher: PreTrainedModel, tokenizer: Any, data: TaskData, train: Any,
                    objective: Objective, out: Path) -> tuple[CachedTeacher, dict[str, Any]]:
     """Find or build the cache of this teacher's outputs on this training split (main process builds)."""
@@ -195,7 +201,7 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     teacher_params = count_parameters(teacher)
     live: PreTrainedModel | None = teacher if objective.needs_teacher else None
     train_set, source, cache_info = splits["train"], None, None
-    if cfg.teacher_cache is not False and objective.needs_teacher:
+    if cfg.teacher_cache is not False and objective.needs_teacher and not _finished(out, cfg.train.resume):
         source, cache_info = _teacher_cache(cfg, teacher, t_tok, data, train_set, objective, out)
         train_set = train_set.add_column("idx", list(range(len(train_set))))
         live = teacher = None  # the cache answers for it: its weights need not stay in memory
