@@ -390,3 +390,35 @@ def test_labeled_file_trains_a_student_by_imitation(split_teacher: Path, tmp_pat
     assert 0 <= summary["validation"]["accuracy"] <= 1
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
     assert student.config.num_hidden_layers == 1 and student.config.id2label[1] == "positive"
+
+
+def test_gray_box_soft_targets_from_the_labeled_file_equal_the_live_teacher(split_teacher: Path, tmp_path: Path,
+                                                                             fast_train: dict) -> None:
+    """KL on a labelled file's stored logits trains exactly the student that KL on the live teacher trains."""
+    from safetensors.torch import load_file
+
+    labeled = label_file(_cfg(tmp_path, str(split_teacher), _write(tmp_path / "in.txt", _texts(64)), max_length=32,
+                              device="cpu"))
+    data = {"task": None, "train_file": labeled["out"], "text_columns": ["text"], "label_column": "label",
+            "max_length": 32, "validation_fraction": 0.2, "cache_dir": str(tmp_path / "tok")}
+    base = {"teacher": str(split_teacher), "student": {"num_layers": 1}, "data": data,
+            "losses": [{"name": "kl", "temperature": 2.0}], "train": {**fast_train, "threads": 1}}
+    live = api.distill(build(DistillConfig, {**base, "out": str(tmp_path / "live")}))
+    gray = api.distill(build(DistillConfig, {**base, "out": str(tmp_path / "gray"), "teacher_answers": labeled["out"]}))
+    assert live["steps"] == gray["steps"] > 0
+    a = load_file(str(tmp_path / "live" / "model.safetensors"))
+    b = load_file(str(tmp_path / "gray" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)
+    # a row the file does not answer, and feature losses, are one-line errors
+    other = tmp_path / "other.txt"
+    unseen = [f"a sentence number {i} the teacher never saw" for i in range(10)]  # some land in train
+    other.write_text("\n".join(_texts(64)[:40] + unseen) + "\n")
+    partial = label_file(_cfg(tmp_path, str(split_teacher), str(other), max_length=32, device="cpu",
+                              out=str(tmp_path / "partial.jsonl")))
+    with pytest.raises(KDistillError, match="not in teacher_answers"):
+        api.distill(build(DistillConfig, {**base, "out": str(tmp_path / "p"), "teacher_answers": labeled["out"],
+                                          "data": {**data, "train_file": partial["out"]}}))
+    with pytest.raises(KDistillError, match="response losses"):
+        api.distill(build(DistillConfig, {**base, "out": str(tmp_path / "h"), "teacher_answers": labeled["out"],
+                                          "losses": [{"name": "kl"}, {"name": "hidden_mse"}]}))

@@ -201,7 +201,15 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     teacher_params = count_parameters(teacher)
     live: PreTrainedModel | None = teacher if objective.needs_teacher else None
     train_set, source, cache_info = splits["train"], None, None
-    if cfg.teacher_cache is not False and objective.needs_teacher and not _finished(out, cfg.train.resume):
+    if cfg.teacher_answers is not None and objective.needs_teacher:
+        from kdistill.blackbox import StoredAnswers
+
+        if objective.teacher_request:
+            raise KDistillError("teacher_answers holds the teacher's outputs only: use response losses "
+                                "(kl, soft_ce, logit_mse, ce), not hidden or attention losses")
+        source = StoredAnswers(cfg.teacher_answers, s_tok, cfg.data.max_length)
+        live = teacher = None
+    elif cfg.teacher_cache is not False and objective.needs_teacher and not _finished(out, cfg.train.resume):
         source, cache_info = _teacher_cache(cfg, teacher, t_tok, data, train_set, objective, out)
         train_set = train_set.add_column("idx", list(range(len(train_set))))
         live = teacher = None  # the cache answers for it: its weights need not stay in memory

@@ -168,6 +168,9 @@ class DistillConfig(_Strict):
     teacher_cache: bool | str = Field(
         False, description="false = run the teacher every step; true = cache its outputs once under "
         "OUT/teacher_cache; a path = cache root to reuse across runs (or one cache folder, which must match)")
+    teacher_answers: str | None = Field(
+        None, description="gray-box: a `kdistill label` JSONL whose probs/logits replace the live teacher's logits "
+        "(response losses only)")
     teacher_cache_dtype: Literal["float16", "float32"] = Field(
         "float16", description="dtype of cached features (hidden states, attention); logits are always float32")
 
