@@ -201,7 +201,21 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     teacher_params = count_parameters(teacher)
     live: PreTrainedModel | None = teacher if objective.needs_teacher else None
     train_set, source, cache_info = splits["train"], None, None
-    if cfg.teacher_answers is not None and objective.needs_teacher:
+    if cfg.extra_teachers and objective.needs_teacher:
+        from kdistill.cache import MultiTeacher
+
+        others = []
+        for name in cfg.extra_teachers:
+            other = _teacher_model(name)
+            check_labels(data, other.config.num_labels, other.config.id2label, model_name=name)
+            if other.config.num_labels != teacher.config.num_labels:
+                raise KDistillError(f"extra teacher '{name}' has {other.config.num_labels} classes, "
+                                    f"teacher '{cfg.teacher}' has {teacher.config.num_labels}")
+            others.append(other)
+        weights = cfg.teacher_weights or [1.0] * (1 + len(others))
+        source = MultiTeacher([teacher, *others], weights, objective.teacher_request)
+        live = None
+    elif cfg.teacher_answers is not None and objective.needs_teacher:
         from kdistill.blackbox import StoredAnswers
 
         if objective.teacher_request:

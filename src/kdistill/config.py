@@ -173,6 +173,22 @@ class DistillConfig(_Strict):
         "(response losses only)")
     teacher_cache_dtype: Literal["float16", "float32"] = Field(
         "float16", description="dtype of cached features (hidden states, attention); logits are always float32")
+    extra_teachers: list[str] = Field(
+        default_factory=list, description="more fine-tuned teachers: their class probabilities are averaged with "
+        "`teacher`'s (features still come from `teacher`)")
+    teacher_weights: list[float] | None = Field(
+        None, description="weights of [teacher, *extra_teachers] in that average (default: equal)")
+
+    @model_validator(mode="after")
+    def _teacher_weights(self) -> DistillConfig:
+        if self.teacher_weights is not None:
+            if len(self.teacher_weights) != 1 + len(self.extra_teachers):
+                raise ValueError("teacher_weights needs one weight for teacher and one per extra_teachers entry")
+            if any(w < 0 for w in self.teacher_weights) or sum(self.teacher_weights) <= 0:
+                raise ValueError("teacher_weights must be >= 0 with a positive sum")
+        if self.extra_teachers and (self.teacher_answers or self.teacher_cache is not False):
+            raise ValueError("extra_teachers runs every teacher live: not with teacher_answers or teacher_cache")
+        return self
 
     @field_validator("teacher_cache")
     @classmethod
