@@ -76,3 +76,17 @@ def test_bad_weights_and_combinations_name_the_field(tiny_teacher: Path, tmp_pat
         build(DistillConfig, {"extra_teachers": ["x"], "teacher_weights": [0.0, 0.0]})
     with pytest.raises(KDistillError, match="extra_teachers"):
         build(DistillConfig, {"extra_teachers": ["x"], "teacher_cache": True})
+
+
+def test_teacher_assistant_chain_is_two_distillations(tiny_teacher: Path, tmp_path: Path, tiny_data: dict,
+                                                      fast_train: dict) -> None:
+    """Teacher (4 layers) -> assistant (2 layers) -> student (1 layer, taken from the assistant)."""
+    base = {"data": tiny_data, "train": fast_train,
+            "losses": [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]}
+    api.distill(build(DistillConfig, {**base, "teacher": str(tiny_teacher), "student": {"num_layers": 2},
+                                      "out": str(tmp_path / "assistant")}))
+    summary = api.distill(build(DistillConfig, {**base, "teacher": str(tmp_path / "assistant"),
+                                                "student": {"num_layers": 1}, "out": str(tmp_path / "student")}))
+    student = load_classifier(str(tmp_path / "student"))
+    assert student.config.num_hidden_layers == 1 and summary["teacher"] == str(tmp_path / "assistant")
+    assert 0 < summary["retention"] < 2  # scored against the assistant's own test metric
