@@ -71,3 +71,12 @@ def tiny_data() -> dict:
 def fast_train() -> dict:
     return {"epochs": 1, "batch_size": 16, "eval_batch_size": 32, "lr": 1e-3, "progress": False,
             "save_steps": 1000, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A run with `train.threads` sets torch's process-wide thread count; later tests must not inherit it
+    (results compared across processes depend on the summation order that the thread count sets)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -402,7 +402,7 @@ def test_gray_box_soft_targets_from_the_labeled_file_equal_the_live_teacher(spli
     data = {"task": None, "train_file": labeled["out"], "text_columns": ["text"], "label_column": "label",
             "max_length": 32, "validation_fraction": 0.2, "cache_dir": str(tmp_path / "tok")}
     base = {"teacher": str(split_teacher), "student": {"num_layers": 1}, "data": data,
-            "losses": [{"name": "kl", "temperature": 2.0}], "train": {**fast_train, "threads": 1}}
+            "losses": [{"name": "kl", "temperature": 2.0}], "train": fast_train}
     live = api.distill(build(DistillConfig, {**base, "out": str(tmp_path / "live")}))
     gray = api.distill(build(DistillConfig, {**base, "out": str(tmp_path / "gray"), "teacher_answers": labeled["out"]}))
     assert live["steps"] == gray["steps"] > 0
