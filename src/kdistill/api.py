@@ -190,6 +190,9 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     s_tok = load_tokenizer(cfg.student.path) if cfg.student.init == "path" and cfg.student.path else t_tok
     same = same_vocabulary(t_tok, s_tok)
     objective = build_objective(cfg, teacher, student, same)
+    if cfg.student.init in ("bilstm", "cnn") and objective.student_request:
+        raise KDistillError(f"a {cfg.student.init} student has no transformer layers to match: use response losses "
+                            "(logit_mse as in Tang et al., kl, soft_ce, ce), not hidden or attention losses")
     if not same:
         raise KDistillError("the teacher and student tokenizers differ; distilling across vocabularies "
                             "needs cached teacher outputs, which this version does not support yet")

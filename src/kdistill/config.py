@@ -124,11 +124,13 @@ class ScheduleConfig(_Strict):
 class StudentConfig(_Strict):
     """How the student is built: from teacher layers, from a smaller config, or loaded from a path."""
 
-    init: Literal["teacher_layers", "config", "path"] = Field(
-        "teacher_layers", description="copy teacher layers, random init from a config, or load `path`")
+    init: Literal["teacher_layers", "config", "path", "bilstm", "cnn"] = Field(
+        "teacher_layers", description="copy teacher layers, random init from a config, load `path`, or a BiLSTM / "
+        "CNN student with the teacher's word embeddings (response losses only)")
     layers: list[int] | None = Field(None, description="teacher layers to keep (1-based)")
     num_layers: int | None = Field(3, gt=0, description="layers (teacher_layers: spread evenly; config)")
-    hidden_size: int | None = Field(None, gt=0, description="config: hidden width (default teacher's)")
+    hidden_size: int | None = Field(None, gt=0, description="config: hidden width (default teacher's); "
+                                    "bilstm/cnn: LSTM width / filters per kernel size (default 2x embedding)")
     num_heads: int | None = Field(None, gt=0, description="config: attention heads (default teacher's)")
     intermediate_size: int | None = Field(None, gt=0, description="config: FFN width (default 4x hidden)")
     path: str | None = Field(None, description="path: an existing student model folder")

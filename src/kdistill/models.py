@@ -18,6 +18,14 @@ from kdistill.config import DEFAULT_TEACHER
 from kdistill.errors import KDistillError
 
 
+def _register_simple_students() -> None:
+    """BiLSTM/CNN student folders load through the Auto classes once kdistill has registered them."""
+    import kdistill.rnn_students  # noqa: F401
+
+
+_register_simple_students()
+
+
 def resolve_model_path(name: str) -> str:
     """Turn 'minilm' into the packaged all-MiniLM-L6-v2 folder; pass folders and hub names through."""
     if name == DEFAULT_TEACHER:

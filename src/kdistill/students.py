@@ -86,6 +86,10 @@ def build_student(cfg: StudentConfig, teacher: PreTrainedModel, *, single_senten
         return student
     if cfg.init == "config":
         return from_smaller_config(teacher, cfg)
+    if cfg.init in ("bilstm", "cnn"):
+        from kdistill.rnn_students import simple_student
+
+        return simple_student(cfg.init, teacher, cfg.hidden_size)
     n_t = probe(teacher).num_layers
     layers = cfg.layers or default_layers(n_t, cfg.num_layers or max(1, n_t // 2))
     return from_teacher_layers(teacher, layers, single_sentence=single_sentence,
