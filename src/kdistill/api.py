@@ -186,7 +186,7 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     teacher = _teacher_model(cfg.teacher)
     check_labels(data, teacher.config.num_labels, teacher.config.id2label, model_name=cfg.teacher)
     t_tok = load_tokenizer(cfg.teacher)
-    student = build_student(cfg.student, teacher, single_sentence=not data.is_pair)
+    student = build_student(cfg.student, teacher, single_sentence=not data.is_pair, tokenizer=t_tok)
     s_tok = load_tokenizer(cfg.student.path) if cfg.student.init == "path" and cfg.student.path else t_tok
     same = same_vocabulary(t_tok, s_tok)
     objective = build_objective(cfg, teacher, student, same)

@@ -135,6 +135,9 @@ class StudentConfig(_Strict):
     intermediate_size: int | None = Field(None, gt=0, description="config: FFN width (default 4x hidden)")
     path: str | None = Field(None, description="path: an existing student model folder")
     drop_token_types: bool = Field(True, description="single-sentence tasks keep one token-type row")
+    embeddings: Literal["teacher", "glove-6b-50d"] | str = Field(
+        "teacher", description="bilstm/cnn word embeddings: 'teacher' copies the teacher's word-piece rows; "
+        "'glove-6b-50d' or a GloVe/word2vec text file gives each vocabulary entry its word's vector")
 
     @model_validator(mode="after")
     def _needs(self) -> StudentConfig:

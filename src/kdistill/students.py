@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
@@ -57,8 +58,9 @@ def _keep_one_token_type(model: PreTrainedModel) -> None:
     model.config.type_vocab_size = 1
 
 
-def from_smaller_config(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTrainedModel:
-    """A randomly initialised model of the teacher's family and vocabulary, but smaller."""
+def from_smaller_config(teacher: PreTrainedModel, cfg: StudentConfig, auto: Any = AutoModelForSequenceClassification
+                        ) -> PreTrainedModel:
+    """A randomly initialised model of the teacher's family and vocabulary, but smaller (`auto` picks the head)."""
     conf = copy.deepcopy(teacher.config)
     if cfg.num_layers:
         conf.num_hidden_layers = cfg.num_layers
@@ -74,11 +76,19 @@ def from_smaller_config(teacher: PreTrainedModel, cfg: StudentConfig) -> PreTrai
     elif hasattr(conf, "hidden_dim"):
         conf.hidden_dim = ffn
     conf.kdistill_init = {"from": "config"}
-    return AutoModelForSequenceClassification.from_config(conf)
+    return auto.from_config(conf)
 
 
-def build_student(cfg: StudentConfig, teacher: PreTrainedModel, *, single_sentence: bool) -> PreTrainedModel:
-    """The one entry point: the config says how, the teacher gives family, vocabulary and labels."""
+def build_student(cfg: StudentConfig, teacher: PreTrainedModel, *, single_sentence: bool,
+                  tokenizer: Any = None) -> PreTrainedModel:
+    """The one entry point: the config says how, the teacher gives family, vocabulary and labels.
+
+    `tokenizer` (the teacher's) is needed only for a bilstm/cnn student with word vectors (`student.embeddings`):
+    its vocabulary says which word each embedding row is.
+    """
+    if cfg.embeddings != "teacher" and cfg.init not in ("bilstm", "cnn"):
+        raise KDistillError(f"student.embeddings '{cfg.embeddings}' is for bilstm and cnn students; a "
+                            f"'{cfg.init}' student keeps its transformer embeddings (set student.embeddings: teacher)")
     if cfg.init == "path":
         assert cfg.path is not None
         student = load_classifier(cfg.path, num_labels=teacher.config.num_labels,
@@ -89,7 +99,13 @@ def build_student(cfg: StudentConfig, teacher: PreTrainedModel, *, single_senten
     if cfg.init in ("bilstm", "cnn"):
         from kdistill.rnn_students import simple_student
 
-        return simple_student(cfg.init, teacher, cfg.hidden_size)
+        vocab = None
+        if cfg.embeddings != "teacher":
+            if tokenizer is None:
+                raise KDistillError(f"student.embeddings '{cfg.embeddings}' needs the teacher's tokenizer: "
+                                    "pass build_student(..., tokenizer=...)")
+            vocab = tokenizer.get_vocab()
+        return simple_student(cfg.init, teacher, cfg.hidden_size, embeddings=cfg.embeddings, vocab=vocab)
     n_t = probe(teacher).num_layers
     layers = cfg.layers or default_layers(n_t, cfg.num_layers or max(1, n_t // 2))
     return from_teacher_layers(teacher, layers, single_sentence=single_sentence,
