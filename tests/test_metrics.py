@@ -15,7 +15,7 @@ GOLD = np.array([1, 0, 0, 1, 1, 0])  # TP=2 FP=1 TN=2 FN=1
 
 
 def test_registry_names_and_primary() -> None:
-    assert METRICS.names() == ["accuracy", "f1", "matthews"]
+    assert METRICS.names() == ["accuracy", "f1", "matthews", "mlm_accuracy"]
     for name in METRICS.names():
         assert primary(name) == name
         assert next(iter(compute_metrics(name, PREDS, GOLD))) == name  # headline key first

@@ -16,15 +16,19 @@ from transformers import PreTrainedModel
 
 from kdistill.cache import CachedTeacher, build_cache, cache_spec, open_cache
 from kdistill.config import (
+    AugmentConfig,
     BenchConfig,
     DistillConfig,
     ExportConfig,
     FinetuneConfig,
+    GeneralConfig,
     LabelConfig,
     LossConfig,
     MappingConfig,
+    MLMHeadConfig,
     ReportConfig,
     RunConfig,
+    StudentConfig,
     save_config,
 )
 from kdistill.data import TaskData, check_labels, load_task_data, tokenize_splits
@@ -40,7 +44,8 @@ from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students import build_student
 
-__all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label"]
+__all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label", "mlm_head", "general",
+           "augment"]
 
 _WEIGHT_FILES = ("model.safetensors", "config.json")
 
@@ -179,8 +184,47 @@ def _teacher_cache(cfg: DistillConfig, teacher: PreTrainedModel, tokenizer: Any,
     return result or open_cache(location, spec, None, log)
 
 
+def distill_stages(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | None = None
+                   ) -> dict[str, Any]:
+    """Multi-stage distillation (TinyBERT): each stage is an ordinary distillation run under OUT/stages/<name>
+    whose student starts from the previous stage's; the last stage writes to OUT itself.
+
+    Every stage resumes from its own checkpoints and a finished stage is not run again, so an interrupted
+    pipeline picks up inside the stage it stopped in. Stages before the last export their last student (their
+    losses do not train the classifier, so validation accuracy would pick an arbitrary epoch).
+    """
+    assert cfg.stages
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "kdistill-stages.yaml")
+    student, summaries = cfg.student, []
+    for i, stage in enumerate(cfg.stages):
+        last = i == len(cfg.stages) - 1
+        stage_out = out if last else out / "stages" / f"{i + 1}-{stage.name}"
+        train = cfg.train.model_copy(update={
+            "epochs": stage.epochs or cfg.train.epochs, "lr": stage.lr or cfg.train.lr,
+            "eval_every_epoch": stage.eval_every_epoch if stage.eval_every_epoch is not None else last})
+        sub = cfg.model_copy(update={"stages": None, "losses": stage.losses, "train": train, "student": student,
+                                     "out": str(stage_out)})
+        print(f"[distill] stage {i + 1}/{len(cfg.stages)} '{stage.name}': {train.epochs:g} epochs at lr "
+              f"{train.lr:g} -> {stage_out}", flush=True)
+        summary = distill(sub, callbacks)
+        summaries.append({"stage": stage.name, "out": str(stage_out), "wall_seconds": summary.get("wall_seconds"),
+                          "steps": summary.get("steps"), "method": summary.get("method"),
+                          "test": summary.get("test"), "validation": summary.get("validation")})
+        student = StudentConfig(init="path", path=str(stage_out))
+    final = dict(summary)
+    final["stages"] = summaries
+    final["wall_seconds"] = sum(s["wall_seconds"] or 0.0 for s in summaries)
+    if (out / "metrics.json").is_file():
+        (out / "metrics.json").write_text(json.dumps(final, indent=1))
+    return final
+
+
 def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
     """Distill a student from a fine-tuned teacher; writes an ordinary HF model folder to `cfg.out`."""
+    if cfg.stages:
+        return distill_stages(cfg, callbacks)
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     teacher = _teacher_model(cfg.teacher)
@@ -297,6 +341,27 @@ def report(cfg: ReportConfig) -> dict[str, Any]:
     from kdistill.report import write_report
 
     return write_report(cfg)
+
+
+def mlm_head(cfg: MLMHeadConfig) -> dict[str, Any]:
+    """Fit a masked-LM head onto a frozen encoder (so any encoder can teach general distillation or augment)."""
+    from kdistill.mlm import fit_mlm_head
+
+    return fit_mlm_head(cfg)
+
+
+def general(cfg: GeneralConfig) -> dict[str, Any]:
+    """General distillation on unlabeled text (DistilBERT's triple loss or TinyBERT's intermediate losses)."""
+    from kdistill.general import general_distill
+
+    return general_distill(cfg)
+
+
+def augment(cfg: AugmentConfig) -> dict[str, Any]:
+    """TinyBERT's word-replacement augmentation of a task's training split, written as JSONL."""
+    from kdistill.augment import augment_task
+
+    return augment_task(cfg)
 
 
 def label(cfg: LabelConfig) -> dict[str, Any]:

@@ -19,12 +19,15 @@ import yaml
 from pydantic import BaseModel
 
 from kdistill.config import (
+    AugmentConfig,
     BenchConfig,
     DistillConfig,
     EvaluateConfig,
     ExportConfig,
     FinetuneConfig,
+    GeneralConfig,
     LabelConfig,
+    MLMHeadConfig,
     ReportConfig,
     RunConfig,
     build,
@@ -41,6 +44,9 @@ COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
     "bench": (BenchConfig, "latency and throughput of models over batch sizes and lengths, PyTorch and ONNX"),
     "report": (ReportConfig, "one HTML + markdown report of one or more runs, with plots"),
     "label": (LabelConfig, "label unlabeled text with a teacher: a model, an HTTP endpoint, a command or a function"),
+    "mlm-head": (MLMHeadConfig, "fit a masked-LM head onto a frozen encoder; masked-token accuracy before/after"),
+    "general": (GeneralConfig, "general distillation on unlabeled text (DistilBERT triple loss or TinyBERT)"),
+    "augment": (AugmentConfig, "TinyBERT word-replacement augmentation of a task's training split (JSONL)"),
 }
 
 
@@ -140,8 +146,9 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
     if command in ("export", "bench", "report", "label"):
         print(result["table"])
         return
-    shown = {k: result[k] for k in ("task", "validation", "test", "retention", "params", "wall_seconds")
-             if k in result}
+    keys = ("task", "validation", "test", "retention", "params", "wall_seconds", "stages", "before", "after",
+            "teacher_validation", "examples", "written", "out", "seconds", "examples_per_second")
+    shown = {k: result[k] for k in keys if k in result}
     print(json.dumps(shown, indent=1))
 
 
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args.command, args)
         from kdistill import api
 
-        result = getattr(api, args.command)(cfg)
+        result = getattr(api, args.command.replace("-", "_"))(cfg)
         if int(os.environ.get("RANK", "0")) == 0:
             _print_summary(args.command, result)
         return 0

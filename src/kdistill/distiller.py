@@ -33,7 +33,7 @@ from kdistill.config import TrainConfig
 from kdistill.data import make_loader
 from kdistill.errors import TrainingDiverged
 from kdistill.evaluate import predict
-from kdistill.features import FeatureRequest, Features, forward_features
+from kdistill.features import FeatureRequest, Features, forward_features, masked_positions
 from kdistill.metrics import compute_metrics, primary
 from kdistill.objective import Active, Objective
 from kdistill.schedules import AllLayers, LayerSchedule
@@ -63,7 +63,10 @@ class DistillModule(nn.Module):
     def forward(self, batch: dict[str, Tensor], teacher: Features | None, active: Active
                 ) -> tuple[Tensor, dict[str, Tensor], dict[str, dict[int, float]]]:
         feats = forward_features(self.student, batch, self.objective.student_request)
-        out = self.objective(feats, teacher, batch.get("labels"), active=active)
+        labels = batch.get("labels")
+        if labels is not None and labels.dim() == 2:  # masked LM: score the masked positions only
+            feats, teacher, labels = masked_positions(feats, teacher, labels)
+        out = self.objective(feats, teacher, labels, active=active)
         return out.total, out.terms, out.layer_terms  # a tuple, so DDP finds the tensors
 
 
@@ -112,6 +115,8 @@ class Distiller:
     """Trains `student` against `objective` (with `teacher` when the objective needs one).
 
     `teacher_source` replaces the live teacher (e.g. a `CachedTeacher`); its batches then carry `idx`.
+    `collate_fn` replaces padding-only batching (masked-LM runs mask there, anew each epoch);
+    `evaluator` replaces the classification metric (masked-token accuracy for general distillation).
     """
 
     def __init__(self, *, student: PreTrainedModel, tokenizer: Any, objective: Objective,
@@ -119,7 +124,9 @@ class Distiller:
                  eval_set: Dataset | None, metric: str, teacher: PreTrainedModel | None = None,
                  schedule: LayerSchedule | None = None, run_name: str = "distill",
                  callbacks: list[Callable[[Distiller], None]] | None = None,
-                 teacher_source: TeacherSource | None = None) -> None:
+                 teacher_source: TeacherSource | None = None,
+                 collate_fn: Callable[[list[dict[str, Any]]], dict[str, Tensor]] | None = None,
+                 evaluator: Callable[[Distiller], dict[str, float]] | None = None) -> None:
         if teacher is not None and teacher_source is not None:
             raise ValueError("give a live teacher or a teacher source, not both")
         self.cfg = train_cfg
@@ -129,6 +136,7 @@ class Distiller:
         self.run_name = run_name
         self.schedule = schedule or AllLayers()
         self.callbacks = list(callbacks or [])
+        self.evaluator = evaluator
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
         # Layer schedules leave some projections idle in some steps; DDP must then look for them.
@@ -157,8 +165,8 @@ class Distiller:
         # plain shuffling is seeded by Accelerate's seedable sampler; the grouped one by the run's seed
         train_loader = make_loader(train_set, tokenizer, train_cfg.batch_size, shuffle=True,
                                    seed=train_cfg.seed if train_cfg.group_by_length else None,
-                                   group_by_length=train_cfg.group_by_length)
-        eval_loader = (make_loader(eval_set, tokenizer, train_cfg.eval_batch_size)
+                                   group_by_length=train_cfg.group_by_length, collate_fn=collate_fn)
+        eval_loader = (make_loader(eval_set, tokenizer, train_cfg.eval_batch_size, collate_fn=collate_fn)
                        if eval_set is not None else None)
         self.module, self.optimizer, self.train_loader = self.acc.prepare(module, optimizer, train_loader)
         self.eval_loader = self.acc.prepare(eval_loader) if eval_loader is not None else None
@@ -171,6 +179,7 @@ class Distiller:
         self.state = RunState()
         self.was_finished = False  # set when this call found the run already done: nothing to export
         self.writer = None
+        self.last_loss: float | None = None
 
     # ---- helpers -------------------------------------------------------------------------------
     @property
@@ -253,6 +262,8 @@ class Distiller:
             return forward_features(self.teacher, batch, self.teacher_request)
 
     def evaluate(self) -> dict[str, float]:
+        if self.evaluator is not None:
+            return self.evaluator(self)
         assert self.eval_loader is not None
         logits, labels = predict(self.student, self.eval_loader, self.acc)
         return compute_metrics(self.metric, logits, labels)
@@ -307,6 +318,7 @@ class Distiller:
                     self.optimizer.zero_grad()
                 done += 1
                 self.state.batches_in_epoch += 1
+                self.last_loss = float(total.detach())  # for callbacks
                 for k, d in layer_terms.items():
                     for layer, v in d.items():
                         acc = self.state.epoch_losses.setdefault(k, {}).setdefault(str(layer), [0.0, 0])
@@ -353,7 +365,7 @@ class Distiller:
         record: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.global_step,
                                   "layer_losses": {k: {str(i): v for i, v in d.items()}
                                                    for k, d in layer_means.items()}}
-        if self.eval_loader is not None and self.cfg.eval_every_epoch:
+        if (self.eval_loader is not None or self.evaluator is not None) and self.cfg.eval_every_epoch:
             metrics = self.evaluate()
             record["validation"] = metrics
             score = metrics[primary(self.metric)]

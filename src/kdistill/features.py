@@ -11,6 +11,7 @@ fall back to `output_attentions` for probabilities and refuse raw scores when th
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import inspect
 from collections.abc import Iterator, Mapping
@@ -157,7 +158,7 @@ def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: Fea
     uses_interface = getattr(getattr(model, "config", None), "_attn_implementation", None) == ATTN_IMPL
     need_attn = bool(request.attention_layers)
     want_hidden = bool(request.hidden)
-    with _recording(set(request.attention_layers) if need_attn else set()) as rec:
+    with _recording(set(request.attention_layers) if need_attn else set()) as rec, _token_rows(batch):
         out = model(**inputs, output_hidden_states=want_hidden,
                     output_attentions=need_attn and not uses_interface, return_dict=True)
     feats = Features(logits=out.logits, mask=batch["attention_mask"])
@@ -174,3 +175,59 @@ def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: Fea
                 raise KDistillError("the model returned no attention maps; load it with eager attention")
             feats.attn_probs = {i: atts[i - 1] for i in request.attn_probs}
     return feats
+
+
+def masked_positions(student: Features, teacher: Features | None, labels: Tensor
+                     ) -> tuple[Features, Features | None, Tensor]:
+    """Masked-LM runs: keep only the positions the collator masked (labels != -100), as rows.
+
+    Token-level logits [B, L, V] become [N, V] (a head hooked by `score_masked_rows_only` already gives
+    [N, V]) and labels [B, L] become [N], so the prediction losses (ce, kl, soft_ce) apply unchanged:
+    DistilBERT's soft targets are taken at masked tokens. Hidden states and attention keep their shape.
+    """
+    keep = labels != -100
+    s = dataclasses.replace(student, logits=student.logits[keep]) if student.logits.dim() == 3 else student
+    t = teacher
+    if teacher is not None and teacher.logits.dim() == 3:
+        t = dataclasses.replace(teacher, logits=teacher.logits[keep])
+    return s, t, labels[keep]
+
+
+_ROWS: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar("kdistill_rows", default=None)
+_MLM_HEADS = ("cls", "lm_head", "vocab_transform", "generator_predictions")
+
+
+def _rows_only(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    rows = _ROWS.get()
+    if rows is None or not args or args[0].dim() != 3:
+        return None
+    return (args[0][rows], *args[1:])
+
+
+def score_masked_rows_only(model: nn.Module) -> bool:
+    """Hook a masked-LM head so that, inside `forward_features` with token labels, it scores only the masked
+    positions: the vocabulary projection is as costly as the encoder itself at full length, and only the masked
+    rows are ever used. Weights and state-dict keys are untouched. False when no known head is found."""
+    for name in _MLM_HEADS:
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            if not getattr(head, "_kdistill_rows", False):
+                head.register_forward_pre_hook(_rows_only)
+                head._kdistill_rows = True
+            return True
+    return False
+
+
+@contextmanager
+def only_rows(rows: Tensor | None) -> Iterator[None]:
+    """Inside, a head hooked by `score_masked_rows_only` scores only the positions where `rows` [B, L] is True."""
+    token = _ROWS.set(rows)
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
+def _token_rows(batch: Mapping[str, Tensor]) -> Any:
+    labels = batch.get("labels")
+    return only_rows(labels != -100 if labels is not None and labels.dim() == 2 else None)

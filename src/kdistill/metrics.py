@@ -71,3 +71,9 @@ def primary(metric: str) -> str:
     """Key of the headline figure in `compute_metrics(metric, ...)` (the metric's own name)."""
     METRICS.get(metric)  # unknown names fail here with the list of valid ones
     return metric
+
+
+@METRICS.register("mlm_accuracy")
+def mlm_accuracy(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    """Share of masked tokens whose original word-piece is the top prediction (general distillation)."""
+    return {"mlm_accuracy": float(accuracy_score(labels, preds))}
