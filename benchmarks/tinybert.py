@@ -58,7 +58,7 @@ INTERMEDIATE = [{"name": "embedding_mse"}, {"name": "attn_mse"}, {"name": "hidde
 PREDICTION = [{"name": "soft_ce", "temperature": 1.0}]
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},
-    "no GD": {"general": None},
+    "no GD": {"general": "none"},
     "no task intermediate": {"stages": ["prediction"]},
     "no augmentation": {"augment": False},
     "mapping top": {"mapping": "top"},
@@ -100,6 +100,18 @@ def run_mlm_head(args: argparse.Namespace, runs: Path, results: Path) -> str:
 def run_general(kind: str, mlm: str, args: argparse.Namespace, runs: Path, results: Path) -> str:
     cell = f"general | {kind}"
     out = runs / slug(cell)
+    if kind == "none" and not (out / "model.safetensors").is_file():
+        # "no GD": the general student's own start (layers 2,4,6 of the pretrained MiniLM + fitted head), untrained
+        from kdistill.general import build_general_student
+        from kdistill.mlm import load_masked_lm
+        from kdistill.models import load_tokenizer
+
+        cfg = build(GeneralConfig, {"teacher": mlm, "student": {"init": "teacher_layers", "num_layers": 3}})
+        build_general_student(cfg, load_masked_lm(mlm)).save_pretrained(out)
+        load_tokenizer(mlm).save_pretrained(out)
+        return str(out)
+    if kind == "none":
+        return str(out)
     if cell not in done_cells(results):
         student = ({"init": "teacher_layers", "num_layers": 3} if kind == "teacher layers" else
                    {"init": "config", "num_layers": 3})
@@ -189,10 +201,7 @@ def task_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
 def run_task_cell(c: dict[str, Any], teacher: str, generals: dict[str, str], aug_file: str,
                   args: argparse.Namespace, runs: Path) -> dict[str, Any]:
     v = VARIANTS[c["variant"]]
-    general = v.get("general", "teacher layers")
-    student = ({"init": "teacher_layers", "num_layers": 3} if general is None
-               else {"init": "path", "path": generals[general]})
-    # "no GD" copies layers 2,4,6 of the task teacher's pretrained encoder: the same start the GD student had
+    student = {"init": "path", "path": generals[v.get("general", "teacher layers")]}
     stages = [{"name": "intermediate", "epochs": args.e1, "lr": 5e-5, "losses": INTERMEDIATE},
               {"name": "prediction", "epochs": args.e2, "lr": 3e-5, "losses": PREDICTION}]
     stages = [s for s in stages if s["name"] in v.get("stages", ["intermediate", "prediction"])]
@@ -240,7 +249,7 @@ def main() -> None:
         return
     if not args.report_only:
         mlm = run_mlm_head(args, runs, results)
-        needed = {VARIANTS[c["variant"]].get("general", "teacher layers") for c in todo} - {None}
+        needed = {VARIANTS[c["variant"]].get("general", "teacher layers") for c in todo}
         generals = {kind: run_general(kind, mlm, args, runs, results) for kind in sorted(needed)}
         for task in args.tasks:
             teacher = ensure_teacher(task, args, results)
