@@ -260,7 +260,7 @@ def train_cells(args: argparse.Namespace, results: Path, runs: Path, augmented: 
             dcfg = build(DistillConfig, {**cfg, "data": data, "train": train, "out": str(out)})
             print(f"[blackbox] {key}: training ({dcfg.student.init}, {[x['name'] for x in cell['losses']]}, "
                   f"lr {cell['lr']:g})", flush=True)
-            t0 = time.perf_counter()
+            t0, load0 = time.perf_counter(), list(os.getloadavg())
             s = api.distill(dcfg)
             metric = spec["metric"]
             value = s["test"][metric]
@@ -275,7 +275,8 @@ def train_cells(args: argparse.Namespace, results: Path, runs: Path, augmented: 
                              "student": cell["student"], "student_init": init, "losses": cell["losses"],
                              "lr": cell["lr"], "epochs": args.epochs, "max_train": args.max_train,
                              "max_eval": args.max_eval,
-                             "model_dir": str(out), "device": args.device, "env": env, **extra})
+                             "model_dir": str(out), "device": args.device, "env": env,
+                             "load_avg_start": load0, "load_avg_end": list(os.getloadavg()), **extra})
             done = done_cells(results)
 
 
@@ -354,6 +355,12 @@ def _speed(done: dict[str, dict[str, Any]]) -> dict[str, dict[int, float]]:
             for k, r in done.items() if k.startswith("speed |")}
 
 
+def busy(r: dict[str, Any]) -> str:
+    """' *' when the machine was loaded beyond its cores at the end of the cell (a 5-minute load average)."""
+    load, cores = r.get("load_avg_end"), (r.get("env") or {}).get("cpu_count") or 1
+    return " *" if load and load[1] > cores + 1 else ""
+
+
 def write_report(done: dict[str, dict[str, Any]], md: Path, png: Path) -> None:
     speed = _speed(done)
     t_speed = speed.get("teacher", {})
@@ -374,7 +381,7 @@ def write_report(done: dict[str, dict[str, Any]], md: Path, png: Path) -> None:
             up = (f"{t_speed[1] / sp[1]:.1f}x / {t_speed[32] / sp[32]:.1f}x" if sp and t_speed else "-")
             access = "-" if r["kind"] == "teacher" else ACCESS[r["access"]]
             ret = "100%" if r["kind"] == "teacher" else f"{100 * r['retention']:.1f}%"
-            wall = "-" if r["kind"] == "teacher" else f"{r['train_seconds'] / 60:.1f}"
+            wall = "-" if r["kind"] == "teacher" else f"{r['train_seconds'] / 60:.1f}" + busy(r)
             name = r["kind"] + (f" ({r['augmented_rows']:,} extra rows)" if r.get("augmented_rows") else "")
             lines.append(f"| {name} | {ARCHS[r['arch']]} | {access} | {100 * r['value']:.2f} | {ret} | "
                          f"{r['params'] / 1e6:.1f} | {lat[0]} | {lat[1]} | {up} | {wall} |")
@@ -421,6 +428,8 @@ def method_paragraph(done: dict[str, dict[str, Any]]) -> str:
     epochs = ", ".join(f"{e:g}" for e in sorted({r["epochs"] for r in trained})) or "3"
     sp = next((r for k, r in done.items() if k.startswith("speed |")), None)
     sp_env = sp["env"] if sp else env
+    pids = sorted({p for r in done.values() if r.get("cell", "").startswith("speed |") for p in r["paused_others"]})
+    paused = f"paused: {pids}" if pids else "none was running"
     gpu = f", {env['cuda']}" if env.get("cuda") else ""
     smoke = any(r.get("max_train") for r in trained)
     return (
@@ -438,14 +447,17 @@ def method_paragraph(done: dict[str, dict[str, Any]]) -> str:
         "core.py (SST-2, max length 64) and internal_kd.py (MRPC, max length 128). Gray-box: `kdistill label` on "
         "the carved training split, probabilities rounded to 6 decimals, logits dropped; black-box: the argmax of "
         "the same answers as the training label. Train wall is the distiller's train loop (per-epoch validation "
-        "included; the teacher-cache build and the labelling are not); another benchmark (internal_kd.py, niced) "
-        "shared the CPU during training, so train walls are upper bounds. For the teacher cache's own cost and "
-        "speedup, measured on a quiet machine, "
-        "see [teacher_cache.md](teacher_cache.md). Latency: median of "
+        "included; the teacher-cache build and the labelling are not), wall-clock on a machine that other jobs "
+        "could share. A train wall marked * ended at a 5-minute load average above cores + 1 (recorded by the "
+        "script, or for the first full run read with uptime, see each row's load_note): other jobs shared the "
+        "cores and it is inflated; the other cells of the first run ran at a load of about 2 (uptime readings "
+        "between cells). For the teacher cache's own cost and speedup, measured on a "
+        "quiet machine, see [teacher_cache.md](teacher_cache.md). Latency: median of "
         f"{sp['repeats'] if sp else 30} timed forward passes after 10 warm-up passes, random full-length inputs of "
-        f"64 tokens, batch 1 and 32, PyTorch on CPU with {sp_env.get('threads')} threads, with other benchmark "
-        "processes paused (SIGSTOP) for the timing. Timings are per architecture, measured on the SST-2 models; the "
-        "MRPC models have the same shapes (and MRPC inputs are up to 128 tokens, so its real latencies are higher). "
+        f"64 tokens, batch 1 and 32, PyTorch on CPU with {sp_env.get('threads')} threads; any internal_kd.py "
+        f"process is paused (SIGSTOP) for the timing ({paused}). Timings are per architecture, measured on the "
+        "SST-2 models; the MRPC models have the same shapes (and MRPC inputs are up to 128 tokens, so its real "
+        "latencies are higher). "
         "Retention is the student's test metric / the teacher's.")
 
 
