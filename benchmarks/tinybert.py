@@ -53,7 +53,7 @@ FIRST_SEED, BATCH = 42, 32
 MAX_LENGTH = {"mrpc": 128, "rte": 128, "sst2": 64}
 # Existing teachers are reused; RTE's from internal_kd.py (56% accuracy) is too weak, so RTE gets its own.
 TEACHERS = {"mrpc": (IKD / "teacher-mrpc", None), "sst2": (HERE / "runs" / "core" / "teacher", None),
-            "rte": (HERE / "runs" / "tinybert" / "teacher-rte", {"epochs": 6, "lr": 1e-4})}
+            "rte": (IKD / "teacher-rte-6ep", {"epochs": 6, "lr": 1e-4})}  # shared with internal_kd.py
 INTERMEDIATE = [{"name": "embedding_mse"}, {"name": "attn_mse"}, {"name": "hidden_mse"}]
 PREDICTION = [{"name": "soft_ce", "temperature": 1.0}]
 VARIANTS: dict[str, dict[str, Any]] = {
