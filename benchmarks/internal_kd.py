@@ -299,7 +299,8 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
                                                          for m in SWEEP_METHODS) + f" | {gap} |")
     env = next((r["env"] for r in rows), {})
     base = min((r["epochs"] for r in rows if "schedule" not in METHODS[r["method"]]), default=3)
-    t_recipes = sorted({f"{r.get('epochs', 3):g} epochs at lr {r.get('lr', 5e-5):g} ({t})" for t, r in teachers.items()})
+    t_recipes = sorted({f"{r.get('epochs', 3):g} epochs at lr {r.get('lr', 5e-5):g} ({t})"
+                        for t, r in teachers.items()})
     reused = [t for t, r in teachers.items() if r.get("reused")]
     lines += ["", f"Measured by `python benchmarks/internal_kd.py` on {env.get('cpu_count')} CPU cores (torch "
               f"{env.get('torch')}{', ' + env['cuda'] if env.get('cuda') else ''}). Test split = GLUE dev (SST-2: its "

@@ -211,7 +211,8 @@ def distill_stages(cfg: DistillConfig, callbacks: list[Callable[[Distiller], Non
         summary = distill(sub, callbacks)
         summaries.append({"stage": stage.name, "out": str(stage_out), "wall_seconds": summary.get("wall_seconds"),
                           "steps": summary.get("steps"), "method": summary.get("method"),
-                          "test": summary.get("test"), "validation": summary.get("validation")})
+                          "test": summary.get("test"), "validation": summary.get("validation"),
+                          "teacher_cache": summary.get("teacher_cache")})
         student = StudentConfig(init="path", path=str(stage_out))
     final = dict(summary)
     final["stages"] = summaries
