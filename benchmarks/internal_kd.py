@@ -80,6 +80,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "pid": {"losses": IKD, "schedule": _schedule("pid")},
     "sid": {"losses": IKD, "schedule": _schedule("sid")},
     "sid-always": {"losses": IKD, "schedule": _schedule("sid", "always")},
+    # control: soft-target KD for as many epochs as PID/SID, so their extra layer stages are not the difference
+    "kd-long": {"losses": KD, "long": True},
 }
 SWEEP_METHODS = ["kd", "ikd-all", "pid", "sid"]  # kd against the best of the last three
 
@@ -88,9 +90,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
 
 
+def is_long(method: str) -> bool:
+    return "schedule" in METHODS[method] or bool(METHODS[method].get("long"))
+
+
 def epochs_for(method: str, epochs: float, n_layers: int = 3) -> float:
     """PID/SID spend one stage per layer first, so their final stage gets as many epochs as the others."""
-    return epochs + n_layers * EPOCHS_PER_LAYER if "schedule" in METHODS[method] else epochs
+    return epochs + n_layers * EPOCHS_PER_LAYER if is_long(method) else epochs
 
 
 def data_cfg(task: str, max_train: int | None, max_eval: int | None) -> dict[str, Any]:
@@ -298,7 +304,7 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
             lines.append(f"| {f:g} | {n} | " + " | ".join("-" if v[m] is None else f"{100 * v[m]:.1f}"
                                                          for m in SWEEP_METHODS) + f" | {gap} |")
     env = next((r["env"] for r in rows), {})
-    base = min((r["epochs"] for r in rows if "schedule" not in METHODS[r["method"]]), default=3)
+    base = min((r["epochs"] for r in rows if not is_long(r["method"])), default=3)
     t_recipes = sorted({f"{r.get('epochs', 3):g} epochs at lr {r.get('lr', 5e-5):g} ({t})"
                         for t, r in teachers.items()})
     reused = [t for t, r in teachers.items() if r.get("reused")]
@@ -309,7 +315,8 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
               "lr 5e-5 (3L-384) / "
               f"1e-4 (3L-192); none/kd/ikd-all(-group) train {base:g} epochs, PID/SID {base + 3:g} (one stage of "
               f"{EPOCHS_PER_LAYER} epoch per layer, or less once cls_cosine < 0.05, then the final stage) so their "
-              "final stage gets at least as many epochs as the others. The best epoch on validation is kept. Internal "
+              "final stage gets at least as many epochs as the others; kd-long is soft-target KD for "
+              f"{base + 3:g} epochs, a control for that difference. The best epoch on validation is kept. Internal "
               "KD: kl T=2 0.5 + ce 0.5 + attn_kl 1 + cls_cosine 1, student layer k <- teacher layer 2k "
               "(ikd-all-group: all of 2k-1, 2k). Seeds 42, 43, ...; cells marked (1 seed) have no spread."
               + (f" The {', '.join(reused)} teacher is reused from benchmarks/core.py (trained at max length "
