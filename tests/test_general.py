@@ -153,6 +153,21 @@ def test_two_stage_task_distillation_resumes_between_stages(tmp_path: Path, tiny
     assert resumed["test"] == whole["test"]
 
 
+def test_stages_share_one_teacher_cache(tmp_path: Path, tiny_teacher: Path, tiny_data: dict,
+                                        fast_train: dict) -> None:
+    """The prediction stage needs only logits: the intermediate stage's cache (a superset) answers for it."""
+    stages = [{"name": "intermediate", "epochs": 1, "losses": [{"name": "attn_mse"}, {"name": "hidden_mse"}]},
+              {"name": "prediction", "epochs": 1, "losses": [{"name": "soft_ce"}]}]
+    root = tmp_path / "cache"
+    s = api.distill(build(DistillConfig, {"teacher": str(tiny_teacher), "student": {"num_layers": 2},
+                                          "data": tiny_data, "train": fast_train, "out": str(tmp_path / "run"),
+                                          "stages": stages, "teacher_cache": str(root)}))
+    first, second = (st["teacher_cache"] for st in s["stages"])
+    assert first["built"] and first["build_seconds"] > 0
+    assert not second["built"] and second["folder"] == first["folder"]
+    assert [p.name for p in root.iterdir()] == [Path(first["folder"]).name]
+
+
 def test_stage_and_general_configs_are_validated(tmp_path: Path) -> None:
     tb = build(DistillConfig, {"stages": "tinybert"})
     assert [(s.name, s.epochs, s.lr) for s in tb.stages] == [("intermediate", 20, 5e-5), ("prediction", 3, 3e-5)]
