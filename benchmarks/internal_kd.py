@@ -178,6 +178,7 @@ def run_cell(c: dict[str, Any], teacher: str, args: argparse.Namespace, runs: Pa
         "teacher": teacher, "student": student["spec"], "data": data_cfg(c["task"], c["max_train"], args.max_eval),
         "losses": method["losses"], "mapping": method.get("mapping", M2O),
         "schedule": method.get("schedule", {"name": "all"}), "out": str(out),
+        "teacher_cache": args.teacher_cache or False, "teacher_cache_dtype": "float32",
         "train": train_cfg(args, epochs, student["lr"], c["seed"], grouped=True)})
     t0 = time.perf_counter()
     s = api.distill(cfg)
@@ -186,15 +187,19 @@ def run_cell(c: dict[str, Any], teacher: str, args: argparse.Namespace, runs: Pa
             "validation": s["validation"], "best_epoch": s["best_epoch"], "attn_kl": attn, "params": s["params"],
             "train_seconds": s["wall_seconds"], "wall_seconds": time.perf_counter() - t0, "epochs": epochs,
             "train_examples": min(c["max_train"] or 10**9, train_size(c["task"])), "model_dir": str(out),
-            "history": s["history"], "config": cfg.model_dump(mode="json"), "env": env}
+            "history": s["history"], "teacher_cache": s.get("teacher_cache"), "config": cfg.model_dump(mode="json"),
+            "env": env}
 
 
 def estimate(todo: list[dict[str, Any]], teachers: list[str], args: argparse.Namespace) -> float:
-    """Seconds of training (evaluation not counted) at the measured CPU step times."""
+    """Seconds of training (evaluation not counted) at the measured CPU step times; with the teacher-output cache the
+    teacher runs once per cell at most (a cache another cell built is reused)."""
+    def teacher_passes(c: dict[str, Any]) -> float:
+        return 0 if c["method"] == "none" else 1 if args.teacher_cache else epochs_for(c["method"], args.epochs)
+
     total = sum(math.ceil(min(c["max_train"] or 10**9, train_size(c["task"])) / BATCH)
-                * epochs_for(c["method"], args.epochs)
-                * (STUDENTS[c["student"]]["step_s"] + (TEACHER_FORWARD_S if c["method"] != "none" else 0))
-                for c in todo)
+                * (epochs_for(c["method"], args.epochs) * STUDENTS[c["student"]]["step_s"]
+                   + teacher_passes(c) * TEACHER_FORWARD_S) for c in todo)
     return total + sum(math.ceil(min(args.max_train or 10**9, train_size(t)) / BATCH) * args.teacher_epochs
                        * TEACHER_TRAIN_S for t in teachers)
 
@@ -214,6 +219,9 @@ def main() -> None:
     ap.add_argument("--seeds-large", type=int, default=1, help="seeds for cola and sst2")
     ap.add_argument("--sweep", type=lambda s: [float(x) for x in csv(s)], default=[0.1, 0.3, 1.0],
                     help="SST-2 train fractions for kd vs ikd-all/pid/sid with 3L-384 ('' = none)")
+    ap.add_argument("--teacher-cache", default=str(HERE / "runs" / "internal_kd" / "teacher-cache"),
+                    help="teacher-output cache root shared by all cells (float32, so equal to the live teacher); "
+                         "'' = run the teacher every step")
     ap.add_argument("--max-train", type=int, default=None, help="use only N training examples (smoke runs)")
     ap.add_argument("--max-eval", type=int, default=None, help="use only N validation/test examples (smoke runs)")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the md / png from the JSONL")
@@ -321,6 +329,14 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
               "(ikd-all-group: all of 2k-1, 2k). Seeds 42, 43, ...; cells marked (1 seed) have no spread."
               + (f" The {', '.join(reused)} teacher is reused from benchmarks/core.py (trained at max length "
                  f"{teachers[reused[0]]['max_length']})." if reused else "")]
+    cached = [r for r in rows if r.get("teacher_cache")]
+    if cached:
+        built = {r["teacher_cache"]["folder"]: r["teacher_cache"] for r in cached if r["teacher_cache"]["built"]}
+        lines.append(f"{len(cached)} of {len(rows)} cells read the teacher's outputs from kdistill's teacher-output "
+                     "cache (float32; tests/test_cache.py checks a cached run trains the same weights as a live one; the others "
+                     "ran the teacher every step): "
+                     f"{len(built)} caches, built in {sum(c['build_seconds'] for c in built.values()) / 60:.1f} min "
+                     "in all.")
     md = results.with_suffix(".md")
     md.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
