@@ -333,8 +333,8 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
     if cached:
         built = {r["teacher_cache"]["folder"]: r["teacher_cache"] for r in cached if r["teacher_cache"]["built"]}
         lines.append(f"{len(cached)} of {len(rows)} cells read the teacher's outputs from kdistill's teacher-output "
-                     "cache (float32; tests/test_cache.py checks a cached run trains the same weights as a live one; the others "
-                     "ran the teacher every step): "
+                     "cache (float32; tests/test_cache.py checks a cached run trains the same weights as a live "
+                     "one; the others ran the teacher every step): "
                      f"{len(built)} caches, built in {sum(c['build_seconds'] for c in built.values()) / 60:.1f} min "
                      "in all.")
     md = results.with_suffix(".md")
