@@ -83,7 +83,8 @@ METHODS: dict[str, dict[str, Any]] = {
     # control: soft-target KD for as many epochs as PID/SID, so their extra layer stages are not the difference
     "kd-long": {"losses": KD, "long": True},
 }
-SWEEP_METHODS = ["kd", "ikd-all", "pid", "sid"]  # kd against the best of the last three
+SWEEP_INTERNAL = ["ikd-all", "pid", "sid"]
+SWEEP_METHODS = ["kd", "kd-long", *SWEEP_INTERNAL]  # kd (and its 6-epoch control) vs the best internal
 
 
 def slug(text: str) -> str:
@@ -307,7 +308,7 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
                   "|---|---|" + "---|" * (len(SWEEP_METHODS) + 1)]
         for f, n in fracs:
             v = {m: sweep.get((m, f, n)) for m in SWEEP_METHODS}
-            best = max((m for m in SWEEP_METHODS[1:] if v[m] is not None), key=lambda m: v[m], default=None)
+            best = max((m for m in SWEEP_INTERNAL if v[m] is not None), key=lambda m: v[m], default=None)
             gap = f"{100 * (v[best] - v['kd']):+.1f} ({best})" if best and v["kd"] is not None else "-"
             lines.append(f"| {f:g} | {n} | " + " | ".join("-" if v[m] is None else f"{100 * v[m]:.1f}"
                                                          for m in SWEEP_METHODS) + f" | {gap} |")
