@@ -3,8 +3,9 @@
 once, or layer by layer: PID / SID) beat soft-target KD, per task, student width and training-set size?
 
 Teacher: all-MiniLM-L6-v2 fine-tuned per task (SST-2's is reused from benchmarks/core.py when it is there).
-Students: 3L-384 (teacher layers 2,4,6) and 3L-192 (random init, 12 heads). Internal losses map student layer k
-to teacher layer 2k (many_to_one, group "last"; ikd-all-group matches the whole group 2k-1, 2k). Every finished
+Students: 3L-384 (teacher layers 2,4,6) and 3L-192 (12 heads, `kdistill general` from random init on WikiText-2).
+Internal losses map student layer k to teacher layer 2k (many_to_one, group "last"; ikd-all-group matches the whole
+group 2k-1, 2k). Every finished
 cell (task, student, method, seed[, fraction]) is appended to the JSONL at once and skipped on the next run; a cell
 cut short resumes from its own checkpoint. internal_kd.md / .png are rebuilt from the JSONL after every run.
 
@@ -39,7 +40,16 @@ import torch  # noqa: E402
 from cells import done_cells, record  # noqa: E402
 
 from kdistill import api  # noqa: E402
-from kdistill.config import DataConfig, DistillConfig, FinetuneConfig, MappingConfig, build, load_config  # noqa: E402
+from kdistill.config import (  # noqa: E402
+    DataConfig,
+    DistillConfig,
+    FinetuneConfig,
+    GeneralConfig,
+    MappingConfig,
+    MLMHeadConfig,
+    build,
+    load_config,
+)
 from kdistill.data import load_task_data, make_loader, tokenize_splits  # noqa: E402
 from kdistill.evaluate import attention_divergence  # noqa: E402
 from kdistill.mapping import build_map  # noqa: E402
@@ -55,9 +65,13 @@ BATCH, MAX_LENGTH, EPOCHS_PER_LAYER, FIRST_SEED = 32, 128, 1, 42
 # s/step at batch 32 on 2 CPU cores: 3L-384 measured (core.py), 3L-192 guessed, teacher fine-tune from core.py
 STUDENTS: dict[str, dict[str, Any]] = {
     "3L-384": {"spec": {"init": "teacher_layers", "num_layers": 3}, "lr": 5e-5, "step_s": 0.6},
-    "3L-192": {"spec": {"init": "config", "num_layers": 3, "hidden_size": 192, "num_heads": 12,
-                        "intermediate_size": 768}, "lr": 1e-4, "step_s": 0.35},
+    # random init learns nothing on MRPC/RTE (every method gave the majority class: results/internal_kd-3l192-
+    # random-init.jsonl), so the narrow student starts from TinyBERT general distillation on the shipped WikiText-2
+    "3L-192": {"spec": {"init": "path", "path": str(HERE / "runs" / "internal_kd" / "general-3l-192")},
+               "lr": 1e-4, "step_s": 0.35},
 }
+NARROW = {"init": "config", "num_layers": 3, "hidden_size": 192, "num_heads": 12, "intermediate_size": 768}
+MLM_TEACHER = HERE / "runs" / "tinybert" / "mlm-teacher-4ep"  # benchmarks/tinybert.py's masked-LM MiniLM
 TEACHER_FORWARD_S, TEACHER_TRAIN_S = 0.3, 1.2
 # Per-task teacher recipe (folder name, epochs, lr). RTE at 3 epochs @5e-5 reached only 56% (majority class ~53%),
 # too weak a teacher to test distillation; 6 epochs @1e-4 is shared with benchmarks/tinybert.py.
@@ -158,6 +172,24 @@ def ensure_teacher(task: str, args: argparse.Namespace, runs: Path, results: Pat
     return str(path)
 
 
+def ensure_narrow_student(args: argparse.Namespace, results: Path, env: dict[str, Any]) -> None:
+    """The 3L-192 student: `kdistill general` (TinyBERT intermediate losses, hidden through a projection) from
+    random weights, on the MLM-head MiniLM that benchmarks/tinybert.py fits (fitted here the same way if absent)."""
+    out, key = Path(STUDENTS["3L-192"]["spec"]["path"]), "general | 3L-192"
+    if key in done_cells(results):
+        return
+    t0 = time.perf_counter()
+    train = {"batch_size": BATCH, "device": args.device, "save_steps": 100, "group_by_length": True}
+    if not (MLM_TEACHER / "metrics.json").is_file():
+        api.mlm_head(build(MLMHeadConfig, {"out": str(MLM_TEACHER), "train": {**train, "epochs": 4, "lr": 2e-3}}))
+    s = api.general(build(GeneralConfig, {"teacher": str(MLM_TEACHER), "student": NARROW, "method": "intermediate",
+                                          "out": str(out), "train": {**train, "epochs": 2, "lr": 1e-4}}))
+    record(results, {"cell": key, "task": "-", "student": "general", "method": "intermediate", "objective":
+                     s["objective"], "validation": s["validation"], "teacher_validation": s["teacher_validation"],
+                     "train_blocks": s["train_blocks"], "train_seconds": s["wall_seconds"], "epochs": 2, "lr": 1e-4,
+                     "wall_seconds": time.perf_counter() - t0, "model_dir": str(out), "env": env})
+
+
 def attention_kl(teacher: str, student: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
     """Mean teacher->student attention KL on the validation split, student layer k vs teacher layer 2k."""
     tok, device = load_tokenizer(teacher), pick_device(args.device)
@@ -251,6 +283,8 @@ def main() -> None:
             print(f"[bench]   {t}: {len(part)} cells, ~{hours:.1f} h", flush=True)
         for c in [] if args.dry_run else todo:
             teacher = ensure_teacher(c["task"], args, runs, results, env)
+            if c["student"] == "3L-192":
+                ensure_narrow_student(args, results, env)
             print(f"[bench] cell {c['cell']}", flush=True)
             record(results, run_cell(c, teacher, args, runs, env))
     if not args.dry_run:
@@ -269,7 +303,7 @@ def _fmt(xs: list[float]) -> str:
 
 
 def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
-    rows = [r for r in done.values() if r["student"] != "teacher"]
+    rows = [r for r in done.values() if r["student"] in STUDENTS]
     main_rows = [r for r in rows if r["fraction"] == 1.0]
     teachers = {r["task"]: r for r in done.values() if r["student"] == "teacher"}
     tasks = [t for t in TASKS if any(r["task"] == t for r in main_rows)]
@@ -330,6 +364,13 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
               "(ikd-all-group: all of 2k-1, 2k). Seeds 42, 43, ...; cells marked (1 seed) have no spread."
               + (f" The {', '.join(reused)} teacher is reused from benchmarks/core.py (trained at max length "
                  f"{teachers[reused[0]]['max_length']})." if reused else "")]
+    g = done.get("general | 3L-192")
+    if g:
+        lines.append(f"The 3L-192 student is `kdistill general` (TinyBERT intermediate losses, {g['epochs']:g} epochs "
+                     f"over {g['train_blocks']} WikiText-2 blocks, {g['train_seconds'] / 60:.1f} min) from random "
+                     f"weights (masked-token accuracy {100 * g['validation']['mlm_accuracy']:.1f}%, teacher "
+                     f"{100 * g['teacher_validation']['mlm_accuracy']:.1f}%); from random init without it, every "
+                     "method gave the majority class on MRPC and RTE (results/internal_kd-3l192-random-init.jsonl).")
     cached = [r for r in rows if r.get("teacher_cache")]
     if cached:
         built = {r["teacher_cache"]["folder"]: r["teacher_cache"] for r in cached if r["teacher_cache"]["built"]}
