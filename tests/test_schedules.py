@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from kdistill import api
 from kdistill.config import DistillConfig, FinetuneConfig, ScheduleConfig, build
 from kdistill.errors import KDistillError
+from kdistill.models import load_classifier
 from kdistill.schedules import AllLayers, Progressive, Stacked, build_schedule
 
 
@@ -99,3 +101,22 @@ def test_pid_without_layer_losses_is_refused(teacher: Path, tmp_path: Path, fast
                                 "schedule": {"name": "pid"}})
     with pytest.raises(KDistillError, match="needs per-layer losses"):
         api.distill(cfg)
+
+
+def test_sid_trains_a_narrowed_student_through_a_projection(teacher: Path, tmp_path: Path, fast_train: dict) -> None:
+    """The issue's narrow student: teacher layers narrowed to half width (1 of 2 heads), [CLS] cosine through a
+    learned projection, attention KL on head-averaged maps; it trains, stays narrow and loads."""
+    cfg = build(DistillConfig, {
+        "teacher": str(teacher), "student": {"num_layers": 2, "hidden_size": 16}, "out": str(tmp_path / "narrow"),
+        "data": {"task": "sst2", "max_train_examples": 48, "max_eval_examples": 32, "max_length": 32},
+        "losses": [{"name": "kl"}, {"name": "attn_kl"}, {"name": "cls_cosine"}],
+        "mapping": {"strategy": "many_to_one"},
+        "schedule": {"name": "sid", "epochs_per_layer": 1},
+        "train": {**fast_train, "epochs": 3}})
+    summary = api.distill(cfg)
+    assert summary["params"] < sum(p.numel() for p in load_classifier(str(teacher)).parameters())
+    student = load_classifier(str(tmp_path / "narrow"))
+    assert (student.config.hidden_size, student.config.num_attention_heads) == (16, 1)
+    hist = summary["history"]
+    assert set(hist[1]["layer_losses"]["cls_cosine"]) == {"1", "2"}
+    assert all(math.isfinite(v) for v in hist[1]["layer_losses"]["attn_kl"].values())

@@ -132,9 +132,13 @@ class StudentConfig(_Strict):
     layers: list[int] | None = Field(None, description="teacher layers to keep (1-based)")
     num_layers: int | None = Field(3, gt=0, description="layers (teacher_layers: spread evenly; config)")
     hidden_size: int | None = Field(None, gt=0, description="config: hidden width (default teacher's); "
-                                    "bilstm/cnn: LSTM width / filters per kernel size (default 2x embedding)")
-    num_heads: int | None = Field(None, gt=0, description="config: attention heads (default teacher's)")
-    intermediate_size: int | None = Field(None, gt=0, description="config: FFN width (default 4x hidden)")
+                                    "teacher_layers: narrow the kept layers to this width by weight selection "
+                                    "(leading units and whole heads); bilstm/cnn: LSTM width / filters per kernel "
+                                    "size (default 2x embedding)")
+    num_heads: int | None = Field(None, gt=0, description="config: attention heads (default teacher's); "
+                                  "teacher_layers: hidden_size / teacher head size")
+    intermediate_size: int | None = Field(None, gt=0, description="config: FFN width (default 4x hidden); "
+                                          "teacher_layers: the teacher's scaled with the width")
     path: str | None = Field(None, description="path: an existing student model folder")
     drop_token_types: bool = Field(True, description="single-sentence tasks keep one token-type row")
     embeddings: Literal["teacher", "glove-6b-50d"] | str = Field(

@@ -27,7 +27,7 @@ from kdistill.mlm import load_masked_lm, masked_accuracy
 from kdistill.models import load_tokenizer, probe
 from kdistill.objective import Objective
 from kdistill.speed import count_parameters
-from kdistill.students import default_layers, from_smaller_config, from_teacher_layers
+from kdistill.students import default_layers, from_smaller_config, from_teacher_layers, narrowed
 
 
 def recipe(cfg: GeneralConfig, n_teacher: int, n_student: int) -> tuple[list[LossConfig], float]:
@@ -54,7 +54,7 @@ def build_general_student(cfg: GeneralConfig, teacher: PreTrainedModel) -> PreTr
         return from_smaller_config(teacher, sc, auto=AutoModelForMaskedLM)
     n_t = probe(teacher).num_layers
     layers = sc.layers or default_layers(n_t, sc.num_layers or max(1, n_t // 2))
-    return from_teacher_layers(teacher, layers, single_sentence=False)
+    return narrowed(from_teacher_layers(teacher, layers, single_sentence=False), sc)
 
 
 def general_distill(cfg: GeneralConfig) -> dict[str, Any]:
