@@ -53,7 +53,7 @@ from kdistill.config import (  # noqa: E402
 from kdistill.data import load_task_data, make_loader, tokenize_splits  # noqa: E402
 from kdistill.evaluate import attention_divergence  # noqa: E402
 from kdistill.mapping import build_map  # noqa: E402
-from kdistill.metrics import primary  # noqa: E402
+from kdistill.metrics import compute_metrics, primary  # noqa: E402
 from kdistill.models import load_classifier, load_tokenizer, pick_device  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -280,6 +280,16 @@ def _fmt(xs: list[float]) -> str:
     return f"{m:.1f} (1 seed)" if len(xs) == 1 else f"{m:.1f} ± {s:.1f} (n={len(xs)})"
 
 
+@cache
+def majority_score(task: str) -> float:
+    """Test metric of always answering the training split's most frequent label: the floor a student must beat
+    (on MRPC that all-"paraphrase" answer already scores F1 81.2)."""
+    data = load_task_data(build(DataConfig, data_cfg(task, None, None)))
+    train, test = list(data.splits["train"]["label"]), list(data.splits["test"]["label"])
+    top = max(set(train), key=train.count)
+    return compute_metrics(data.metric, [top] * len(test), test)[primary(data.metric)]
+
+
 def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
     rows = [r for r in done.values() if r["student"] in STUDENTS]
     main_rows = [r for r in rows if r["fraction"] == 1.0]
@@ -291,8 +301,8 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
     for r in main_rows:
         group.setdefault((r["task"], r["student"], r["method"]), []).append(r)
     lines = ["## Test metric x 100, mean ± std over seeds", "",
-             "| task (metric) | teacher | student (params) | " + " | ".join(methods) + " |",
-             "|---|---|---|" + "---|" * len(methods)]
+             "| task (metric) | teacher | majority class (train) | student (params) | " + " | ".join(methods) + " |",
+             "|---|---|---|---|" + "---|" * len(methods)]
     for t in tasks:
         tr = teachers.get(t)
         for s in students:
@@ -301,7 +311,8 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
                 continue
             first = next(g[0] for g in cells if g)
             t_val = f"{100 * tr['value']:.1f}" if tr else "-"
-            lines.append(f"| {t} ({first['metric']}) | {t_val} | {s} ({first['params'] / 1e6:.1f}M) | "
+            lines.append(f"| {t} ({first['metric']}) | {t_val} | {100 * majority_score(t):.1f} | {s} "
+                         f"({first['params'] / 1e6:.1f}M) | "
                          + " | ".join(_fmt([r["value"] for r in g]) for g in cells) + " |")
     pairs = next((r["attn_kl"]["pairs"] for r in main_rows), [])
     lines += ["", "## Attention KL teacher -> student on the validation split (lower = closer), mean over seeds",
@@ -381,6 +392,7 @@ def plot(tasks: list[str], methods: list[str], group: dict[tuple[str, str, str],
                 ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m, color=f"C{list(METHODS).index(m)}")
         if t in teachers:
             ax.axhline(100 * teachers[t]["value"], color="black", linestyle="--", linewidth=1, label="teacher")
+        ax.axhline(100 * majority_score(t), color="grey", linestyle=":", linewidth=1, label="majority class")
         metric = next(g[0]["metric"] for (tt, _, _), g in group.items() if tt == t)
         ax.set(title=f"{t} ({metric})", xlabel="student parameters (M)", ylabel="test metric x 100")
     handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
