@@ -220,10 +220,20 @@ def augment_speed(task: str, mlm: str, args: argparse.Namespace, results: Path) 
     t0 = time.perf_counter()
     calls = sum(reference_procedure(aug, t) for t in texts)
     t_proc = time.perf_counter() - t0
+    aug.bf16 = True  # `augment.precision: bf16`
+    aug.candidates(texts[:4])
+    t0 = time.perf_counter()
+    fast = aug.candidates(texts)
+    t_bf16 = time.perf_counter() - t0
+    pairs = [(x, y) for b, f in zip(batched, fast, strict=True) for x, y in zip(b.candidates, f.candidates,
+                                                                             strict=True) if x]
+    overlap = sum(len(set(x) & set(y)) for x, y in pairs) / max(1, sum(len(x) for x, _ in pairs))
     record(results, {"cell": cell, "task": task, "sentences": len(texts), "batched_seconds": t_batched,
                      "reference_seconds": t_ref, "speedup": t_ref / t_batched, "identical_sentences": same,
                      "reference_procedure_seconds": t_proc, "reference_procedure_forwards": calls,
-                     "speedup_vs_reference_procedure": t_proc / t_batched, "env": env_info()})
+                     "speedup_vs_reference_procedure": t_proc / t_batched, "bf16_seconds": t_bf16,
+                     "bf16_candidate_overlap": overlap, "bf16_speedup_vs_reference_procedure": t_proc / t_bf16,
+                     "bf16_speedup_vs_loop": t_ref / t_bf16, "env": env_info()})
 
 
 def task_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -334,7 +344,11 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
                              f"`[CLS] masked [SEP] sentence [SEP]`, vocabulary logits at every position, "
                              f"{r['reference_procedure_forwards']} forwards): {r['reference_procedure_seconds']:.1f} s"
                              f" = **{r['speedup_vs_reference_procedure']:.1f}x**." if "reference_procedure_seconds" in r
-                             else ""))
+                             else "") + (
+                             f" With `precision: bf16` the batched path takes {r['bf16_seconds']:.1f} s: "
+                             f"**{r['bf16_speedup_vs_reference_procedure']:.1f}x** the reference procedure, "
+                             f"{r['bf16_speedup_vs_loop']:.1f}x the loop, {100 * r['bf16_candidate_overlap']:.1f}% of "
+                             "candidates unchanged." if "bf16_seconds" in r else ""))
     tasks = sorted({r["task"] for r in done.values() if "variant" in r})
     for task in tasks:
         t = done.get(f"teacher | {task}")

@@ -167,3 +167,25 @@ def test_augment_file_extends_only_the_training_split(tiny_mlm: Path, vectors_fi
 def test_unknown_vectors_are_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(KDistillError, match="word vectors not found"):
         load_vectors(str(tmp_path / "none.txt"))
+
+
+def test_bf16_keeps_the_word_slots_and_most_candidates(tiny_mlm: Path, vectors_file: Path) -> None:
+    """bf16 autocast only reorders near-ties: the same words get candidates, and most candidates agree."""
+    texts = ["a charming and funny film .", "the plot is unbelievably thin", "it 's not a bad movie at all"]
+    exact = augmenter(tiny_mlm, vectors_file, k=5).candidates(texts)
+    fast = augmenter(tiny_mlm, vectors_file, k=5)
+    fast.bf16 = True
+    approx = fast.candidates(texts)
+    total = agree = 0
+    for e, a in zip(exact, approx, strict=True):
+        assert e.words == a.words
+        for x, y in zip(e.candidates, a.candidates, strict=True):
+            assert bool(x) == bool(y) and len(x) == len(y)
+            total, agree = total + len(x), agree + len(set(x) & set(y))
+    assert total > 0 and agree / total > 0.5, agree / total
+
+
+def test_precision_is_a_validated_config_field(tmp_path: Path, tiny_mlm: Path, vectors_file: Path) -> None:
+    assert cfg_for(tmp_path, tiny_mlm, vectors_file, precision="bf16").precision == "bf16"
+    with pytest.raises(Exception, match="precision"):
+        cfg_for(tmp_path, tiny_mlm, vectors_file, precision="fp8")

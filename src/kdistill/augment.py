@@ -47,11 +47,12 @@ class Augmenter:
     """Candidate lists per word (batched masked-LM calls + vector neighbours) and seeded replacement."""
 
     def __init__(self, mlm: Any, tokenizer: Any, vectors: Any, *, k: int = 15, batch_size: int = 128,
-                 max_length: int = 128, device: str = "cpu") -> None:
+                 max_length: int = 128, device: str = "cpu", precision: str = "fp32") -> None:
         if tokenizer.mask_token_id is None:
             raise KDistillError("the masked LM's tokenizer has no [MASK] token")
         self.mlm, self.tok, self.vectors, self.k = mlm.to(device).eval(), tokenizer, vectors, k
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
+        self.bf16 = precision == "bf16"
         self.hooked = score_masked_rows_only(self.mlm)
         vocab = tokenizer.get_vocab()
         self.vocab = vocab
@@ -92,7 +93,8 @@ class Augmenter:
                 ids[r, pos] = self.tok.mask_token_id
                 mask[r, :len(seq)] = 1
                 rows[r, pos] = True
-            with only_rows(rows.to(self.device)):
+            dev_type = torch.device(self.device).type
+            with only_rows(rows.to(self.device)), torch.autocast(dev_type, torch.bfloat16, enabled=self.bf16):
                 logits = self.mlm(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             self.mlm_calls += 1
             if logits.dim() == 3:  # head not hooked: pick the masked rows here
@@ -191,7 +193,7 @@ def augment_task(cfg: AugmentConfig, augmenter: Augmenter | None = None) -> dict
 
         augmenter = Augmenter(load_masked_lm(cfg.mlm), load_tokenizer(cfg.mlm), load_vectors(cfg.vectors),
                               k=cfg.k, batch_size=cfg.batch_size, max_length=cfg.data.max_length,
-                              device=pick_device(cfg.device))
+                              device=pick_device(cfg.device), precision=cfg.precision)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
