@@ -24,6 +24,14 @@ def test_every_config_field_has_exactly_one_flag(command: str) -> None:
     assert sorted(dests) == sorted(_leaf_paths(cli.COMMANDS[command][0]))
 
 
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_every_command_prints_its_help(command: str) -> None:
+    """argparse formats help text with %: a description saying "99%" must not turn --help into a traceback."""
+    sub = cli.build_parser()._subparsers._group_actions[0].choices[command]
+    text = sub.format_help()
+    assert "--config" in text and ("99%" in text) == (command == "augment")
+
+
 def test_flags_and_yaml_map_to_the_same_fields(tmp_path: Path) -> None:
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("teacher: t\ntrain: {epochs: 5, lr: 0.001}\nstudent: {num_layers: 4}\n")

@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         for path, field in leaves:
             leaf = path.rsplit(".", 1)[-1]
             kind = _cli_kind(field)
-            default = ("required" if field.is_required() else
-                       field.default if field.default_factory is None else "(see docs)")
-            desc = field.description or ""
+            default = str("required" if field.is_required() else
+                          field.default if field.default_factory is None else "(see docs)").replace("%", "%%")
+            desc = (field.description or "").replace("%", "%%")  # argparse formats help with %
             if kind == "positional":  # e.g. `kdistill report RUN_DIR...`
                 p.add_argument(path, metavar=leaf.upper(), nargs="*", default=argparse.SUPPRESS, help=desc)
                 continue
