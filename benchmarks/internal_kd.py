@@ -281,13 +281,13 @@ def _fmt(xs: list[float]) -> str:
 
 
 @cache
-def majority_score(task: str) -> float:
+def majority_score(task: str, metric: str | None = None) -> float:
     """Test metric of always answering the training split's most frequent label: the floor a student must beat
     (on MRPC that all-"paraphrase" answer already scores F1 81.2)."""
     data = load_task_data(build(DataConfig, data_cfg(task, None, None)))
     train, test = list(data.splits["train"]["label"]), list(data.splits["test"]["label"])
     top = max(set(train), key=train.count)
-    return compute_metrics(data.metric, [top] * len(test), test)[primary(data.metric)]
+    return compute_metrics(data.metric, [top] * len(test), test)[metric or primary(data.metric)]
 
 
 def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
