@@ -156,7 +156,10 @@ def run_augment(task: str, mlm: str, args: argparse.Namespace, runs: Path, resul
         t0 = time.perf_counter()
         cfg = build(AugmentConfig, {"data": {"task": task, "max_length": MAX_LENGTH[task],
                                              "max_train_examples": args.max_train},
-                                    "mlm": mlm, "n_a": args.n_a, "out": str(out), "device": args.device})
+                                    "mlm": mlm, "n_a": args.n_a, "out": str(out), "device": args.device,
+                                    # the recorded files were made in fp32 (exact candidates); the speed cell
+                                    # measures bf16 on its own
+                                    "precision": "fp32"})
         s = api.augment(cfg)
         record(results, {"cell": cell, "task": task, **{k: s[k] for k in ("examples", "written", "seconds",
                                                                         "examples_per_second", "mlm_calls",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import write_vocab
 
-from kdistill.augment import Augmenter, augment_task, split_words
+from kdistill.augment import Augmenter, augment_task, resolve_precision, split_words
 from kdistill.config import AugmentConfig, DataConfig, build
 from kdistill.data import load_task_data
 from kdistill.errors import KDistillError
@@ -189,3 +189,16 @@ def test_precision_is_a_validated_config_field(tmp_path: Path, tiny_mlm: Path, v
     assert cfg_for(tmp_path, tiny_mlm, vectors_file, precision="bf16").precision == "bf16"
     with pytest.raises(Exception, match="precision"):
         cfg_for(tmp_path, tiny_mlm, vectors_file, precision="fp8")
+
+
+def test_auto_precision_picks_bf16_only_with_native_support(monkeypatch) -> None:
+    """`precision: auto` (the default) must not turn on emulated bf16, which is slower than fp32."""
+    assert AugmentConfig().precision == "auto"
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", "cuda") == "fp32"

@@ -43,6 +43,19 @@ def split_words(tokenizer: Any, text: str) -> list[str]:
     return [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(norm)]
 
 
+def resolve_precision(precision: str, device: str) -> str:
+    """'auto' -> bf16 only where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or
+    AMX); elsewhere bf16 autocast is emulated and slower than fp32."""
+    if precision != "auto":
+        return precision
+    if torch.device(device).type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    cpu = getattr(torch, "cpu", None)
+    native = any(bool(getattr(cpu, name, lambda: False)()) for name in
+                 ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return "bf16" if native else "fp32"
+
+
 class Augmenter:
     """Candidate lists per word (batched masked-LM calls + vector neighbours) and seeded replacement."""
 
@@ -52,7 +65,8 @@ class Augmenter:
             raise KDistillError("the masked LM's tokenizer has no [MASK] token")
         self.mlm, self.tok, self.vectors, self.k = mlm.to(device).eval(), tokenizer, vectors, k
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
-        self.bf16 = precision == "bf16"
+        self.precision = resolve_precision(precision, device)
+        self.bf16 = self.precision == "bf16"
         self.hooked = score_masked_rows_only(self.mlm)
         vocab = tokenizer.get_vocab()
         self.vocab = vocab
@@ -231,7 +245,9 @@ def augment_task(cfg: AugmentConfig, augmenter: Augmenter | None = None) -> dict
     rate = n / seconds_taken if seconds_taken > 0 else float("inf")
     summary = {"task": data.name, "examples": n, "written": n * cfg.n_a, "out": str(out), "seconds": seconds_taken,
                "examples_per_second": rate, "mlm_calls": augmenter.mlm_calls, "mlm_words": mlm_words,
-               "vector_words": vector_words, "p_t": cfg.p_t, "n_a": cfg.n_a, "k": cfg.k}
+               "vector_words": vector_words, "p_t": cfg.p_t, "n_a": cfg.n_a, "k": cfg.k,
+               "precision": augmenter.precision}
     print(f"[augment] {n} examples -> {n * cfg.n_a} rows in {seconds_taken:.1f} s ({rate:.1f} examples/s; "
-          f"{mlm_words} words from the masked LM, {vector_words} from word vectors); written to {out}", flush=True)
+          f"{mlm_words} words from the masked LM, {vector_words} from word vectors; masked LM in "
+          f"{augmenter.precision}); written to {out}", flush=True)
     return summary

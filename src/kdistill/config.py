@@ -240,9 +240,10 @@ class AugmentConfig(_Strict):
     pair: Literal["first", "both"] = Field("first", description="pairs: augment the first text (as TinyBERT's "
                                            "code) or both")
     batch_size: int = Field(128, gt=0, description="masked sentences per MLM forward pass")
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="masked-LM arithmetic: bf16 autocast is ~1.5x faster on CPUs with AVX512-BF16 "
-        "(99% of candidates unchanged on MRPC); fp32 gives exactly the one-forward-per-word candidates")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="masked-LM arithmetic: bf16 autocast is ~1.5x faster on CPUs with AVX512-BF16 "
+        "(99% of candidates unchanged on MRPC); fp32 gives exactly the one-forward-per-word candidates; auto = "
+        "bf16 where the CPU or GPU has native bf16, else fp32")
     max_examples: int | None = Field(None, gt=0, description="augment only the first N training examples")
     seed: int = Field(42, description="seed of the replacements")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = GPU when present")
