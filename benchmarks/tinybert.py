@@ -318,6 +318,16 @@ def _mean_std(xs: list[float]) -> str:
     return f"{m:.1f}" + (f" ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else "") + f" (n={len(xs)})"
 
 
+def _paired_delta(vs: list[dict[str, Any]], full: list[dict[str, Any]]) -> str:
+    """Variant minus full on the same seed: the seed moves both alike, so the paired spread is the honest one."""
+    by_seed = {r["seed"]: r["value"] for r in full}
+    ds = [r["value"] - by_seed[r["seed"]] for r in vs if r["seed"] in by_seed]
+    if not ds:
+        return "-"
+    m = 100 * statistics.mean(ds)
+    return f"{m:+.1f}" + (f" ± {100 * statistics.stdev(ds):.1f}" if len(ds) > 1 else "")
+
+
 def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
     lines = ["# TinyBERT pipeline at our scale (issue 5)", ""]
     mh = done.get("mlm-head")
@@ -365,8 +375,10 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
                   + f"; always answering the training split's majority class: {100 * majority_score(task):.1f}"
                   + (f" ({metric}), {100 * majority_score(task, 'accuracy'):.1f} (accuracy)" if acc else ""), "",
                   f"| variant | {metric} mean ± std | " + ("accuracy mean ± std | " if acc else "")
-                  + "retention | intermediate stage, min (median) | prediction stage, min (median) |",
-                  "|---|---|---|---|---|" + ("---|" if acc else "")]
+                  + f"{metric} vs full, same seed | retention | intermediate stage, min (median) "
+                  "| prediction stage, min (median) |",
+                  "|---|---|---|---|---|---|" + ("---|" if acc else "")]
+        full = [r for r in rows if r["variant"] == "full"]
         for variant in VARIANTS:
             vs = [r for r in rows if r["variant"] == variant]
             if not vs:
@@ -378,7 +390,8 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
                 for s in r["stages"]:
                     per_stage.setdefault(s["stage"], []).append((s["wall_seconds"] or 0) / 60)
             accs = f"{_mean_std([r['test']['accuracy'] for r in vs])} | " if acc else ""
-            lines.append(f"| {variant} | {_mean_std(vals)} | {accs}{ret} | "
+            delta = "-" if variant == "full" else _paired_delta(vs, full)
+            lines.append(f"| {variant} | {_mean_std(vals)} | {accs}{delta} | {ret} | "
                          + " | ".join(f"{statistics.median(per_stage[s]):.1f}" if s in per_stage else "-"
                                       for s in ("intermediate", "prediction")) + " |")
     if tasks:
