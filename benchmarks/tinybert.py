@@ -328,6 +328,27 @@ def _paired_delta(vs: list[dict[str, Any]], full: list[dict[str, Any]]) -> str:
     return f"{m:+.1f}" + (f" ± {100 * statistics.stdev(ds):.1f}" if len(ds) > 1 else "")
 
 
+def _summary(done: dict[str, dict[str, Any]], tasks: list[str]) -> list[str]:
+    """One row per variant across tasks: the table the README quotes."""
+    head, rule = "| variant |", "|---|"
+    for task in tasks:
+        metric = next(r["metric"] for r in done.values() if r.get("task") == task and "metric" in r)
+        head += f" {task.upper()} {metric} | vs full, same seed |"
+        rule += "---|---|"
+    out = ["", "## Both tasks", "", head + " minutes, both stages (median; " + " / ".join(t.upper() for t in tasks)
+           + ") |", rule + "---|"]
+    for variant in VARIANTS:
+        cells, mins = [], []
+        for task in tasks:
+            rows = [r for r in done.values() if r.get("task") == task and "variant" in r]
+            vs = [r for r in rows if r["variant"] == variant]
+            full = [r for r in rows if r["variant"] == "full"]
+            cells += [_mean_std([r["value"] for r in vs]), "-" if variant == "full" else _paired_delta(vs, full)]
+            mins.append(f"{statistics.median(r['train_seconds'] / 60 for r in vs):.1f}" if vs else "-")
+        out.append(f"| {variant} | " + " | ".join(cells) + " | " + " / ".join(mins) + " |")
+    return out
+
+
 def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
     lines = ["# TinyBERT pipeline at our scale (issue 5)", ""]
     mh = done.get("mlm-head")
@@ -395,6 +416,7 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
                          + " | ".join(f"{statistics.median(per_stage[s]):.1f}" if s in per_stage else "-"
                                       for s in ("intermediate", "prediction")) + " |")
     if tasks:
+        lines += _summary(done, tasks)
         any_row = next(r for r in done.values() if "variant" in r)
         env = any_row["env"]
         lines += ["", f"Measured by `python benchmarks/tinybert.py` on {env['cpu_count']} CPU cores (torch "
