@@ -429,14 +429,18 @@ def write_report(done: dict[str, dict[str, Any]], results: Path) -> None:
                   "student's own start); 'random init + GD' runs general distillation from random weights. Scores "
                   "are on the GLUE dev sets (our test split); the paper's settings (N_a=20, 20+3 epochs, BERT-base "
                   "teacher) are far beyond 2 CPU cores."]
-        caches = {c["folder"]: c for r in done.values() if "variant" in r for c in r.get("teacher_cache") or [] if c}
+        caches: dict[str, dict] = {}
+        for r in done.values():
+            for c in (r.get("teacher_cache") or []) if "variant" in r else []:
+                if c and (c["folder"] not in caches or c["built"]):  # keep the cell that built it
+                    caches[c["folder"]] = c
         built = [c for c in caches.values() if c["built"]]
         if caches:
             lines.append(f"Teacher outputs come from kdistill's teacher-output cache (float16 features, shared by all "
                          f"cells with the same request: {len(caches)} caches, "
                          f"{sum(c['bytes'] for c in caches.values()) / 2**30:.1f} GiB); the stage times above do not "
-                         f"include building them ({sum(c['build_seconds'] for c in built) / 60:.1f} min in all, "
-                         "charged once to the first cell that needed each).")
+                         f"include building them ({sum(c['build_seconds'] for c in built) / 60:.1f} min for the "
+                         f"{len(built)} whose build was recorded, paid once by the first cell that needed each).")
     md = results.with_suffix(".md")
     md.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
