@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, MPNetConfig, MPNetForSequenceClassification
@@ -75,6 +77,45 @@ def test_mpnet_falls_back_to_probabilities_and_refuses_raw_scores() -> None:
     prepare_for_capture(model, info, req, "teacher")
     feats = forward_features(model, _batch(), req)
     assert feats.attn_probs[1].shape == (2, 2, 6, 6) and feats.hidden[2].shape == (2, 6, 16)
+
+
+def _mpnet(layers: int = 2) -> MPNetForSequenceClassification:
+    torch.manual_seed(0)
+    return MPNetForSequenceClassification(MPNetConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32,
+        attention_probs_dropout_prob=0.5, hidden_dropout_prob=0.0))
+
+
+def test_student_copied_from_a_hooked_mpnet_teacher_numbers_its_own_layers() -> None:
+    from kdistill.students import from_teacher_layers
+
+    teacher = _mpnet(layers=3).eval()
+    t_req = FeatureRequest(attn_probs=frozenset({1, 2, 3}))
+    prepare_for_capture(teacher, probe(teacher), t_req, "teacher")
+    student = from_teacher_layers(teacher, [1, 3], single_sentence=True).eval()  # deep copy carries the hooks
+    s_req = FeatureRequest(attn_probs=frozenset({1, 2}))
+    prepare_for_capture(student, probe(student), s_req, "student")  # must not hook the copied dropouts again
+    batch = _batch()
+    with torch.no_grad():
+        feats = forward_features(student, batch, s_req)
+        ref = student(**batch, output_attentions=True).attentions
+    assert set(feats.attn_probs) == {1, 2}
+    for layer in (1, 2):
+        torch.testing.assert_close(feats.attn_probs[layer], ref[layer - 1])
+
+
+def test_family_without_a_known_attention_dropout_is_refused_at_setup() -> None:
+    model = _mpnet()
+    unknown = dataclasses.replace(probe(model), family="mystery")
+    with pytest.raises(KDistillError, match=r"before dropout from the student \(mystery\)"):
+        prepare_for_capture(model, unknown, FeatureRequest(attn_probs=frozenset({1})), "student")
+    prepare_for_capture(model, unknown, FeatureRequest(hidden=frozenset({1})), "student")  # no attention: fine
+
+
+def test_unprepared_model_in_train_mode_refuses_post_dropout_maps() -> None:
+    model = _mpnet().train()
+    with pytest.raises(KDistillError, match="prepare_for_capture"):
+        forward_features(model, _batch(), FeatureRequest(attn_probs=frozenset({1})))
 
 
 def test_attention_divergence_is_zero_for_a_copy_and_positive_otherwise() -> None:

@@ -5,7 +5,9 @@ never with tuple positions. Hidden states come from `output_hidden_states`; atte
 from an attention function registered with transformers' `AttentionInterface`, which records the
 raw pre-softmax scores and the pre-dropout probabilities (eager attention returns only
 post-dropout probabilities and never the scores). Models outside that interface (MPNet, DeBERTa)
-fall back to `output_attentions` for probabilities and refuse raw scores when the run is set up.
+get a forward pre-hook on the dropout applied to their attention softmax: its input is the same
+pre-dropout probabilities, still in the autograd graph. Their raw scores are never materialised as
+a module input, so asking for them (attn_mse) is refused when the run is set up.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ class _Recorder:
     probs: dict[int, Tensor] = field(default_factory=dict)
     calls: int = 0
 
+    def add(self, scores: Tensor | None, probs: Tensor) -> None:
+        """Record one attention call; an encoder calls its layers in order, once each per forward."""
+        self.calls += 1
+        layer = self.calls
+        if self.layers is None or layer in self.layers:
+            if scores is not None:
+                self.scores[layer] = scores
+            self.probs[layer] = probs
+
 
 _ACTIVE: contextvars.ContextVar[_Recorder | None] = contextvars.ContextVar("kdistill_recorder", default=None)
 
@@ -60,11 +71,7 @@ def _recording_attention(
     probs = nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
     rec = _ACTIVE.get()
     if rec is not None:
-        rec.calls += 1
-        layer = rec.calls  # an encoder calls its layers in order, once each per forward
-        if rec.layers is None or layer in rec.layers:
-            rec.scores[layer] = scores
-            rec.probs[layer] = probs
+        rec.add(scores, probs)
     dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(dropped, value).transpose(1, 2).contiguous()
     return out, probs
@@ -72,6 +79,49 @@ def _recording_attention(
 
 AttentionInterface.register(ATTN_IMPL, _recording_attention)
 AttentionMaskInterface.register(ATTN_IMPL, eager_mask)  # without it the mask arrives as None
+
+# Families outside AttentionInterface: the nn.Dropout their self-attention applies to the softmax output,
+# as a path inside each transformer layer (transformers 5.x module names). Its input is the pre-dropout map.
+ATTENTION_DROPOUT: dict[str, str] = {
+    "mpnet": "attention.attn.dropout",
+    "deberta": "attention.self.dropout",
+    "deberta-v2": "attention.self.dropout",
+}
+_HOOKED = "_kdistill_attn_dropout_hook"
+
+
+def _record_dropout_input(module: nn.Module, args: tuple[Any, ...]) -> None:
+    """Forward pre-hook on an attention dropout: record its input, the probabilities before dropout."""
+    rec = _ACTIVE.get()
+    if rec is not None and args:
+        rec.add(None, args[0])
+
+
+def _hook_attention_dropout(model: nn.Module, probe_: ModelProbe, role: str) -> None:
+    """Record each layer's pre-dropout attention probabilities through a pre-hook on its attention dropout.
+
+    Idempotent, and safe across `copy.deepcopy` (students are copies of teachers): the hook carries no layer
+    index (layers are numbered in call order, as for the AttentionInterface path) and the marker that stops a
+    second registration lives on the dropout module itself, so it is copied along with the hook.
+    Raises KDistillError when the family's attention dropout is not known or not where expected.
+    """
+    path = ATTENTION_DROPOUT.get(probe_.family)
+    layers = model.get_submodule(probe_.layers_path)
+    drops: list[nn.Module] = []
+    if path is not None:
+        try:
+            drops = [layer.get_submodule(path) for layer in layers]
+        except AttributeError:
+            drops = []
+    if not drops or not all(isinstance(d, nn.Dropout) for d in drops):
+        raise KDistillError(
+            f"attention maps cannot be captured before dropout from the {role} ({probe_.family}); "
+            "drop the attention losses (attn_kl, attn_mse): the hidden-state and prediction losses work")
+    for d in drops:
+        if not getattr(d, _HOOKED, False):
+            d.register_forward_pre_hook(_record_dropout_input)
+            setattr(d, _HOOKED, True)
+    setattr(model, _HOOKED, True)
 
 
 @dataclass
@@ -110,9 +160,13 @@ class FeatureRequest:
 
 
 def prepare_for_capture(model: nn.Module, probe_: ModelProbe, request: FeatureRequest, role: str) -> None:
-    """Switch attention to the recording function when attention features are needed.
+    """Make `model` expose the requested attention features, always before attention dropout.
 
-    Fails at set-up, not at step 1, when a feature cannot be produced for this model family.
+    Families using transformers' AttentionInterface (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT)
+    switch to the recording attention function (raw scores and probabilities). MPNet and DeBERTa get a
+    pre-hook on their attention dropout (probabilities only). Fails at set-up, not at step 1, with a
+    KDistillError when a layer is out of range, when raw scores (attn_mse) are asked of a family outside
+    the interface, or when a family's pre-dropout probabilities cannot be reached at all.
     """
     bad = [i for kind in ("hidden", "attn_scores", "attn_probs") for i in getattr(request, kind)
            if not 0 <= i <= probe_.num_layers or (kind != "hidden" and i == 0)]
@@ -125,8 +179,9 @@ def prepare_for_capture(model: nn.Module, probe_: ModelProbe, request: FeatureRe
         return
     if request.attn_scores:
         raise KDistillError(
-            f"raw attention scores cannot be captured from the {role} ({probe_.family}: it does not use "
-            "transformers' AttentionInterface); use attention probabilities (attn_kl) instead")
+            f"raw attention scores (attn_mse) cannot be captured from the {role} ({probe_.family}: it does not "
+            "use transformers' AttentionInterface); attn_kl and the hidden-state and prediction losses work")
+    _hook_attention_dropout(model, probe_, role)
     model.set_attn_implementation("eager")
 
 
@@ -153,20 +208,33 @@ def model_inputs(model: nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Ten
 
 
 def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: FeatureRequest) -> Features:
-    """Run `model` once and return logits plus exactly the requested features."""
+    """Run `model` once and return logits plus exactly the requested features.
+
+    Attention maps are [B, heads, L, L], pre-dropout, and keep their autograd graph. Raises KDistillError
+    when attention is asked of a model in train mode that `prepare_for_capture` did not set up (its
+    `output_attentions` would be post-dropout), or when a requested layer's attention was not recorded.
+    """
     inputs = model_inputs(model, batch)
-    uses_interface = getattr(getattr(model, "config", None), "_attn_implementation", None) == ATTN_IMPL
+    recorded = (getattr(getattr(model, "config", None), "_attn_implementation", None) == ATTN_IMPL
+                or getattr(model, _HOOKED, False))
     need_attn = bool(request.attention_layers)
     want_hidden = bool(request.hidden)
+    if need_attn and not recorded and model.training:
+        # output_attentions in train mode returns maps after attention dropout
+        raise KDistillError("attention features of a model in train mode need prepare_for_capture first")
     with _recording(set(request.attention_layers) if need_attn else set()) as rec, _token_rows(batch):
         out = model(**inputs, output_hidden_states=want_hidden,
-                    output_attentions=need_attn and not uses_interface, return_dict=True)
+                    output_attentions=need_attn and not recorded, return_dict=True)
     feats = Features(logits=out.logits, mask=batch["attention_mask"])
     if want_hidden:
         states = out.hidden_states
         feats.hidden = {i: states[i] for i in request.hidden}
     if need_attn:
-        if uses_interface:
+        if recorded:
+            missing = sorted((set(request.attn_probs) - set(rec.probs))
+                             | (set(request.attn_scores) - set(rec.scores)))
+            if missing:
+                raise KDistillError(f"attention of layer(s) {missing} was not recorded ({rec.calls} attention calls)")
             feats.attn_scores = {i: rec.scores[i] for i in request.attn_scores}
             feats.attn_probs = {i: rec.probs[i] for i in request.attn_probs}
         else:
