@@ -42,6 +42,9 @@ def test_grid_covers_every_model_runtime_and_shape(two_models, tmp_path: Path) -
     assert expected > 2.5  # 4 layers vs 1
     assert all(r["flop_ratio"] == pytest.approx(expected) for r in small_rows if r["seq_length"] == 16)
     assert all(r["efficiency"] == pytest.approx(r["speedup"] / r["flop_ratio"]) for r in small_rows)
+    for r in small_rows:  # each speedup says whether it can be trusted, from the spread of the same window
+        assert r["speedup_low"] <= r["speedup_high"] and isinstance(r["reliable"], bool)
+        assert r["reliable"] == (r["unreliable"] is None)
     saved = json.loads((tmp_path / "b.json").read_text())
     assert len(saved["rows"]) == len(rows) and saved["env"]["onnxruntime"]
     assert "Speedup / FLOP ratio" in result["table"] and "onnxruntime" in result["table"]
@@ -104,3 +107,39 @@ def test_int8_runtime_times_a_quantised_export(two_models) -> None:
     rows = run_bench(cfg)["rows"]
     assert [r["backend"] for r in rows] == ["onnxruntime", "onnxruntime-int8"]
     assert all(r["p50_ms"] > 0 for r in rows)
+
+
+def test_every_model_and_runtime_shares_one_window_per_shape(two_models, monkeypatch) -> None:
+    import kdistill.bench as kbench
+
+    big, small = two_models
+    windows: list[tuple[int, int, int]] = []
+    real = kbench.time_shape
+
+    def spy(calls, batch_size, seq_length, *args, **kwargs):
+        windows.append((seq_length, batch_size, len(calls)))
+        return real(calls, batch_size, seq_length, *args, **kwargs)
+
+    monkeypatch.setattr(kbench, "time_shape", spy)
+    cfg = BenchConfig(model=[str(big), str(small)], batch_sizes=[1, 2], seq_lengths=[8], backends=["pytorch"],
+                      warmup=0, repeats=2, device="cpu", threads=1, out_json=None)
+    rows = run_bench(cfg)["rows"]
+    assert windows == [(8, 1, 2), (8, 2, 2)]  # both models timed together in each shape's window
+    assert len(rows) == 4
+
+
+def test_busy_machine_marks_speedups_unreliable(two_models, monkeypatch) -> None:
+    import kdistill.timing as ktiming
+
+    big, small = two_models
+    monkeypatch.setattr(ktiming, "machine_load", lambda: (7.5, 2))
+    cfg = BenchConfig(model=[str(big), str(small)], batch_sizes=[2], seq_lengths=[8], backends=["pytorch"],
+                      warmup=1, repeats=6, device="cpu", threads=1, out_json=None)
+    result = run_bench(cfg)
+    small_row = next(r for r in result["rows"] if r["model"] == str(small))
+    big_row = next(r for r in result["rows"] if r["model"] == str(big))
+    assert small_row["reliable"] is False and "machine busy (load 7.5 on 2 cores)" in small_row["unreliable"]
+    assert big_row["reliable"] is True and big_row["speedup"] == 1.0  # the baseline against itself
+    assert "x (unreliable) |" in result["table"]
+    assert "small pytorch seq 8 batch 2: speedup unreliable: machine busy (load 7.5 on 2 cores)" in result["table"]
+    assert result["env"]["load"] == 7.5 and result["env"]["interleaved"] is True

@@ -158,3 +158,69 @@ def test_cli_missing_run_is_one_line_and_exit_code_2(tmp_path: Path, capsys: pyt
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "has no metrics.json" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_training_time_is_human_readable(report: dict[str, Any], runs: dict[str, Path]) -> None:
+    from kdistill.report import duration
+
+    assert [duration(s) for s in (0.25, 1.68, 42.3, 1680.0, 1679.6, 7500.0)] == [
+        "0.25 s", "1.7 s", "42 s", "28 min 0 s", "28 min 0 s", "2 h 5 min"]
+    page = Path(report["html"]).read_text(encoding="utf-8")
+    wall = yaml.safe_load((runs["kd"] / "metrics.json").read_text())["wall_seconds"]
+    assert f"<th>training time</th><td>{duration(wall)}</td>" in page
+    assert not re.search(r"training time</th><td>[\d.]+e[+-]", page)
+
+
+def test_curves_legends_sit_outside_every_panel() -> None:
+    from kdistill.plots import curves_figure
+
+    terms = ["kl", "ce", "hidden_mse", "attn_mse", "cls_cosine", "loss"]
+    scalars = {f"train/{t}": [(s, (i + 1) / (s + 1)) for s in range(20)] for i, t in enumerate(terms)}
+    scalars["train/lr"] = [(s, 1e-4 * (1 - s / 20)) for s in range(20)]
+    scalars["validation/accuracy"] = [(10, 0.7), (20, 0.8)]
+    fig = curves_figure(scalars, "run: kl+ce+hidden_mse+attn_mse")
+    assert fig is not None
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    panels = [ax for ax in fig.axes if ax.lines]
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(panels) == 3 and len(legends) == 2  # loss terms and validation; the single lr line needs none
+    assert sorted(t.get_text() for t in legends[0].get_texts()) == sorted(terms)
+    page = fig.bbox
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+        for ax in panels:  # neither the curves nor the tick labels and axis label of any panel are covered
+            assert not box.overlaps(ax.get_tightbbox(renderer)), (legend, ax.get_title())
+
+
+def test_report_shows_the_speed_figures_of_the_runs_own_table(runs: dict[str, Path], tmp_path: Path) -> None:
+    from kdistill.config import EvaluateConfig
+
+    run = tmp_path / "kd"
+    shutil.copytree(runs["kd"], run)
+    speed = {"batch_sizes": [1, 4], "seq_length": 16, "device": "cpu", "threads": 1}
+    result = api.evaluate(EvaluateConfig(model=str(run), teacher=str(runs["teacher"]), data=DATA, warmup=0,
+                                         repeats=3, **speed))
+    assert result["speed_settings"]["interleaved"] and result["speed_settings"]["models"] == 2
+    assert [s["rounds"] for s in result["model"]["speedup"]] == [3, 3]  # teacher and student in the same rounds
+    assert all("only 3 timed rounds" in s["unreliable"] for s in result["model"]["speedup"])
+    assert len(result["speed_warnings"]) == 2 and (run / "evaluation.json").is_file()
+    # the report of that run shows the very table `kdistill evaluate` / `kdistill run` printed
+    res = api.report(ReportConfig(runs=[str(run)], out=str(tmp_path / "page"), **speed))
+    md = Path(res["markdown"]).read_text(encoding="utf-8")
+    evaluated = result["table"].split("\n\n")[0]
+    head, _, *body = evaluated.splitlines()
+    body = [ln.replace("| student |", "| kd |") for ln in body]  # the report names models by folder
+    assert head in md
+    assert all(ln in md for ln in body), (body, md)
+    assert result["table"].split("\n\n")[1].splitlines()[1] in md  # the same "unreliable" footnote
+    models = {m["name"]: m for m in res["models"]}
+    assert models["kd"]["speed"] == result["model"]["speed"]
+    assert models["teacher"]["speed"] == result["teacher"]["speed"]
+    assert res["speed_note"].startswith("Not re-measured")
+    # other shapes than the record's: everything on the page is timed again, together, and the page says so
+    res = api.report(ReportConfig(runs=[str(run)], out=str(tmp_path / "page2"), **{**speed, "batch_sizes": [2]}))
+    assert res["speed_note"].startswith("Measured now: all 2 models timed in the same window")
+    assert "kd measured other weights, shapes or a different device" in res["speed_note"]
+    assert [s["batch_size"] for s in {m["name"]: m for m in res["models"]}["kd"]["speedup"]] == [2]

@@ -2,8 +2,9 @@
 
 A student's speedup is bounded by how much compute it removed, so every speedup is printed beside the
 FLOP ratio to the baseline (the first model): "efficiency" = speedup / FLOP ratio says how much of that
-physical limit the runtime actually delivers. PyTorch and ONNX Runtime are timed by the same loop
-(`speed.time_calls`) on the same random full-length inputs.
+physical limit the runtime actually delivers. For each shape every model on every runtime is timed in one
+window, once per round (`kdistill.timing.time_shape`), on the same random full-length inputs, so a load change
+hits them all alike; a speedup the spread or the machine's load makes doubtful is marked unreliable.
 """
 
 from __future__ import annotations
@@ -13,26 +14,19 @@ import json
 import platform
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from kdistill.atomic import atomic_write_json
 from kdistill.config import BenchConfig
 from kdistill.errors import KDistillError
 from kdistill.models import load_classifier, pick_device
-from kdistill.speed import (
-    SpeedResult,
-    _markdown,
-    _num_threads,
-    count_parameters,
-    flops_per_example,
-    make_inputs,
-    size_on_disk,
-    summarize,
-    time_calls,
-)
+from kdistill.speed import count_parameters, flops_per_example, markdown_table, size_on_disk
+from kdistill.timing import ShapeTiming, make_inputs, num_threads, speedup_of, time_shape
 
 
 def _onnx_file(path: str, model: torch.nn.Module, scratch: Path, int8: bool = False, opset: int = 18) -> Path:
@@ -79,15 +73,14 @@ def _ort_timer(session: Any) -> Callable[[dict[str, torch.Tensor]], Callable[[],
     return make
 
 
-def _time_grid(make: Callable[[dict[str, torch.Tensor]], Callable[[], Any]], model: torch.nn.Module,
-               cfg: BenchConfig, device: str, bar: Any) -> list[SpeedResult]:
-    rows = []
-    for seq in cfg.seq_lengths:
-        for i, bs in enumerate(cfg.batch_sizes):
-            inputs = make_inputs(model, bs, seq, int(model.config.vocab_size), torch.device(device), seed=1234 + i)
-            rows.append(summarize(time_calls(make(inputs), cfg.warmup, cfg.repeats), bs, seq))
-            bar.update(1)
-    return rows
+@dataclass
+class _Timer:
+    """One (model, runtime) pair timed in every window: `make(inputs)` gives the call to time."""
+
+    model: int  # index into the loaded models
+    backend: str
+    make: Callable[[dict[str, torch.Tensor]], Callable[[], Any]]
+    device: str  # where its inputs live (ONNX Runtime takes CPU arrays)
 
 
 def _check(cfg: BenchConfig, model: torch.nn.Module, path: str) -> None:
@@ -98,8 +91,8 @@ def _check(cfg: BenchConfig, model: torch.nn.Module, path: str) -> None:
         raise KDistillError("batch_sizes and seq_lengths must be positive")
 
 
-def bench_model(path: str, cfg: BenchConfig, device: str, scratch: Path) -> dict[str, Any]:
-    """Every (runtime, seq length, batch size) timing of one model folder, plus its size and FLOPs."""
+def _load(path: str, cfg: BenchConfig, device: str) -> tuple[dict[str, Any], torch.nn.Module]:
+    """A model folder on `device` and what the bench records about it (size, shape, FLOPs per length)."""
     model = load_classifier(path).to(device).eval()
     _check(cfg, model, path)
     info: dict[str, Any] = {
@@ -107,76 +100,139 @@ def bench_model(path: str, cfg: BenchConfig, device: str, scratch: Path) -> dict
         "layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size,
         "flops": {str(s): flops_per_example(model.config, s) for s in cfg.seq_lengths}, "speed": {}, "notes": [],
     }
-    n = len(cfg.seq_lengths) * len(cfg.batch_sizes)
+    return info, model
+
+
+def _timers(infos: list[dict[str, Any]], models: list[torch.nn.Module], cfg: BenchConfig, device: str,
+            scratch: Path) -> list[_Timer]:
+    """Every (model, runtime) to time; ONNX Runtime next to a GPU without onnxruntime-gpu is skipped with a note."""
+    timers = []
     for backend in cfg.backends:
-        with tqdm(total=n, desc=f"bench {Path(path).name or path} {backend}", leave=False) as bar:
+        for i, (info, model) in enumerate(zip(infos, models, strict=True)):
             if backend == "pytorch":
-                with _num_threads(cfg.threads):
-                    rows = _time_grid(_pytorch_timer(model, device), model, cfg, device, bar)
-            else:
-                from kdistill.export import onnx_session
+                timers.append(_Timer(i, backend, _pytorch_timer(model, device), device))
+                continue
+            from kdistill.export import onnx_session
 
-                try:
-                    onnx_path = _onnx_file(path, model, scratch, int8=backend == "onnxruntime-int8")
-                    session = onnx_session(str(onnx_path), threads=cfg.threads, device=device)
-                except KDistillError as err:
-                    if device == "cuda":  # CPU-only onnxruntime next to a GPU: time PyTorch, say why not ORT
-                        info["notes"].append(f"onnxruntime skipped: {err}")
-                        continue
-                    raise
-                rows = _time_grid(_ort_timer(session), model, cfg, "cpu", bar)
-        info["speed"][backend] = [r.to_dict() for r in rows]
-    return info
+            try:
+                onnx_path = _onnx_file(info["path"], model, scratch, int8=backend == "onnxruntime-int8")
+                session = onnx_session(str(onnx_path), threads=cfg.threads, device=device)
+            except KDistillError as err:
+                if device == "cuda":  # CPU-only onnxruntime next to a GPU: time PyTorch, say why not ORT
+                    info["notes"].append(f"onnxruntime skipped: {err}")
+                    continue
+                raise
+            timers.append(_Timer(i, backend, _ort_timer(session), "cpu"))
+    return timers
 
 
-def _compare(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per model x runtime x shape, with speedup vs the first model and the FLOP ratio."""
-    base = models[0]
+def _time_all(timers: list[_Timer], models: list[torch.nn.Module], cfg: BenchConfig) -> dict[str, list[ShapeTiming]]:
+    """Per runtime, one interleaved window per (length, batch size) in which every model runs once per round.
+
+    A load change during the bench then slows every model alike instead of whichever was being timed.
+    Runtimes get windows of their own: speedups compare models within one runtime, and one runtime's idle
+    worker threads (which spin-wait for a while after each call) must not tax another's.
+    """
+    windows: dict[str, list[ShapeTiming]] = {}
+    total = len({t.backend for t in timers}) * len(cfg.seq_lengths) * len(cfg.batch_sizes)
+    with tqdm(total=total, desc="bench", leave=False) as bar, num_threads(cfg.threads):
+        for backend in dict.fromkeys(t.backend for t in timers):
+            group = [t for t in timers if t.backend == backend]
+            for seq in cfg.seq_lengths:
+                for i, bs in enumerate(cfg.batch_sizes):
+                    calls = []
+                    for t in group:
+                        model = models[t.model]
+                        inputs = make_inputs(model, bs, seq, int(model.config.vocab_size), torch.device(t.device),
+                                             seed=1234 + i)
+                        calls.append(t.make(inputs))
+                    windows.setdefault(backend, []).append(time_shape(calls, bs, seq, cfg.warmup, cfg.repeats))
+                    bar.update(1)
+    return windows
+
+
+def _compare(infos: list[dict[str, Any]], timers: list[_Timer],
+             windows: dict[str, list[ShapeTiming]]) -> list[dict[str, Any]]:
+    """One flat row per model x runtime x shape, with speedup vs the first model (same runtime) and the FLOP ratio.
+
+    The speedup is the baseline's p50 / the model's p50 from the same window; `reliable` and `unreliable` say
+    whether it can be trusted (see `kdistill.timing.assess_speedup`).
+    """
+    base_info = infos[0]
+    names = [Path(m["path"]).name or m["path"] for m in infos]
     flat = []
-    for m in models:
-        for backend, rows in m["speed"].items():
-            base_rows = {(r["seq_length"], r["batch_size"]): r for r in base["speed"].get(backend, [])}
-            for r in rows:
-                b = base_rows.get((r["seq_length"], r["batch_size"]))
-                flop_ratio = base["flops"][str(r["seq_length"])] / m["flops"][str(r["seq_length"])]
-                speedup = b["p50_ms"] / r["p50_ms"] if b and r["p50_ms"] > 0 else None
-                flat.append({"model": m["path"], "backend": backend, **r, "speedup": speedup,
-                             "flop_ratio": flop_ratio,
-                             "efficiency": speedup / flop_ratio if speedup is not None else None})
+    for backend, shapes in windows.items():
+        group = [t for t in timers if t.backend == backend]
+        base = next((k for k, t in enumerate(group) if t.model == 0), None)
+        for k, t in enumerate(group):
+            m = infos[t.model]
+            for shape in shapes:
+                r = shape.result(k).to_dict()
+                flop_ratio = base_info["flops"][str(shape.seq_length)] / m["flops"][str(shape.seq_length)]
+                check: dict[str, Any] = {"speedup": None, "speedup_low": None, "speedup_high": None,
+                                         "reliable": None, "unreliable": None}
+                if base == k:
+                    check.update(speedup=1.0, speedup_low=1.0, speedup_high=1.0, reliable=True)
+                elif base is not None:
+                    su = speedup_of(shape, base, k, (names[0], names[t.model]))
+                    check.update(speedup=su.speedup, speedup_low=su.low, speedup_high=su.high,
+                                 reliable=su.reliable, unreliable="; ".join(su.reasons) or None)
+                flat.append({"model": m["path"], "backend": backend, **r, **check, "flop_ratio": flop_ratio,
+                             "efficiency": check["speedup"] / flop_ratio if check["speedup"] is not None else None,
+                             "load": shape.load, "cores": shape.cores})
     return flat
 
 
 def bench_table(flat: list[dict[str, Any]]) -> str:
+    """The bench as markdown, with a line under it for every speedup marked unreliable and why."""
     headers = ["Model", "Runtime", "Seq", "Batch", "p50 (ms)", "p95 (ms)", "Throughput (ex/s)", "Speedup (p50)",
                "FLOP ratio", "Speedup / FLOP ratio"]
-    rows = [[Path(r["model"]).name or r["model"], r["backend"], str(r["seq_length"]), str(r["batch_size"]),
-             f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}", f"{r['throughput']:.1f}",
-             "-" if r["speedup"] is None else f"{r['speedup']:.2f}x", f"{r['flop_ratio']:.2f}x",
-             "-" if r["efficiency"] is None else f"{100 * r['efficiency']:.0f}%"] for r in flat]
-    return _markdown(headers, rows)
+    rows, notes = [], []
+    for r in flat:
+        name = Path(r["model"]).name or r["model"]
+        speedup = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+        if r.get("unreliable"):
+            speedup += " (unreliable)"
+            notes.append(f"{name} {r['backend']} seq {r['seq_length']} batch {r['batch_size']}: speedup unreliable: "
+                         f"{r['unreliable']}.")
+        rows.append([name, r["backend"], str(r["seq_length"]), str(r["batch_size"]), f"{r['p50_ms']:.2f}",
+                     f"{r['p95_ms']:.2f}", f"{r['throughput']:.1f}", speedup, f"{r['flop_ratio']:.2f}x",
+                     "-" if r["efficiency"] is None else f"{100 * r['efficiency']:.0f}%"])
+    text = markdown_table(headers, rows)
+    if notes:
+        text += ("\n\n" + "\n".join(notes) + "\nRe-run on a quiet machine (or with more repeats) before trusting a "
+                 "speedup marked unreliable.")
+    return text
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    """Time every model on every runtime and shape; print one table and keep every number in JSON."""
+    """Time every model on every runtime and shape, interleaved; print one table and keep every number in JSON."""
     device = pick_device(cfg.device)
-    models = []
+    loaded = [_load(path, cfg, device) for path in cfg.model]
+    infos, models = [i for i, _ in loaded], [m for _, m in loaded]
     with tempfile.TemporaryDirectory(prefix="kdistill-bench-") as tmp:
-        for path in cfg.model:
-            models.append(bench_model(path, cfg, device, Path(tmp)))
-    flat = _compare(models)
+        timers = _timers(infos, models, cfg, device, Path(tmp))
+        windows = _time_all(timers, models, cfg)
+    for backend, shapes in windows.items():
+        for k, t in enumerate(t for t in timers if t.backend == backend):
+            infos[t.model]["speed"][backend] = [shape.result(k).to_dict() for shape in shapes]
+    flat = _compare(infos, timers, windows)
+    shapes = [s for group in windows.values() for s in group]
     env = {"device": device, "torch": torch.__version__, "threads": cfg.threads or torch.get_num_threads(),
            "machine": platform.machine(), "processor": platform.processor(),
-           "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None}
+           "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None, "interleaved": True,
+           "cores": shapes[0].cores if shapes else None,
+           "load": max((s.load for s in shapes if s.load is not None), default=None)}
     try:
         import onnxruntime
 
         env["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
-    result = {"models": models, "rows": flat, "env": env, "config": cfg.model_dump(mode="json"),
-              "table": bench_table(flat) + "".join(f"\n{n}" for m in models for n in m["notes"])}
+    result = {"models": infos, "rows": flat, "env": env, "config": cfg.model_dump(mode="json"),
+              "table": bench_table(flat) + "".join(f"\n{n}" for m in infos for n in m["notes"])}
     if cfg.out_json:
         Path(cfg.out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out_json).write_text(json.dumps(result, indent=1))
+        atomic_write_json(cfg.out_json, result)
         result["table"] += f"\n\nwrote {cfg.out_json}"
     return result

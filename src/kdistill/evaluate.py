@@ -1,9 +1,15 @@
-"""Scoring a saved model: task metric, and next to a teacher, retention, size and speed of both."""
+"""Scoring a saved model: task metric, and next to a teacher, retention, size and speed of both.
+
+Teacher and student are timed interleaved in one window (`kdistill.timing`): timed one after the other, a
+load change between the two can turn a 2x faster student into a "0.5x" one. `measure_models` is the one
+measurement behind `kdistill evaluate`, `kdistill run` and `kdistill report`.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +18,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kdistill.atomic import atomic_write_json
 from kdistill.config import EvaluateConfig
 from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
 from kdistill.metrics import compute_metrics, primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
-from kdistill.speed import comparison_table, count_parameters, measure_speed, size_on_disk
+from kdistill.speed import comparison_table, count_parameters, measure_speeds, size_on_disk
+from kdistill.timing import speedup_of
 
 
 def predict(model: nn.Module, loader: Any, accelerator: Any = None, progress: bool = False,
@@ -47,47 +55,146 @@ def score_split(model: nn.Module, tokenizer: Any, data: TaskData, split: str, ma
     return compute_metrics(data.metric, logits, labels)
 
 
-def describe_model(path: str, data: TaskData, cfg: EvaluateConfig, name: str) -> dict[str, Any]:
-    """Everything the comparison table shows about one model folder."""
+def load_scored(path: str, data: TaskData, cfg: Any, name: str, device: str) -> tuple[dict[str, Any], nn.Module]:
+    """Load a model folder, score it on `cfg.split` (validation when the data has no such split).
+
+    Returns what the comparison table shows about it (no speed: models are timed together, see
+    `measure_models`) and the model itself, on `device`.
+    """
     tokenizer = load_tokenizer(path)
     model = load_classifier(path)
     check_labels(data, model.config.num_labels, model.config.id2label, model_name=path)
-    device = pick_device(cfg.device)
     model.to(device)
     split = cfg.split if cfg.split in data.splits else "validation"
     metrics = score_split(model, tokenizer, data, split, cfg.data.max_length, cache_dir=cfg.data.cache_dir,
                           desc=f"scoring {name}")
-    return {"name": name, "path": str(path), "split": split, "metric": data.metric,
-            "score": metrics[primary(data.metric)], "metrics": metrics, **model_facts(model, path, cfg, device)}
+    info = {"name": name, "path": str(path), "split": split, "metric": data.metric,
+            "score": metrics[primary(data.metric)], "metrics": metrics, **model_facts(model, path)}
+    return info, model
 
 
-def model_facts(model: nn.Module, path: str | Path, cfg: Any, device: str) -> dict[str, Any]:
-    """Size, shape and (when `cfg.speed`) speed of a model: what `evaluate` and `report` show for each one.
-
-    `cfg` is an EvaluateConfig or ReportConfig: both carry the speed fields.
-    """
-    info: dict[str, Any] = {"params": count_parameters(model), "size_bytes": size_on_disk(path),
-                            "layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size}
+def describe_model(path: str, data: TaskData, cfg: EvaluateConfig, name: str) -> dict[str, Any]:
+    """Everything the comparison table shows about one model folder, its speed timed alone."""
+    device = pick_device(cfg.device)
+    info, model = load_scored(path, data, cfg, name, device)
     if cfg.speed:
-        speed = measure_speed(model, batch_sizes=tuple(cfg.batch_sizes), seq_length=cfg.seq_length,
-                              warmup=cfg.warmup, repeats=cfg.repeats, device=device,
-                              vocab_size=model.config.vocab_size, threads=cfg.threads)
-        info["speed"] = [asdict(s) for s in speed]
+        info["speed"] = measure_models([model], cfg, device)["speed"][0]
     return info
 
 
+def model_facts(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Parameters, bytes on disk and shape of a model: what `evaluate` and `report` show for each one."""
+    return {"params": count_parameters(model), "size_bytes": size_on_disk(path),
+            "layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size}
+
+
+def measure_models(models: Sequence[nn.Module], cfg: Any, device: str, pairs: Sequence[tuple[int, int]] = (),
+                   names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Time `models` interleaved in one window; the one measurement `evaluate` and `report` derive figures from.
+
+    `cfg` is an EvaluateConfig or ReportConfig (batch sizes, seq length, warmup, repeats, threads). Returns
+    "speed": per model, one `SpeedResult` dict per batch size; "speedup": per (baseline, model) pair in
+    `pairs`, one `Speedup` dict per batch size (baseline p50 / model p50, with its reliability); and
+    "settings": how it was measured. `names` label the reasons of an unreliable speedup.
+    """
+    names = list(names) if names is not None else [f"model {i}" for i in range(len(models))]
+    shapes = measure_speeds(models, batch_sizes=tuple(cfg.batch_sizes), seq_length=cfg.seq_length,
+                            warmup=cfg.warmup, repeats=cfg.repeats, device=device, threads=cfg.threads)
+    loads = [s.load for s in shapes if s.load is not None]
+    settings = {"device": device, "threads": cfg.threads or torch.get_num_threads(), "warmup": cfg.warmup,
+                "repeats": cfg.repeats, "batch_sizes": list(cfg.batch_sizes), "seq_length": cfg.seq_length,
+                "models": len(models), "interleaved": True, "load": max(loads) if loads else None,
+                "cores": shapes[0].cores, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "speed": [[s.result(i).to_dict() for s in shapes] for i in range(len(models))],
+        "speedup": {(b, m): [speedup_of(s, b, m, (names[b], names[m])).to_dict() for s in shapes] for b, m in pairs},
+        "settings": settings,
+    }
+
+
+def speed_warnings(student: Mapping[str, Any]) -> list[str]:
+    """One line per unreliable speedup of a scored student (empty when every speedup can be trusted)."""
+    return [f"speedup bs={s['batch_size']} unreliable: {s['unreliable']}" for s in student.get("speedup") or []
+            if s.get("unreliable")]
+
+
+RECORD = "evaluation.json"
+"""What `kdistill evaluate` (and so `kdistill run`) leaves in a run folder it scored next to a teacher, so that
+`kdistill report` shows the very figures of that table instead of timing the models again."""
+
+
+def _is_run_folder(path: str) -> bool:
+    p = Path(path)
+    return (p / "metrics.json").is_file() and (p / "kdistill.yaml").is_file()
+
+
+def write_record(result: Mapping[str, Any], student: nn.Module, teacher: nn.Module | None) -> Path | None:
+    """Keep `evaluate`'s result (with the weights it measured) in the run folder it scored; None when not a run."""
+    path = str(result["model"]["path"])
+    if "speed" not in result["model"] or not _is_run_folder(path):
+        return None
+    from kdistill.cache import weights_hash
+
+    record = {**result, "weights": {"student": weights_hash(student),
+                                    "teacher": weights_hash(teacher) if teacher is not None else None}}
+    atomic_write_json(Path(path) / RECORD, record)
+    return Path(path) / RECORD
+
+
+def read_record(folder: str | Path, student: nn.Module, teacher: nn.Module | None, cfg: Any,
+                device: str) -> dict[str, Any] | None:
+    """The run folder's `RECORD` when it measured these very weights with `cfg`'s shapes on `device`, else None.
+
+    Warmup and repeats may differ (they change precision, not what is measured); `cfg.threads`, when set,
+    must match.
+    """
+    try:
+        record = json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
+        settings, weights = record["speed_settings"], record["weights"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same = (settings.get("batch_sizes") == list(cfg.batch_sizes) and settings.get("seq_length") == cfg.seq_length
+            and settings.get("device") == device and cfg.threads in (None, settings.get("threads"))
+            and (record.get("teacher") is None) == (teacher is None))
+    if not same:
+        return None
+    from kdistill.cache import weights_hash
+
+    if weights.get("student") != weights_hash(student):
+        return None
+    if teacher is not None and weights.get("teacher") != weights_hash(teacher):
+        return None
+    return record
+
+
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Score the model (and the teacher), print the comparison table, optionally write JSON."""
+    """Score the model (and the teacher), time both interleaved, build the comparison table, optionally write JSON.
+
+    A run folder (one with metrics.json and kdistill.yaml) also gets `RECORD`, which `kdistill report` reuses.
+    """
     data = load_task_data(cfg.data)
-    student = describe_model(cfg.model, data, cfg, "student" if cfg.teacher else "model")
-    teacher = describe_model(cfg.teacher, data, cfg, "teacher") if cfg.teacher else None
+    device = pick_device(cfg.device)
+    student, s_model = load_scored(cfg.model, data, cfg, "student" if cfg.teacher else "model", device)
+    teacher, t_model = load_scored(cfg.teacher, data, cfg, "teacher", device) if cfg.teacher else (None, None)
     result: dict[str, Any] = {"task": data.name, "model": student, "teacher": teacher}
     if teacher:
         result["retention"] = student["score"] / teacher["score"] if teacher["score"] else None
+    if cfg.speed:
+        if teacher is not None and t_model is not None:
+            timed = measure_models([t_model, s_model], cfg, device, pairs=[(0, 1)], names=["teacher", "student"])
+            teacher["speed"] = timed["speed"][0]
+            student["speedup"] = timed["speedup"][(0, 1)]
+        else:
+            timed = measure_models([s_model], cfg, device, names=[student["name"]])
+        student["speed"] = timed["speed"][-1]
+        result["speed_settings"] = timed["settings"]
+        result["speed_warnings"] = speed_warnings(student)
     result["table"] = comparison_table(student, teacher)
     if cfg.out_json:
         Path(cfg.out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out_json).write_text(json.dumps(result, indent=1))
+        atomic_write_json(cfg.out_json, result)
+    if cfg.speed:
+        write_record(result, s_model, t_model)
     return result
 
 

@@ -102,11 +102,24 @@ def _plot_lines(ax: Any, scalars: Scalars, tags: list[str], prefix: str) -> None
                 label=tag.removeprefix(prefix))
     ax.grid(alpha=0.3)
     ax.set_xlabel("optimizer step")
-    ax.legend(fontsize=8)
+
+
+_LEGEND_COLUMNS = 2
 
 
 def curves_png(scalars: Scalars, title: str) -> bytes | None:
     """One subplot each for loss terms, learning rate and validation metrics; None without any points."""
+    fig = curves_figure(scalars, title)
+    return _png(fig) if fig is not None else None
+
+
+def curves_figure(scalars: Scalars, title: str) -> Figure | None:
+    """The figure `curves_png` encodes; None without any points.
+
+    Each panel's legend sits in its own row of the figure below the panel: a legend inside the axes covered
+    the loss curves it names (six loss terms fill a small panel). The learning-rate panel has one line and
+    no legend.
+    """
     scalars = {k: v for k, v in scalars.items() if v}
     losses = sorted(k for k in scalars if k.startswith("train/") and k != "train/lr")
     lr = [k for k in scalars if k == "train/lr"]
@@ -116,8 +129,13 @@ def curves_png(scalars: Scalars, title: str) -> bytes | None:
                                         (valid, "validation"), (stage, "layer schedule stage")) if t]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.3), squeeze=False)
-    for ax, (tags, name) in zip(axes[0], panels, strict=True):
+    legend_rows = max(-(-len(tags) // _LEGEND_COLUMNS) for tags, name in panels if name != "learning rate") \
+        if any(name != "learning rate" for _, name in panels) else 0
+    legend_height = 0.2 * legend_rows + 0.1  # inches: one 8-pt line per row, and a margin
+    fig = plt.figure(figsize=(4.3 * len(panels), 3.3 + legend_height))
+    grid = fig.add_gridspec(2, len(panels), height_ratios=[3.3, legend_height])
+    for i, (tags, name) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, i])
         prefix = tags[0].split("/", 1)[0] + "/"
         _plot_lines(ax, scalars, tags, prefix)
         ax.set_title(name, fontsize=10)
@@ -126,12 +144,16 @@ def curves_png(scalars: Scalars, title: str) -> bytes | None:
             hi = max(v for t in tags for _, v in scalars[t])
             if hi / lo > 30:
                 ax.set_yscale("log")
+        key = fig.add_subplot(grid[1, i])
+        key.axis("off")
         if name == "learning rate":
-            ax.get_legend().remove()
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        else:
+            key.legend(*ax.get_legend_handles_labels(), loc="upper center", fontsize=8, frameon=False,
+                       ncol=min(_LEGEND_COLUMNS, len(tags)), borderaxespad=0.0)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 # --------------------------------------------------------------------------- metric vs params

@@ -8,11 +8,10 @@ is one file to mail or attach to a CI run; the markdown links the same PNGs writ
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,18 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from kdistill import plots
+from kdistill.atomic import atomic_write_bytes, atomic_write_text
 from kdistill.config import DistillConfig, FinetuneConfig, ReportConfig, build, load_yaml
 from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
-from kdistill.evaluate import model_facts, predict
+from kdistill.evaluate import RECORD, measure_models, model_facts, predict, read_record
 from kdistill.metrics import compute_metrics, primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
-from kdistill.speed import comparison_table
+from kdistill.page import Block, Figure, to_html, to_markdown
+from kdistill.speed import comparison_rows
 
-Block = tuple[Any, ...]
-"""One piece of the page, rendered to both HTML and markdown: ("h2", text), ("table", headers, rows), ..."""
-Figure = tuple[bytes, str]
-"""PNG bytes and caption."""
+Key = tuple[Path, str, str]
+"""A scored model: (folder, data config as JSON, split)."""
 
 
 @dataclass
@@ -90,12 +89,11 @@ def _teacher_path(run: Run, override: str | None, notes: list[str]) -> Path | No
 
 
 def _score(path: Path, data: TaskData, run_cfg: FinetuneConfig | DistillConfig, split: str,
-           cfg: ReportConfig) -> dict[str, Any]:
-    """Predictions on `split` -> metric and confusion matrix; plus parameters, bytes and (optionally) speed."""
+           device: str) -> tuple[dict[str, Any], Any]:
+    """Predictions on `split` -> metric and confusion matrix, parameters and bytes; and the model (timed later)."""
     print(f"[report] scoring {path} on the {split} split")
     tokenizer, model = load_tokenizer(str(path)), load_classifier(str(path))
     check_labels(data, model.config.num_labels, model.config.id2label, model_name=str(path))
-    device = pick_device(cfg.device)
     model.to(device)
     ds = tokenize_splits(data, tokenizer, run_cfg.data.max_length, run_cfg.data.cache_dir)[split]
     logits, labels = predict(model, make_loader(ds, tokenizer, 64))
@@ -107,8 +105,8 @@ def _score(path: Path, data: TaskData, run_cfg: FinetuneConfig | DistillConfig, 
         "score": metrics[primary(data.metric)],
         "classes": [str(id2label.get(i, id2label.get(str(i), i))) for i in range(n)],
         "confusion": confusion_matrix(labels, logits.argmax(-1), labels=list(range(n))).tolist(),
-        **model_facts(model, path, cfg, device),
-    }
+        **model_facts(model, path),
+    }, model
 
 
 def _names(paths: list[Path]) -> list[str]:
@@ -155,16 +153,26 @@ def _overview(models: list[dict[str, Any]], batch_sizes: list[int]) -> tuple[lis
 
 
 def _speed_rows(models: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["Model", "Batch", "Seq len", "p50 (ms)", "p95 (ms)", "Mean (ms)", "Throughput (ex/s)"]
-    rows = [[m["name"], str(s["batch_size"]), str(s["seq_length"]), f"{s['p50_ms']:.2f}", f"{s['p95_ms']:.2f}",
+    headers = ["Model", "Batch", "Seq len", "Min (ms)", "p50 (ms)", "p95 (ms)", "Mean (ms)", "Throughput (ex/s)"]
+    rows = [[m["name"], str(s["batch_size"]), str(s["seq_length"]),
+             "-" if s.get("min_ms") is None else f"{s['min_ms']:.2f}", f"{s['p50_ms']:.2f}", f"{s['p95_ms']:.2f}",
              f"{s['mean_ms']:.2f}", f"{s['throughput']:.1f}"] for m in models for s in m.get("speed") or []]
     return headers, rows
 
 
-def _parse_markdown_table(text: str) -> Block:
-    """`speed.comparison_table`'s markdown back into headers and rows, so HTML and markdown show the same."""
-    lines = [ln.strip().strip("|").split(" | ") for ln in text.strip().splitlines()]
-    return ("table", [c.strip() for c in lines[0]], [[c.strip() for c in ln] for ln in lines[2:]])
+def duration(seconds: float) -> str:
+    """A wall time people read at a glance: "0.25 s", "1.7 s", "42 s", "28 min 0 s", "2 h 5 min"."""
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def _run_blocks(run: Run, name: str, figures: dict[str, Figure], curve_note: str) -> list[Block]:
@@ -177,10 +185,12 @@ def _run_blocks(run: Run, name: str, figures: dict[str, Figure], curve_note: str
         ("kv", [("folder", str(run.path)), ("method", str(m.get("method", run.method))),
                 ("teacher", str(run.teacher_path) if run.teacher_path else "-"),
                 ("best epoch", str(m.get("best_epoch", "-"))), ("steps", str(m.get("steps", "-"))),
-                ("training time", f"{wall:.3g} s" if isinstance(wall, int | float) else "-")]),
+                ("training time", duration(wall) if isinstance(wall, int | float) else "-")]),
         ("h3", f"Teacher vs student on the {s['split']} split" if t else f"Scores on the {s['split']} split"),
-        _parse_markdown_table(comparison_table(s, t)),
     ]
+    headers, rows, notes = comparison_rows(s, t)  # the table `kdistill evaluate` / `run` print, and its footnotes
+    blocks.append(("table", headers, rows))
+    blocks += [("note" if "unreliable" in n or "noisy" in n else "p", n) for n in notes]
     keys = sorted({k for x in (t, s) if x for k in x["metrics"]})
     if len(keys) > 1:  # the comparison shows the headline metric only
         rows = [[x["name"], *(f"{x['metrics'][k]:.4f}" if k in x["metrics"] else "-" for k in keys)]
@@ -199,96 +209,6 @@ def _run_blocks(run: Run, name: str, figures: dict[str, Figure], curve_note: str
     return blocks
 
 
-# --------------------------------------------------------------------------------- rendering
-
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1f2328;
- max-width:1200px;margin:24px auto;padding:0 24px} h1{font-size:26px;border-bottom:2px solid #d0d7de}
-h2{font-size:20px;margin-top:36px;border-bottom:1px solid #d0d7de;padding-bottom:4px} h3{font-size:15px}
-table{border-collapse:collapse;margin:6px 0 12px;font-variant-numeric:tabular-nums;font-size:13px}
-th,td{border:1px solid #d0d7de;padding:4px 10px;text-align:left;vertical-align:top}
-th{background:#f6f8fa;font-weight:600} td.n{text-align:right} td:first-child{white-space:nowrap}
-pre{background:#f6f8fa;padding:10px 12px;overflow:auto;font-size:12px;border-radius:6px;max-height:420px}
-.figs{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start} figure{margin:0}
-figcaption{font-size:12px;color:#57606a;text-align:center} img{max-width:100%;height:auto}
-.note{background:#fff8c5;border:1px solid #d4a72c;padding:6px 10px;border-radius:6px} .meta{color:#57606a}
-"""
-
-# Sets data-images / data-images-rendered on <body> once every image decoded (or failed): a check
-# that a browser really rendered the page and its embedded PNGs (tests read it from a headless dump).
-_SCRIPT = """window.addEventListener("load", function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.body.setAttribute("data-images", String(imgs.length));
-  document.body.setAttribute("data-images-rendered", String(ok));
-});"""
-
-_NUMBER = re.compile(r"[-+]?[\d.,]+(%|x|e[-+]?\d+)?")
-
-
-def _html_table(headers: list[str], rows: list[list[str]]) -> str:
-    """Numbers right-aligned so digits line up; everything escaped."""
-    esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f'<td class="n">{esc(c)}</td>' if _NUMBER.fullmatch(c) else f"<td>{esc(c)}</td>"
-                                    for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def to_html(title: str, blocks: list[Block], figures: dict[str, Figure]) -> str:
-    """One page: inline CSS, PNGs as base64 data URIs, every text escaped."""
-    esc = html.escape
-    parts = []
-    for kind, *args in blocks:
-        if kind in ("h1", "h2", "h3"):
-            parts.append(f"<{kind}>{esc(args[0])}</{kind}>")
-        elif kind in ("p", "note", "meta"):
-            parts.append(f'<p class="{kind}">{esc(args[0])}</p>')
-        elif kind == "kv":
-            parts.append("<table><tbody>" + "".join(
-                f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in args[0]) + "</tbody></table>")
-        elif kind == "table":
-            parts.append(_html_table(args[0], args[1]))
-        elif kind == "pre":
-            parts.append(f"<pre>{esc(args[0])}</pre>")
-        elif kind == "figs":
-            figs = []
-            for key in args[0]:
-                png, caption = figures[key]
-                uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-                figs.append(f'<figure><img src="{uri}" alt="{esc(caption)}"><figcaption>{esc(caption)}'
-                            "</figcaption></figure>")
-            parts.append('<div class="figs">' + "".join(figs) + "</div>")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts)
-            + f"\n<script>{_SCRIPT}</script></body></html>\n")
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(blocks: list[Block], figures: dict[str, Figure]) -> str:
-    """The same blocks as markdown; figures link `<key>.png` next to the file."""
-    out = []
-    for kind, *args in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + args[0])
-        elif kind in ("p", "meta"):
-            out.append(args[0])
-        elif kind == "note":
-            out.append(f"> **Note:** {args[0]}")
-        elif kind in ("kv", "table"):
-            headers, rows = (["Field", "Value"], args[0]) if kind == "kv" else (args[0], args[1])
-            lines = ["| " + " | ".join(map(_md_cell, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-            out.append("\n".join(lines + ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]))
-        elif kind == "pre":
-            out.append("```yaml\n" + args[0].rstrip("\n") + "\n```")
-        elif kind == "figs":
-            out.append(" ".join(f"![{figures[k][1]}]({k}.png)" for k in args[0]))
-    return "\n\n".join(out) + "\n"
-
-
 # ------------------------------------------------------------------------------------- driver
 
 
@@ -299,7 +219,10 @@ def write_report(cfg: ReportConfig) -> dict[str, Any]:
         raise KDistillError(f"teacher folder not found: {cfg.teacher}")
     notes: list[str] = []
     datas: dict[str, TaskData] = {}
-    scored: dict[tuple[Path, str, str], dict[str, Any]] = {}
+    device = pick_device(cfg.device)
+    scored: dict[Key, dict[str, Any]] = {}
+    loaded: dict[Key, Any] = {}  # the models, held until they are timed together
+    keys: dict[Path, tuple[Key, Key | None]] = {}  # run -> its student's and teacher's keys in `scored`
     for run in runs:
         key = run.cfg.data.model_dump_json()
         run.data = datas[key] = datas.get(key) or load_task_data(run.cfg.data)
@@ -309,7 +232,8 @@ def write_report(cfg: ReportConfig) -> dict[str, Any]:
         run.teacher_path = _teacher_path(run, cfg.teacher, notes)
         for p in filter(None, (run.path, run.teacher_path)):
             if (p, key, split) not in scored:
-                scored[(p, key, split)] = _score(p, run.data, run.cfg, split, cfg)
+                scored[(p, key, split)], loaded[(p, key, split)] = _score(p, run.data, run.cfg, split, device)
+        keys[run.path] = (run.path, key, split), (run.teacher_path, key, split) if run.teacher_path else None
         run.student = scored[(run.path, key, split)]
         run.teacher = scored[(run.teacher_path, key, split)] if run.teacher_path else None
     for name, info in zip(_names([p for p, _, _ in scored]), scored.values(), strict=True):
@@ -323,6 +247,8 @@ def write_report(cfg: ReportConfig) -> dict[str, Any]:
                                retention=run.student["score"] / run.teacher["score"]
                                if run.teacher and run.teacher["score"] else None)
     models = [*teachers.values(), *(r.student for r in runs if not r.student.get("teacher"))]
+    speed_note = _attach_speed(runs, keys, scored, loaded, cfg, device) if cfg.speed else ""
+    loaded.clear()
 
     figures: dict[str, Figure] = {"metric_vs_params": (plots.metric_vs_params_png(models),
                                                        "metric vs parameters, one line per method")}
@@ -340,7 +266,6 @@ def write_report(cfg: ReportConfig) -> dict[str, Any]:
         run_blocks += _run_blocks(run, name, figures, note)
 
     headers, rows = _overview(models, cfg.batch_sizes)
-    device = pick_device(cfg.device)
     title = "kdistill report: " + ", ".join(r.student["name"] for r in runs)
     blocks: list[Block] = [("h1", title),
                            ("meta", f"{len(runs)} run(s), generated {time.strftime('%Y-%m-%d %H:%M')}; "
@@ -351,10 +276,7 @@ def write_report(cfg: ReportConfig) -> dict[str, Any]:
                              if teachers else []),
                            ("figs", ["metric_vs_params"])]
     if cfg.speed:
-        blocks += [("h2", "Latency and throughput"), ("table", *_speed_rows(models)),
-                   ("p", f"Random token ids of length {cfg.seq_length} on {device}, {cfg.warmup} untimed and "
-                         f"{cfg.repeats} timed forward passes per batch size"
-                         + (f", torch threads: {cfg.threads}." if cfg.threads else "."))]
+        blocks += [("h2", "Latency and throughput"), ("table", *_speed_rows(models)), ("p", speed_note)]
     blocks += run_blocks
 
     out = Path(cfg.out)
@@ -362,9 +284,59 @@ def write_report(cfg: ReportConfig) -> dict[str, Any]:
     paths = {}
     for key, (png, _) in figures.items():
         paths[key] = str(out / f"{key}.png")
-        Path(paths[key]).write_bytes(png)
-    (out / "report.md").write_text(to_markdown(blocks, figures), encoding="utf-8")
-    (out / "report.html").write_text(to_html(title, blocks, figures), encoding="utf-8")
+        atomic_write_bytes(paths[key], png)
+    atomic_write_text(out / "report.md", to_markdown(blocks, figures))
+    atomic_write_text(out / "report.html", to_html(title, blocks, figures))
     md_table = to_markdown([("table", headers, rows)], figures).strip()
     return {"table": md_table, "html": str(out / "report.html"), "markdown": str(out / "report.md"),
-            "figures": paths, "models": models, "notes": notes}
+            "figures": paths, "models": models, "notes": notes, "speed_note": speed_note}
+
+
+def _attach_speed(runs: list[Run], keys: dict[Path, tuple[Key, Key | None]], scored: dict[Key, dict[str, Any]],
+                  loaded: dict[Key, Any], cfg: ReportConfig, device: str) -> str:
+    """Give every model its speed (and every student its speedup); return the sentence saying how it was measured.
+
+    When each run folder holds `kdistill evaluate`'s record of these very weights and shapes, and no model is
+    covered by two records (a teacher shared by runs was timed once per run), the page shows those figures:
+    the same table `kdistill run` printed. Otherwise every model on the page is timed together in one window
+    by the same `measure_models`, so the page agrees with itself.
+    """
+    records: dict[Path, dict[str, Any]] = {}
+    uses: Counter[Key] = Counter()
+    for run in runs:
+        s_key, t_key = keys[run.path]
+        uses.update(k for k in (s_key, t_key) if k is not None)
+        record = read_record(run.path, loaded[s_key], loaded[t_key] if t_key else None, cfg, device)
+        if record is not None:
+            records[run.path] = record
+    if len(records) == len(runs) and all(n == 1 for n in uses.values()):
+        for run in runs:
+            record = records[run.path]
+            run.student["speed"] = record["model"]["speed"]
+            run.student["speedup"] = record["model"].get("speedup") or []
+            if run.teacher is not None:
+                run.teacher["speed"] = record["teacher"]["speed"]
+        st = records[runs[0].path]["speed_settings"]
+        when = ", ".join(sorted(r["speed_settings"]["measured_at"] for r in records.values()))
+        return (f"Not re-measured: these are the figures `kdistill evaluate` measured ({when}) and recorded in "
+                f"each run's {RECORD}, the table `kdistill run` printed. Teacher and student were timed in the same "
+                f"window, {st['repeats']} alternating rounds per batch size after {st['warmup']} untimed ones, on "
+                f"random token ids of length {st['seq_length']} on {st['device']}, torch threads: {st['threads']}.")
+    order = list(scored)
+    index = {k: i for i, k in enumerate(order)}
+    pairs = [(index[t], index[s]) for s, t in keys.values() if t is not None and t != s]
+    timed = measure_models([loaded[k] for k in order], cfg, device, pairs, [scored[k]["name"] for k in order])
+    for k, speed in zip(order, timed["speed"], strict=True):
+        scored[k]["speed"] = speed
+    for b, m in pairs:
+        scored[order[m]]["speedup"] = timed["speedup"][(b, m)]
+    st = timed["settings"]
+    why = ""
+    stale = [run.path.name for run in runs if run.path not in records and (run.path / RECORD).is_file()]
+    if stale:
+        why = f" The {RECORD} of {', '.join(stale)} measured other weights, shapes or a different device."
+    elif records:
+        why = f" Each run's {RECORD} timed its teacher separately; one window keeps this page consistent."
+    return (f"Measured now: all {len(order)} models timed in the same window, {st['repeats']} alternating rounds per "
+            f"batch size after {st['warmup']} untimed ones, on random token ids of length {st['seq_length']} on "
+            f"{device}, torch threads: {st['threads']}.{why}")

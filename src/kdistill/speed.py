@@ -1,24 +1,36 @@
 """What a user gained by distilling: parameter count, bytes on disk, latency and throughput.
 
 Distillation is only worth it if the student is measurably smaller and faster, so these numbers are
-measured the same way for teacher and student and reported side by side.
+measured the same way for teacher and student and reported side by side. The timing itself (models
+interleaved in one window, spread, reliability of a speedup) lives in `kdistill.timing`; its public
+names are re-exported here.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-import statistics
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdistill.errors import KDistillError
+from kdistill.timing import (
+    SPREAD_LIMIT,
+    SpeedResult,
+    Speedup,
+    make_inputs,
+    measure_speed,
+    measure_speeds,
+    num_threads,
+    summarize,
+    time_calls,
+)
+
+__all__ = ["WEIGHT_SUFFIXES", "SpeedResult", "Speedup", "count_parameters", "size_on_disk", "flops_per_example",
+           "make_inputs", "measure_speed", "measure_speeds", "num_threads", "summarize", "time_calls",
+           "markdown_table", "speed_table", "comparison_rows", "comparison_table", "print_comparison"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx")
 """File endings counted as model weights by `size_on_disk` (tokenizer and config files are not)."""
@@ -58,160 +70,6 @@ def size_on_disk(path: str | Path) -> int:
     return sum(f.stat().st_size for f in (safetensors or files))
 
 
-@dataclass
-class SpeedResult:
-    """Timing of one (batch size, sequence length) shape; milliseconds per forward pass."""
-
-    batch_size: int
-    seq_length: int
-    p50_ms: float
-    p95_ms: float
-    mean_ms: float
-    throughput: float  # examples per second = batch_size / mean seconds
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SpeedResult:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), defined for a single value too."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def time_calls(fn: Callable[[], Any], warmup: int, repeats: int,
-               sync: Callable[[], Any] = lambda: None) -> list[float]:
-    """Milliseconds of `repeats` calls after `warmup` untimed ones; `sync` waits for queued GPU work.
-
-    One timing loop for every runtime (PyTorch, ONNX Runtime) so their numbers are comparable.
-    """
-    for _ in range(warmup):
-        fn()
-    sync()
-    times_ms: list[float] = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times_ms.append((time.perf_counter() - start) * 1000.0)
-    return times_ms
-
-
-def summarize(times_ms: Sequence[float], batch_size: int, seq_length: int) -> SpeedResult:
-    """p50 / p95 / mean latency and throughput (examples per second at the mean) of one shape."""
-    mean_ms = statistics.fmean(times_ms)
-    return SpeedResult(batch_size=batch_size, seq_length=seq_length, p50_ms=_percentile(times_ms, 50),
-                       p95_ms=_percentile(times_ms, 95), mean_ms=mean_ms,
-                       throughput=batch_size / (mean_ms / 1000.0) if mean_ms > 0 else float("inf"))
-
-
-@contextmanager
-def _num_threads(threads: int | None) -> Iterator[None]:
-    """Set torch's intra-op threads for a measurement and always restore the previous value."""
-    if threads is None:
-        yield
-        return
-    if threads < 1:
-        raise KDistillError(f"threads must be at least 1, got {threads}")
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _forward_accepts(model: torch.nn.Module, name: str) -> bool:
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def make_inputs(
-    model: torch.nn.Module, batch_size: int, seq_length: int, vocab_size: int, device: torch.device, seed: int
-) -> dict[str, torch.Tensor]:
-    """Random but reproducible token ids; ids from 100 up skip BERT's [PAD]/[unused]/special tokens."""
-    gen = torch.Generator().manual_seed(seed)
-    low = 100 if vocab_size > 200 else 0
-    ids = torch.randint(low, vocab_size, (batch_size, seq_length), generator=gen)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    config = getattr(model, "config", None)
-    if getattr(config, "type_vocab_size", None) and _forward_accepts(model, "token_type_ids"):
-        inputs["token_type_ids"] = torch.zeros_like(ids)
-    return {k: v.to(device) for k, v in inputs.items()}
-
-
-def _model_device(model: torch.nn.Module) -> torch.device | None:
-    for param in model.parameters():
-        return param.device
-    return None
-
-
-def measure_speed(
-    model: torch.nn.Module,
-    *,
-    batch_sizes: Sequence[int] = (1, 32),
-    seq_length: int = 64,
-    warmup: int = 3,
-    repeats: int = 20,
-    device: str | torch.device = "cpu",
-    vocab_size: int | None = None,
-    threads: int | None = None,
-) -> list[SpeedResult]:
-    """Time forward passes on random full-length inputs, one `SpeedResult` per batch size.
-
-    Batch 1 is the latency a request sees; a large batch is the throughput of offline scoring.
-    The model is moved to `device` for the measurement and returned to its original device and
-    train/eval mode afterwards, so benchmarking never changes what the caller holds.
-    """
-    if repeats < 1:
-        raise KDistillError(f"repeats must be at least 1, got {repeats}")
-    if warmup < 0:
-        raise KDistillError(f"warmup must be >= 0, got {warmup}")
-    if seq_length < 1:
-        raise KDistillError(f"seq_length must be at least 1, got {seq_length}")
-    if not batch_sizes or any(b < 1 for b in batch_sizes):
-        raise KDistillError(f"batch sizes must be positive, got {list(batch_sizes)}")
-    config = getattr(model, "config", None)
-    vocab = vocab_size or getattr(config, "vocab_size", None)
-    if not vocab:
-        raise KDistillError("measure_speed needs vocab_size for a model without config.vocab_size")
-    max_pos = getattr(config, "max_position_embeddings", None)
-    if max_pos and seq_length > max_pos:
-        raise KDistillError(f"seq_length {seq_length} exceeds the model's max_position_embeddings {max_pos}")
-
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise KDistillError("device 'cuda' requested but no GPU is available")
-    was_training = model.training
-    old_device = _model_device(model)
-    model.to(dev)
-    model.eval()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    results: list[SpeedResult] = []
-    try:
-        with _num_threads(threads), torch.inference_mode():
-            for i, batch_size in enumerate(batch_sizes):
-                inputs = make_inputs(model, batch_size, seq_length, int(vocab), dev, seed=1234 + i)
-                times_ms = time_calls(lambda inputs=inputs: model(**inputs), warmup, repeats, sync)
-                results.append(summarize(times_ms, batch_size, seq_length))
-    finally:
-        if old_device is not None and old_device != dev:
-            model.to(old_device)
-        model.train(was_training)
-    return results
-
-
 def flops_per_example(config: Any, seq_length: int) -> float:
     """Approximate forward FLOPs of one example through a BERT-like encoder.
 
@@ -249,7 +107,8 @@ def _speed_dict(row: SpeedResult | Mapping[str, Any]) -> dict[str, Any]:
     return row.to_dict() if isinstance(row, SpeedResult) else dict(row)
 
 
-def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table; cells are used as given."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)
@@ -264,7 +123,7 @@ def speed_table(rows: Sequence[SpeedResult | Mapping[str, Any]]) -> str:
             str(r["batch_size"]), str(r["seq_length"]), f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}",
             f"{r['mean_ms']:.2f}", f"{r['throughput']:.1f}",
         ])
-    return _markdown(headers, body)
+    return markdown_table(headers, body)
 
 
 def _fmt_millions(value: float | None, *, scale: float = 1e6) -> str:
@@ -292,27 +151,66 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
-def _comparison(student: Mapping[str, Any], teacher: Mapping[str, Any] | None) -> tuple[
-    list[str], list[list[str]]
+def _speedups(student: Mapping[str, Any], t_speed: Mapping[int, Mapping[str, Any]],
+              s_speed: Mapping[int, Mapping[str, Any]]) -> dict[int, Speedup]:
+    """The student's measured speedups by batch size; from p50s alone (no spread) for results without them."""
+    found = {int(d["batch_size"]): Speedup.from_dict(d) for d in student.get("speedup") or []}
+    for b in set(t_speed) & set(s_speed) - set(found):
+        value = _ratio(t_speed[b].get("p50_ms"), s_speed[b].get("p50_ms"))
+        found[b] = Speedup(b, int(s_speed[b]["seq_length"]), value, None, None, 0, None, 1)
+    return found
+
+
+def _notes(speedups: Mapping[int, Speedup], shown: Sequence[int]) -> list[str]:
+    """What the speedup columns mean and, for each one that is unreliable, why."""
+    measured = [speedups[b] for b in shown if b in speedups and speedups[b].rounds]
+    if not [b for b in shown if b in speedups]:
+        return []
+    if not measured:
+        return ["Speedup = teacher p50 / student p50 (>1x: the student is faster)."]
+    ranges = ", ".join(f"bs={s.batch_size} {s.low:.2f}x-{s.high:.2f}x" for s in measured if s.low and s.high)
+    notes = [f"Speedup = teacher p50 / student p50 (>1x: the student is faster); both timed in the same window, "
+             f"{measured[0].rounds} alternating rounds. Per-round speedups, 10th-90th percentile: {ranges}."]
+    by_reason: dict[str, list[int]] = {}  # shapes that failed for the same reasons share one line
+    for s in measured:
+        if s.reasons:
+            by_reason.setdefault("; ".join(s.reasons), []).append(s.batch_size)
+    for reasons, sizes in by_reason.items():
+        which = ", ".join(f"bs={b}" for b in sizes)
+        notes.append(f"Speedup {which} {'is' if len(sizes) == 1 else 'are'} unreliable: {reasons}.")
+    if by_reason:
+        notes[-1] += " Re-run on a quiet machine (or with more repeats) before trusting a speedup marked unreliable."
+    return notes
+
+
+def comparison_rows(student: Mapping[str, Any], teacher: Mapping[str, Any] | None) -> tuple[
+    list[str], list[list[str]], list[str]
 ]:
-    """Headers and cells shared by the markdown and the rich renderings."""
+    """Headers, cells and footnotes of the teacher-vs-student table: one source for markdown, rich and HTML.
+
+    Latency cells are "p50 / p95" in ms per batch size present; throughput is at the largest batch. With a
+    teacher, retention is student score / teacher score and the speedup columns (smallest and largest
+    batch) are the student's `speedup` records (see `kdistill.timing.assess_speedup`), or teacher p50 /
+    student p50 for results without them. An unreliable speedup reads "0.50x (unreliable)" and a footnote
+    gives the reason.
+    """
     models = [m for m in (teacher, student) if m is not None]
     speeds = [_speed_by_batch(m) for m in models]
     batches = sorted({b for s in speeds for b in s})
     metric = str(student.get("metric") or "score")
     headers = ["Model", metric.replace("_", " ").title(), *(["Retention"] if teacher is not None else []),
                "Params (M)", "Size (MB)"]
-    headers += [f"Latency bs={b} (ms)" for b in batches]
+    headers += [f"Latency bs={b} p50 / p95 (ms)" for b in batches]
     big = batches[-1] if batches else None
     small = batches[0] if batches else None
+    shown = sorted({small, big} - {None}) if teacher is not None else []
     if big is not None:
         headers.append(f"Throughput bs={big} (ex/s)")
-    if teacher is not None and batches:
-        headers.append(f"Speedup bs={small} latency")
-        if big != small:
-            headers.append(f"Speedup bs={big} throughput")
+    headers += [f"Speedup bs={b}" for b in shown]
 
     t_speed = _speed_by_batch(teacher) if teacher is not None else {}
+    s_speed = _speed_by_batch(student)
+    speedups = _speedups(student, t_speed, s_speed) if teacher is not None else {}
     t_score = teacher.get("score") if teacher is not None else None
     rows = []
     for model, speed in zip(models, speeds, strict=True):
@@ -327,34 +225,39 @@ def _comparison(student: Mapping[str, Any], teacher: Mapping[str, Any] | None) -
         name = str(model.get("name") or ("teacher" if is_teacher else "student"))
         cells = [name, _fmt_pct(score), *retention,
                  _fmt_millions(model.get("params")), _fmt_millions(model.get("size_bytes"))]
-        cells += [f"{speed[b]['p50_ms']:.2f}" if b in speed else _DASH for b in batches]
+        cells += [f"{speed[b]['p50_ms']:.2f} / {speed[b]['p95_ms']:.2f}" if b in speed else _DASH for b in batches]
         if big is not None:
             cells.append(f"{speed[big]['throughput']:.1f}" if big in speed else _DASH)
-        if teacher is not None and batches:
-            lat = _ratio(t_speed.get(small, {}).get("p50_ms"), speed.get(small, {}).get("p50_ms"))
-            cells.append(_fmt_ratio(lat))
-            if big != small:
-                thr = _ratio(speed.get(big, {}).get("throughput"), t_speed.get(big, {}).get("throughput"))
-                cells.append(_fmt_ratio(thr))
+        for b in shown:
+            if is_teacher:
+                cells.append(_fmt_ratio(1.0) if b in speed else _DASH)
+                continue
+            su = speedups.get(b)
+            text = _fmt_ratio(su.speedup if su else None)
+            cells.append(f"{text} (unreliable)" if su and su.reasons and text != _DASH else text)
         rows.append(cells)
-    return headers, rows
+    notes = _notes(speedups, shown)
+    if teacher is None:  # no speedup to judge, but a noisy latency should still not look exact
+        for b, r in sorted(s_speed.items()):
+            if r["p50_ms"] > 0 and r["p95_ms"] / r["p50_ms"] - 1 > SPREAD_LIMIT:
+                notes.append(f"Latency bs={b} is noisy: p95 is {100 * (r['p95_ms'] / r['p50_ms'] - 1):.0f}% above "
+                             "p50 (a busy machine?).")
+    return headers, rows, notes
 
 
 def comparison_table(student: Mapping[str, Any], teacher: Mapping[str, Any] | None) -> str:
-    """Markdown table: teacher (if any) and student with metric, retention, size and speed.
+    """Markdown table: teacher (if any) and student with metric, retention, size and speed; footnotes below.
 
-    Latency columns are p50 per batch size present; throughput is at the largest batch.
-
-    Retention is student score / teacher score; speedup is teacher latency / student latency at the
-    smallest batch and student / teacher throughput at the largest, so >1x means the student wins.
+    See `comparison_rows` for the columns. Speedup > 1x means the student wins.
     """
-    return _markdown(*_comparison(student, teacher))
+    headers, rows, notes = comparison_rows(student, teacher)
+    return markdown_table(headers, rows) + "".join(f"\n\n{n}" if i == 0 else f"\n{n}" for i, n in enumerate(notes))
 
 
 def print_comparison(
     student: Mapping[str, Any], teacher: Mapping[str, Any] | None, console: Any | None = None
 ) -> None:
-    """Print `comparison_table` as a rich table (rich degrades to plain text when not a TTY).
+    """Print `comparison_table` as a rich table and its footnotes (rich degrades to plain text off a TTY).
 
     When the console is too narrow for one column per measurement (80-column terminals with a
     teacher), the table is transposed to one column per model so no number is cut off.
@@ -363,7 +266,7 @@ def print_comparison(
     from rich.table import Table
 
     console = console or Console()
-    headers, rows = _comparison(student, teacher)
+    headers, rows, notes = comparison_rows(student, teacher)
     title = "Teacher vs student" if teacher is not None else "Model"
     # Width each column needs so that neither a number nor a header word is broken (+3: rule, padding).
     needed = sum(
@@ -383,3 +286,5 @@ def print_comparison(
         for i, header in enumerate(headers[1:], start=1):
             table.add_row(header, *(cells[i] for cells in rows))
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False, markup=False)
