@@ -21,6 +21,10 @@ answers need `label_names`; a model teacher brings its own.
   Raise `batch_size` to pay a slow start-up (loading a model) fewer times.
 - ``python:module:function`` -> `CallableTeacher`: ``function(requests) -> answers``, the same shapes.
 - anything else -> `ModelTeacher`: a local folder or hub name of a sequence classifier, batched, under no_grad.
+
+`label_file` never loses an answer it was given (a teacher may cost money per request): each answered batch is
+appended to ``OUT.partial.jsonl`` as it arrives, and a rerun after a failure or a kill asks only for the rest
+(`kdistill.answers.AnswerLog`). A bad answer names the input line and the start of its text.
 """
 
 from __future__ import annotations
@@ -28,123 +32,48 @@ from __future__ import annotations
 import http.client
 import importlib
 import json
-import math
 import re
 import shlex
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
+from kdistill.answers import (
+    AnswerLog,
+    StoredAnswers,
+    TeacherAnswer,
+    parse_json,
+    partial_path,
+    read_examples,
+    read_numbered_examples,
+    row_key,
+    shorten,
+    text_to_label,
+    to_answer,
+    write_labeled,
+)
 from kdistill.config import LabelConfig
 from kdistill.errors import KDistillError
-from kdistill.features import Features
+
+# StoredAnswers, read_examples, TeacherAnswer and text_to_label live in kdistill.answers; re-exported for callers
+__all__ = ["Teacher", "CallableTeacher", "CommandTeacher", "HttpTeacher", "ModelTeacher", "make_source", "label_file",
+           "StoredAnswers", "TeacherAnswer", "read_examples", "text_to_label"]
 
 Example = Sequence[str]  # one text, or (text, text_pair)
 BACKOFF_SECONDS = 0.5  # wait before the first HTTP retry; doubles with each further retry
 
 
-def _short(text: str | bytes, n: int = 160) -> str:
-    """The start of a reply or line, on one line, for error messages."""
-    text = " ".join((text.decode("utf-8", "replace") if isinstance(text, bytes) else text).split())
-    return repr(text[:n] + ("..." if len(text) > n else ""))
-
-
-@dataclass(frozen=True)
-class TeacherAnswer:
-    """What the teacher said about one example: always a label id; probabilities (and logits) when given."""
-
-    label_id: int
-    probs: list[float] | None = None
-    logits: list[float] | None = None
-
-    @property
-    def confidence(self) -> float | None:
-        return max(self.probs) if self.probs else None
-
-
 def _retry_after(headers: Any) -> float:
     value = str(headers.get("Retry-After") or "").strip()  # seconds; the HTTP-date form is ignored
     return min(60.0, float(value)) if re.fullmatch(r"\d+(\.\d+)?", value) else 0.0
-
-
-def _json(text: str | bytes, error: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise KDistillError(f"{error}: {_short(text)}") from None
-
-
-def _norm(s: str) -> str:
-    return " ".join(re.sub(r"[_\-]+", " ", s.lower()).split())
-
-
-def text_to_label(text: str, names: Sequence[str], where: str = "teacher") -> int:
-    """Generated text -> label id: a label name exactly (case-insensitive), else the single one it contains.
-
-    A name inside a longer matched name does not count ("not_entailment" also contains "entailment").
-    """
-    t, normed = _norm(text), [_norm(n) for n in names]
-    if t in normed:
-        return normed.index(t)
-    found = [i for i, n in enumerate(normed) if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", t)]
-    found = [i for i in found if not any(j != i and normed[i] in normed[j] for j in found)]
-    if len(found) == 1:
-        return found[0]
-    why = "no label name" if not found else "several label names (" + ", ".join(names[i] for i in found) + ")"
-    raise KDistillError(f"{where} answered {_short(text, 80)}, which contains {why}; "
-                        f"label names: {', '.join(names)}")
-
-
-def _numbers(raw: Any, key: str, names: Sequence[str] | None, where: str) -> list[float]:
-    ok = isinstance(raw, list) and raw and all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw)
-    if not ok or not all(math.isfinite(x) for x in raw):
-        raise KDistillError(f"{where} answered '{key}' that is not a list of finite numbers: {_short(str(raw))}")
-    if names is not None and len(raw) != len(names):
-        raise KDistillError(f"{where} answered {len(raw)} {key} for {len(names)} label names ({', '.join(names)})")
-    return [float(x) for x in raw]
-
-
-def to_answer(raw: Any, names: Sequence[str] | None, where: str) -> TeacherAnswer:
-    """One raw answer (any shape in the module docstring) -> `TeacherAnswer`; bad shapes name `where`."""
-    probs = logits = None
-    if isinstance(raw, dict):
-        if "probs" in raw:
-            probs = _numbers(raw["probs"], "probs", names, where)
-            if min(probs) < 0 or abs(sum(probs) - 1) > 1e-3:
-                raise KDistillError(f"{where} answered probs that are not a distribution (sum {sum(probs):.4g}); "
-                                    "send unnormalised scores as 'logits'")
-        elif "logits" in raw:
-            logits = _numbers(raw["logits"], "logits", names, where)
-            top = max(logits)
-            exp = [math.exp(x - top) for x in logits]
-            probs = [e / sum(exp) for e in exp]
-        elif "label" in raw:
-            raw = raw["label"]
-        else:
-            raise KDistillError(f"{where} answered an object without 'probs', 'logits' or 'label': {_short(str(raw))}")
-    if probs is not None:
-        return TeacherAnswer(max(range(len(probs)), key=probs.__getitem__), probs, logits)
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        if raw < 0 or (names is not None and raw >= len(names)):
-            raise KDistillError(f"{where} answered label id {raw}, outside "
-                                + (f"0..{len(names) - 1}" if names is not None else "0, 1, ..."))
-        return TeacherAnswer(raw)
-    if isinstance(raw, str):
-        if not names:
-            raise KDistillError(f"{where} answered the label {_short(raw, 40)} but no label names are known: "
-                                'set label_names, e.g. --label_names "[negative, positive]"')
-        return TeacherAnswer(text_to_label(raw, names, where))
-    raise KDistillError(f"{where} answered {_short(repr(raw))}: expected probs, logits, a label or text")
 
 
 class Teacher:
@@ -158,26 +87,59 @@ class Teacher:
     def raw(self, requests: list[dict[str, str]]) -> list[Any]:
         raise NotImplementedError
 
-    def answer(self, examples: Sequence[Example]) -> list[TeacherAnswer]:
-        """One batch of examples -> one normalised answer each, in order."""
+    def answer(self, examples: Sequence[Example], names: Sequence[str] | None = None) -> list[TeacherAnswer]:
+        """One batch of examples -> one normalised answer each, in order.
+
+        `names` says where each example comes from ("in.txt line 7"); a bad answer is reported with that name and
+        the start of the example's text, so the culprit can be found. Raises `KDistillError` for a bad batch.
+        """
         requests = [{"text": e[0], **({"text_pair": e[1]} if len(e) > 1 else {})} for e in examples]
         raw = self.raw(requests)
         if len(raw) != len(requests):
             raise KDistillError(f"{self.where} gave {len(raw)} answers for {len(requests)} examples")
-        return [to_answer(r, self.label_names, self.where) for r in raw]
+        names = names or [f"example {i} of {len(examples)} in the batch" for i in range(1, len(examples) + 1)]
+        out = []
+        for r, ex, name in zip(raw, examples, names, strict=True):
+            try:
+                out.append(to_answer(r, self.label_names, self.where))
+            except KDistillError as err:
+                raise KDistillError(f"{name} {shorten(' / '.join(ex), 60)}: {err}") from None
+        return out
 
-    def answer_batches(self, batches: Sequence[Sequence[Example]]) -> Iterator[list[TeacherAnswer]]:
-        """Answers batch by batch, in order; up to `concurrency` batches are asked at once."""
+    def answer_batches(self, batches: Sequence[Sequence[Example]], names: Sequence[Sequence[str] | None] | None = None
+                       ) -> Iterator[tuple[int, list[TeacherAnswer]]]:
+        """(batch index, answers) for each batch as soon as it is answered; up to `concurrency` are asked at once.
+
+        With concurrency the order is that of completion, so one slow or failing batch does not hold back the
+        answers of the others. On the first failure no further batch is started, the batches already in flight
+        are awaited and yielded (they may have been paid for), and then the first error is raised.
+        """
+        names = names or [None] * len(batches)
         if self.concurrency <= 1 or len(batches) <= 1:
-            yield from map(self.answer, batches)
+            for i, batch in enumerate(batches):
+                yield i, self.answer(batch, names[i])
             return
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kdistill-teacher")
-        futures = [pool.submit(self.answer, b) for b in batches]
+        todo = iter(range(len(batches)))
+        running: dict[Future[list[TeacherAnswer]], int] = {}
+        error: BaseException | None = None
         try:
-            for f in futures:
-                yield f.result()
-        finally:  # on the first error, start no queued batch and do not wait for those in flight
+            while True:
+                while error is None and len(running) < self.concurrency and (i := next(todo, None)) is not None:
+                    running[pool.submit(self.answer, batches[i], names[i])] = i
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in sorted(done, key=running.__getitem__):
+                    i = running.pop(f)
+                    if f.exception() is not None:
+                        error = error or f.exception()
+                    else:
+                        yield i, f.result()
+        finally:  # the caller stopped early (or an interrupt): start nothing more, do not wait for those in flight
             pool.shutdown(wait=False, cancel_futures=True)
+        if error is not None:
+            raise error
 
 
 class CallableTeacher(Teacher):
@@ -228,11 +190,11 @@ class CommandTeacher(Teacher):
         if proc.returncode != 0:
             err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             raise KDistillError(f"{self.where} exited with code {proc.returncode}"
-                                + (f"; last stderr line: {_short(err[-1])}" if err else ""))
+                                + (f"; last stderr line: {shorten(err[-1])}" if err else ""))
         lines = [ln for ln in proc.stdout.split("\n") if ln.strip()]  # not splitlines: U+2028 is text
         if len(lines) != len(requests):
             raise KDistillError(f"{self.where} wrote {len(lines)} answer lines for {len(requests)} request lines")
-        return [_json(line, f"{self.where} output line {n} is not JSON") for n, line in enumerate(lines, 1)]
+        return [parse_json(line, f"{self.where} output line {n} is not JSON") for n, line in enumerate(lines, 1)]
 
 
 class HttpTeacher(Teacher):
@@ -263,9 +225,9 @@ class HttpTeacher(Teacher):
             except urllib.error.HTTPError as err:
                 status, payload = err.code, err.read() if err.fp else b""
                 if status == 429 or status >= 500:
-                    last, wait = f"HTTP {status} {_short(payload)}", max(wait, _retry_after(err.headers))
+                    last, wait = f"HTTP {status} {shorten(payload)}", max(wait, _retry_after(err.headers))
                     continue
-                raise KDistillError(f"{self.where} answered HTTP {status}: {_short(payload)}") from None
+                raise KDistillError(f"{self.where} answered HTTP {status}: {shorten(payload)}") from None
             except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
                 last = str(getattr(err, "reason", err) or type(err).__name__)
                 continue
@@ -273,10 +235,10 @@ class HttpTeacher(Teacher):
         raise KDistillError(f"{self.where} failed after {self.retries + 1} tries; last: {last}")
 
     def _outputs(self, status: int, payload: bytes) -> list[Any]:
-        obj = _json(payload, f"{self.where} answered HTTP {status} with a body that is not JSON")
+        obj = parse_json(payload, f"{self.where} answered HTTP {status} with a body that is not JSON")
         if not isinstance(obj, dict) or not isinstance(obj.get("outputs"), list):
             raise KDistillError(f"{self.where} answered HTTP {status} without "
-                                f'{{"outputs": [one answer per input]}}: {_short(payload)}')
+                                f'{{"outputs": [one answer per input]}}: {shorten(payload)}')
         return obj["outputs"]
 
 
@@ -332,145 +294,85 @@ def make_source(spec: str, *, label_names: Sequence[str] | None = None, timeout:
     return ModelTeacher(s, max_length=max_length, device=device, label_names=label_names)
 
 
-def read_examples(path: str, text_columns: Sequence[str | int] | None = None) -> list[tuple[str, ...]]:
-    """Unlabeled examples: .txt is one per line (blanks skipped); tables use named or indexed text columns."""
-    from kdistill.data import _default_text, _index, _read_rows
+def _ask(cfg: LabelConfig, teacher: Teacher, examples: list[tuple[str, ...]], lines: list[int],
+         answers: list[TeacherAnswer | None], log: AnswerLog) -> None:
+    """Fill the `None` slots of `answers`, appending every answered batch to `log` as it arrives."""
+    todo = [i for i, a in enumerate(answers) if a is None]
+    batches = [todo[j:j + cfg.batch_size] for j in range(0, len(todo), cfg.batch_size)]
+    names = [[f"{cfg.input} line {lines[i]}" for i in b] for b in batches]
+    with tqdm(total=len(todo), desc="[label] teacher", unit="ex", dynamic_ncols=True) as bar:
+        for b, got in teacher.answer_batches([[examples[i] for i in b] for b in batches], names):
+            log.append((row_key(lines[i], examples[i]), a) for i, a in zip(batches[b], got, strict=True))
+            for i, a in zip(batches[b], got, strict=True):
+                answers[i] = a
+            bar.update(len(got))
+            _check_probs(cfg, teacher, got)
 
-    p = Path(path)
-    if not p.is_file():
-        raise KDistillError(f"input file not found: {path}")
-    if p.suffix.lower() == ".txt":
-        if text_columns:
-            raise KDistillError(f"text_columns is for tables; {path} is plain text, one example a line")
-        try:
-            lines = p.read_text(encoding="utf-8-sig").split("\n")  # not splitlines: U+2028 is text
-        except (OSError, UnicodeDecodeError) as err:
-            raise KDistillError(f"cannot read input file {path}: {err}") from None
-        examples = [(ln.strip(),) for ln in lines if ln.strip()]
-    else:
-        rows, numbers, _ = _read_rows(p)
-        columns: list[str] | None = None
-        if isinstance(rows[0], dict):
-            columns = list(dict.fromkeys(k for r in rows for k in r))
-            rows = [[r.get(c) for c in columns] for r in rows]
-        elif p.suffix.lower() in (".csv", ".tsv", ".tab"):  # tables carry a header row
-            columns, rows, numbers = [str(c) for c in rows[0]], rows[1:], numbers[1:]
-        spec: list[str | int] = list(text_columns or [])
-        if not spec:
-            try:
-                spec = list(_default_text(columns or [], path))
-            except KDistillError:
-                spec = [0]  # no GLUE-style name: the first column
-        idx = [_index(c, columns, len(rows[0]) if rows else 0, path) for c in spec]
-        examples = []
-        for row, ln in zip(rows, numbers, strict=True):
-            cells = [row[i] if i < len(row) else None for i in idx]
-            if any(c is None or not str(c).strip() for c in cells):
-                raise KDistillError(f"{path} line {ln}: empty or missing text in column(s) {spec}")
-            examples.append(tuple(str(c) for c in cells))
-    if not examples:
-        raise KDistillError(f"input file has no examples: {path}")
-    return examples
+
+def _check_probs(cfg: LabelConfig, teacher: Teacher, answers: Sequence[TeacherAnswer | None]) -> None:
+    if cfg.min_confidence is not None and any(a is not None and a.probs is None for a in answers):
+        raise KDistillError(f"min_confidence needs probabilities, but {teacher.where} answered only labels; "
+                            "drop min_confidence or have the teacher answer 'probs' or 'logits'")
 
 
 def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any]:
     """Label `cfg.input` with the teacher; write JSONL that `kdistill distill --data.train_file` reads directly.
 
     Each line: text[, text_pair], label (the name), label_id, and with probabilities: probs, confidence
-    (and logits when the teacher gave logits). Written to a temporary file and renamed, so a failed run
-    never leaves a partial file behind.
+    (and logits when the teacher gave logits). Answers are appended as they arrive to ``OUT.partial.jsonl``
+    (`kdistill.answers.AnswerLog`); a rerun after a failure or a kill reuses them and asks the teacher only for
+    the rows still unanswered (same input line and text, same teacher and label names). The output appears
+    atomically once every row is answered, and the partial file is then removed. Raises `KDistillError` for bad
+    input or a teacher that fails; the message says how many answers were kept.
     """
-    examples = read_examples(cfg.input, cfg.text_columns)[:cfg.max_examples]
+    examples, lines = read_numbered_examples(cfg.input, cfg.text_columns)
+    examples, lines = examples[:cfg.max_examples], lines[:cfg.max_examples]
     teacher = source or make_source(cfg.teacher, label_names=cfg.label_names, timeout=cfg.timeout,
                                     retries=cfg.retries, concurrency=cfg.concurrency,
                                     max_length=cfg.max_length, device=cfg.device)
-    batches = [examples[i:i + cfg.batch_size] for i in range(0, len(examples), cfg.batch_size)]
-    answers: list[TeacherAnswer] = []
-    start = time.perf_counter()
-    with tqdm(total=len(examples), desc="[label] teacher", unit="ex", dynamic_ncols=True) as bar:
-        for batch in teacher.answer_batches(batches):
-            if cfg.min_confidence is not None and any(a.probs is None for a in batch):
-                raise KDistillError(f"min_confidence needs probabilities, but {teacher.where} answered only labels; "
-                                    "drop min_confidence or have the teacher answer 'probs' or 'logits'")
-            answers.extend(batch)
-            bar.update(len(batch))
-    seconds = time.perf_counter() - start
-    width = max([len(a.probs) for a in answers if a.probs] + [a.label_id + 1 for a in answers])
-    names = teacher.label_names or [str(i) for i in range(width)]
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    kept: Counter[int] = Counter()
-    with tmp.open("w", encoding="utf-8") as f:
-        for ex, a in zip(examples, answers, strict=True):
-            if cfg.min_confidence is not None and (a.confidence or 0.0) < cfg.min_confidence:
-                continue
-            row: dict[str, Any] = {"text": ex[0], **({"text_pair": ex[1]} if len(ex) > 1 else {}),
-                                   "label": names[a.label_id], "label_id": a.label_id}
-            if a.probs is not None:
-                row.update(probs=[round(p, 6) for p in a.probs], confidence=round(max(a.probs), 6))
-            if a.logits is not None:
-                row["logits"] = [round(x, 6) for x in a.logits]
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            kept[a.label_id] += 1
-    tmp.replace(out)
-    n_kept = sum(kept.values())
-    dist = {names[i]: kept[i] for i in range(len(names))}
-    rate = len(examples) / seconds if seconds > 0 else float("inf")
-    rows: list[tuple[str, Any]] = [("teacher", f"{teacher.kind}: {cfg.teacher}"), ("examples read", len(examples)),
-                                   ("kept", n_kept)]
+    header = {"teacher": cfg.teacher, "label_names": teacher.label_names,
+              **({"max_length": cfg.max_length} if teacher.kind == "model" else {})}
+    log = AnswerLog(partial_path(out), header)
+    keys = [row_key(n, ex) for n, ex in zip(lines, examples, strict=True)]
+    answers: list[TeacherAnswer | None] = [log.answers.get(k) for k in keys]
+    reused, stale = sum(a is not None for a in answers), len(set(log.answers) - set(keys))
+    if reused or stale or log.damaged:
+        print(f"[label] {log.path}: reusing {reused} answers, asking the teacher for {len(examples) - reused}"
+              + (f"; {stale} stored answers match no row asked for now (input edited?), not used" if stale else "")
+              + (f"; {log.damaged} damaged lines ignored" if log.damaged else ""), file=sys.stderr, flush=True)
+    _check_probs(cfg, teacher, answers)
+    start = time.perf_counter()
+    try:
+        _ask(cfg, teacher, examples, lines, answers, log)
+    except Exception as err:
+        kept = sum(a is not None for a in answers)
+        note = (f"{kept} of {len(examples)} answers are kept in {log.path}; a rerun asks the teacher only for the "
+                f"other {len(examples) - kept}")
+        if isinstance(err, KDistillError):
+            raise KDistillError(f"{err}; {note}") from err
+        print(f"[label] {note}", file=sys.stderr, flush=True)  # the user's own function failed: its traceback stays
+        raise
+    finally:
+        log.close()
+    seconds = time.perf_counter() - start
+    done = [a for a in answers if a is not None]
+    result = write_labeled(out, examples, done, teacher.label_names, cfg.min_confidence)
+    log.remove()
+    asked = len(examples) - reused
+    rate = asked / seconds if seconds > 0 else float("inf")
+    rows: list[tuple[str, Any]] = [("teacher", f"{teacher.kind}: {cfg.teacher}"), ("examples read", len(examples))]
+    if reused:
+        rows.append(("reused from an earlier run", reused))
+    rows.append(("kept", result["kept"]))
     if cfg.min_confidence is not None:
-        rows.append((f"dropped (confidence < {cfg.min_confidence:g})", len(examples) - n_kept))
-    rows += [("labels", ", ".join(f"{k} {v} ({v / max(n_kept, 1):.1%})" for k, v in dist.items())),
+        rows.append((f"dropped (confidence < {cfg.min_confidence:g})", len(examples) - result["kept"]))
+    rows += [("labels", ", ".join(f"{k} {v} ({v / max(result['kept'], 1):.1%})" for k, v in result["labels"].items())),
              ("seconds", f"{seconds:.2f}"), ("examples/s", f"{rate:.1f}"), ("written to", str(out))]
-    present, warning = [names[i] for i in sorted(kept)], None
-    if present != sorted(present) or len(present) < len(names):  # training numbers string labels alphabetically
-        warning = (f"kdistill distill will number these labels {', '.join(sorted(present))} (alphabetically, only "
-                   f"those present), not as the teacher does ({', '.join(names)}): class ids will differ")
-        rows.append(("warning", warning))
+    if result["warning"]:
+        rows.append(("warning", result["warning"]))
     table = "\n".join(["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
-    return {"table": table, "out": str(out), "source": teacher.kind, "read": len(examples), "kept": n_kept,
-            "dropped": len(examples) - n_kept, "labels": dist, "seconds": seconds, "examples_per_second": rate,
-            "warning": warning}
-
-
-class StoredAnswers:
-    """Gray-box distillation: a labelled file's probabilities (or logits) as the teacher's logits.
-
-    Rows of a training batch are matched to the file by their token ids (the text tokenised as in training), so the
-    order, shuffling and validation carve of the training data do not matter. A row the file does not answer, or
-    answers without probabilities, is an error, never a silent hard label.
-    """
-
-    def __init__(self, path: str, tokenizer: Any, max_length: int) -> None:
-        p = Path(path)
-        if not p.is_file():
-            raise KDistillError(f"teacher_answers file not found: {path}")
-        self.by_ids: dict[tuple[int, ...], torch.Tensor] = {}
-        for n, line in enumerate(p.read_text(encoding="utf-8").split("\n"), 1):
-            if not line.strip():
-                continue
-            row = _json(line, f"{path} line {n} is not JSON")
-            if not isinstance(row, dict) or "text" not in row:
-                raise KDistillError(f"{path} line {n}: expected an object with 'text' (written by kdistill label)")
-            if row.get("logits") is not None:
-                logits = torch.tensor(row["logits"], dtype=torch.float32)
-            elif row.get("probs") is not None:
-                logits = torch.tensor(row["probs"], dtype=torch.float32).clamp_min(1e-12).log()
-            else:
-                raise KDistillError(f"{path} line {n} has no probs or logits: that teacher gave labels only "
-                                    "(train on the label column with the ce loss instead)")
-            pair = [row["text"]] + ([row["text_pair"]] if row.get("text_pair") is not None else [])
-            ids = tokenizer(*pair, truncation=True, max_length=max_length)["input_ids"]
-            self.by_ids[tuple(ids)] = logits
-
-    def signals(self, batch: Mapping[str, torch.Tensor]) -> Features:
-        mask = batch["attention_mask"]
-        rows = []
-        for ids, m in zip(batch["input_ids"].tolist(), mask.tolist(), strict=True):
-            key = tuple(i for i, keep in zip(ids, m, strict=True) if keep)
-            if key not in self.by_ids:
-                raise KDistillError("a training example is not in teacher_answers; label the same file you train on "
-                                    f"(first token ids: {list(key[:8])})")
-            rows.append(self.by_ids[key])
-        return Features(logits=torch.stack(rows).to(batch["input_ids"].device), mask=mask)
+    return {"table": table, "out": str(out), "source": teacher.kind, "read": len(examples), "reused": reused,
+            "asked": asked, "dropped": len(examples) - result["kept"], "seconds": seconds,
+            "examples_per_second": rate, **result}

@@ -1,0 +1,351 @@
+"""Teacher answers: normalised from any shape, read from and written to disk, and logged for resuming.
+
+`kdistill.blackbox` talks to teachers; this module holds everything about what they answer:
+
+- `to_answer` / `text_to_label`: one raw answer (probs, logits, a label id or name, generated text) -> `TeacherAnswer`.
+- `read_numbered_examples`: the unlabeled input, with line numbers so an error or a log record can name its row.
+- `AnswerLog`: an append-only ``OUT.partial.jsonl``. A teacher may be a paid API, so every answer it gave must
+  survive a failed batch, a crash or a `kill -9`, and a rerun must ask only for the rows still unanswered. Each
+  answered batch is appended (flushed and fsynced) as it arrives; once every row is answered `write_labeled`
+  writes the output atomically and the log is removed.
+- `StoredAnswers`: a finished labelled file's probabilities (or logits) as a gray-box teacher in distillation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from kdistill.atomic import atomic_write_text
+from kdistill.errors import KDistillError
+from kdistill.features import Features
+
+__all__ = ["TeacherAnswer", "to_answer", "text_to_label", "read_examples", "read_numbered_examples", "write_labeled",
+           "AnswerLog", "partial_path", "row_key", "StoredAnswers", "shorten", "parse_json"]
+
+LOG_FORMAT = "kdistill-label-answers/1"  # first-line marker: a file of another kind is never overwritten
+
+
+def shorten(text: str | bytes, n: int = 160) -> str:
+    """The start of a reply, line or example, on one line and quoted, for error messages."""
+    text = " ".join((text.decode("utf-8", "replace") if isinstance(text, bytes) else text).split())
+    return repr(text[:n] + ("..." if len(text) > n else ""))
+
+
+def parse_json(text: str | bytes, error: str) -> Any:
+    """`json.loads`, but bad JSON is a `KDistillError` reading ``error: 'start of the text'``."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise KDistillError(f"{error}: {shorten(text)}") from None
+
+
+@dataclass(frozen=True)
+class TeacherAnswer:
+    """What the teacher said about one example: always a label id; probabilities (and logits) when given."""
+
+    label_id: int
+    probs: list[float] | None = None
+    logits: list[float] | None = None
+
+    @property
+    def confidence(self) -> float | None:
+        return max(self.probs) if self.probs else None
+
+
+def _norm(s: str) -> str:
+    return " ".join(re.sub(r"[_\-]+", " ", s.lower()).split())
+
+
+def text_to_label(text: str, names: Sequence[str], where: str = "teacher") -> int:
+    """Generated text -> label id: a label name exactly (case-insensitive), else the single one it contains.
+
+    A name inside a longer matched name does not count ("not_entailment" also contains "entailment").
+    """
+    t, normed = _norm(text), [_norm(n) for n in names]
+    if t in normed:
+        return normed.index(t)
+    found = [i for i, n in enumerate(normed) if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", t)]
+    found = [i for i in found if not any(j != i and normed[i] in normed[j] for j in found)]
+    if len(found) == 1:
+        return found[0]
+    why = "no label name" if not found else "several label names (" + ", ".join(names[i] for i in found) + ")"
+    raise KDistillError(f"{where} answered {shorten(text, 80)}, which contains {why}; "
+                        f"label names: {', '.join(names)}")
+
+
+def _numbers(raw: Any, key: str, names: Sequence[str] | None, where: str) -> list[float]:
+    ok = isinstance(raw, list) and raw and all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw)
+    if not ok or not all(math.isfinite(x) for x in raw):
+        raise KDistillError(f"{where} answered '{key}' that is not a list of finite numbers: {shorten(str(raw))}")
+    if names is not None and len(raw) != len(names):
+        raise KDistillError(f"{where} answered {len(raw)} {key} for {len(names)} label names ({', '.join(names)})")
+    return [float(x) for x in raw]
+
+
+def to_answer(raw: Any, names: Sequence[str] | None, where: str) -> TeacherAnswer:
+    """One raw answer (any shape in `kdistill.blackbox`'s docstring) -> `TeacherAnswer`; bad shapes name `where`."""
+    probs = logits = None
+    if isinstance(raw, dict):
+        if "probs" in raw:
+            probs = _numbers(raw["probs"], "probs", names, where)
+            if min(probs) < 0 or abs(sum(probs) - 1) > 1e-3:
+                raise KDistillError(f"{where} answered probs that are not a distribution (sum {sum(probs):.4g}); "
+                                    "send unnormalised scores as 'logits'")
+        elif "logits" in raw:
+            logits = _numbers(raw["logits"], "logits", names, where)
+            top = max(logits)
+            exp = [math.exp(x - top) for x in logits]
+            probs = [e / sum(exp) for e in exp]
+        elif "label" in raw:
+            raw = raw["label"]
+        else:
+            raise KDistillError(f"{where} answered an object without 'probs', 'logits' or 'label': {shorten(str(raw))}")
+    if probs is not None:
+        return TeacherAnswer(max(range(len(probs)), key=probs.__getitem__), probs, logits)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw < 0 or (names is not None and raw >= len(names)):
+            raise KDistillError(f"{where} answered label id {raw}, outside "
+                                + (f"0..{len(names) - 1}" if names is not None else "0, 1, ..."))
+        return TeacherAnswer(raw)
+    if isinstance(raw, str):
+        if not names:
+            raise KDistillError(f"{where} answered the label {shorten(raw, 40)} but no label names are known: "
+                                'set label_names, e.g. --label_names "[negative, positive]"')
+        return TeacherAnswer(text_to_label(raw, names, where))
+    raise KDistillError(f"{where} answered {shorten(repr(raw))}: expected probs, logits, a label or text")
+
+
+def read_examples(path: str, text_columns: Sequence[str | int] | None = None) -> list[tuple[str, ...]]:
+    """Unlabeled examples: .txt is one per line (blanks skipped); tables use named or indexed text columns."""
+    return read_numbered_examples(path, text_columns)[0]
+
+
+def read_numbered_examples(path: str, text_columns: Sequence[str | int] | None = None
+                           ) -> tuple[list[tuple[str, ...]], list[int]]:
+    """`read_examples` plus each example's line number in the file (1-based), for messages and resuming."""
+    from kdistill.data import column_index, default_text_columns, read_rows
+
+    p = Path(path)
+    if not p.is_file():
+        raise KDistillError(f"input file not found: {path}")
+    if p.suffix.lower() == ".txt":
+        if text_columns:
+            raise KDistillError(f"text_columns is for tables; {path} is plain text, one example a line")
+        try:
+            lines = p.read_text(encoding="utf-8-sig").split("\n")  # not splitlines: U+2028 is text
+        except (OSError, UnicodeDecodeError) as err:
+            raise KDistillError(f"cannot read input file {path}: {err}") from None
+        examples = [(ln.strip(),) for ln in lines if ln.strip()]
+        line_numbers = [n for n, ln in enumerate(lines, 1) if ln.strip()]
+    else:
+        rows, numbers, _ = read_rows(p)
+        columns: list[str] | None = None
+        if isinstance(rows[0], dict):
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+            rows = [[r.get(c) for c in columns] for r in rows]
+        elif p.suffix.lower() in (".csv", ".tsv", ".tab"):  # tables carry a header row
+            columns, rows, numbers = [str(c) for c in rows[0]], rows[1:], numbers[1:]
+        spec: list[str | int] = list(text_columns or [])
+        if not spec:
+            try:
+                spec = list(default_text_columns(columns or [], path))
+            except KDistillError:
+                spec = [0]  # no GLUE-style name: the first column
+        idx = [column_index(c, columns, len(rows[0]) if rows else 0, path) for c in spec]
+        examples, line_numbers = [], list(numbers)
+        for row, ln in zip(rows, numbers, strict=True):
+            cells = [row[i] if i < len(row) else None for i in idx]
+            if any(c is None or not str(c).strip() for c in cells):
+                raise KDistillError(f"{path} line {ln}: empty or missing text in column(s) {spec}")
+            examples.append(tuple(str(c) for c in cells))
+    if not examples:
+        raise KDistillError(f"input file has no examples: {path}")
+    return examples, line_numbers
+
+
+def write_labeled(out: Path, examples: Sequence[Sequence[str]], answers: Sequence[TeacherAnswer],
+                  label_names: Sequence[str] | None, min_confidence: float | None = None) -> dict[str, Any]:
+    """Write the labelled JSONL (the format `kdistill.blackbox.label_file` documents) to `out` atomically.
+
+    Rows whose top probability is under `min_confidence` are left out; label ids are named by `label_names`
+    (else "0", "1", ...). Returns kept (rows written), labels (rows per label name) and
+    warning (set when `kdistill distill` would number the labels differently from the teacher).
+    """
+    width = max([len(a.probs) for a in answers if a.probs] + [a.label_id + 1 for a in answers])
+    names = list(label_names or [str(i) for i in range(width)])
+    kept: Counter[int] = Counter()
+    lines = []
+    for ex, a in zip(examples, answers, strict=True):
+        if min_confidence is not None and (a.confidence or 0.0) < min_confidence:
+            continue
+        row: dict[str, Any] = {"text": ex[0], **({"text_pair": ex[1]} if len(ex) > 1 else {}),
+                               "label": names[a.label_id], "label_id": a.label_id}
+        if a.probs is not None:
+            row.update(probs=[round(p, 6) for p in a.probs], confidence=round(max(a.probs), 6))
+        if a.logits is not None:
+            row["logits"] = [round(x, 6) for x in a.logits]
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+        kept[a.label_id] += 1
+    atomic_write_text(out, "".join(lines))
+    present, warning = [names[i] for i in sorted(kept)], None
+    if present != sorted(present) or len(present) < len(names):  # training numbers string labels alphabetically
+        warning = (f"kdistill distill will number these labels {', '.join(sorted(present))} (alphabetically, only "
+                   f"those present), not as the teacher does ({', '.join(names)}): class ids will differ")
+    return {"kept": sum(kept.values()), "labels": {names[i]: kept[i] for i in range(len(names))}, "warning": warning}
+
+
+def partial_path(out: str | Path) -> Path:
+    """Where `kdistill label --out OUT` keeps its answers until the run completes: ``OUT.partial.jsonl``."""
+    out = Path(out)
+    return out.with_name((out.stem if out.suffix.lower() == ".jsonl" else out.name) + ".partial.jsonl")
+
+
+def row_key(line: int, example: Sequence[str]) -> str:
+    """An example's identity in the log: its input line number and a hash of its text(s).
+
+    Both, so that an edited or reordered input file never receives an answer given for another text, while the
+    rows that did not change are still reused.
+    """
+    digest = hashlib.sha256(json.dumps(list(example), ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+    return f"{line}:{digest}"
+
+
+def _floats(raw: Any) -> list[float] | None:
+    if raw is not None and not (isinstance(raw, list) and all(isinstance(x, int | float) for x in raw)):
+        raise TypeError("not a list of numbers")
+    return raw
+
+
+class AnswerLog:
+    """An append-only JSONL file of answers keyed by `row_key`, readable after any crash.
+
+    Line 1 is a header: what the answers depend on besides the text (teacher, label names, ...). A rerun whose
+    header differs is refused rather than mixed. Every further line is one answer. Bytes after the last newline
+    are a write cut short by a kill: they are ignored and cut off before the next append. A complete line that is
+    not a valid record (a damaged disk block) is ignored too, and counted in `damaged`: that row is asked again.
+    """
+
+    def __init__(self, path: str | Path, header: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.header = json.loads(json.dumps({"format": LOG_FORMAT, **header}))  # as it reads back from disk
+        self.answers: dict[str, TeacherAnswer] = {}
+        self.damaged = 0
+        self._end = 0  # bytes of whole lines already in the file; 0 = start it afresh
+        self._file: IO[bytes] | None = None
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise KDistillError(f"cannot read {self.path}: {err}") from None
+        end = data.rfind(b"\n") + 1
+        lines = data[:end].split(b"\n")[:-1]
+        if not lines:
+            return  # empty, or only a header cut short: start afresh
+        try:
+            header = json.loads(lines[0])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            header = None
+        if not isinstance(header, dict) or header.get("format") != LOG_FORMAT:
+            raise KDistillError(f"{self.path} exists but was not written by kdistill label (first line "
+                                f"{shorten(lines[0], 60)}); move it away, it is where unfinished answers are kept")
+        if header != self.header:
+            diff = ", ".join(f"{k} {header.get(k)!r} (now {self.header.get(k)!r})"
+                             for k in sorted(set(header) | set(self.header)) if header.get(k) != self.header.get(k))
+            raise KDistillError(f"{self.path} holds answers given under other settings: {diff}; rerun with those "
+                                "settings to reuse them, or delete the file to ask the teacher again for every row")
+        for line in lines[1:]:
+            try:
+                rec = json.loads(line)
+                key = f"{int(rec['line'])}:{rec['sha']}"
+                answer = TeacherAnswer(int(rec["label_id"]), _floats(rec.get("probs")), _floats(rec.get("logits")))
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                self.damaged += 1
+                continue
+            self.answers[key] = answer
+        self._end = end
+
+    def append(self, answered: Iterable[tuple[str, TeacherAnswer]]) -> None:
+        """Add one batch of (row_key, answer) and force it to disk before returning (it may have been paid for)."""
+        if self._file is None:
+            if self.path.exists():
+                os.truncate(self.path, self._end)  # drop a line cut short by a kill, or a header-only stub
+            self._file = open(self.path, "ab")  # noqa: SIM115 - stays open across batches; closed in close()
+            if self._end == 0:
+                self._file.write((json.dumps(self.header, ensure_ascii=False) + "\n").encode("utf-8"))
+        lines = []
+        for key, a in answered:
+            line, sha = key.split(":", 1)
+            rec: dict[str, Any] = {"line": int(line), "sha": sha, "label_id": a.label_id}
+            rec.update({k: v for k, v in (("probs", a.probs), ("logits", a.logits)) if v is not None})
+            lines.append(json.dumps(rec) + "\n")
+            self.answers[key] = a
+        self._file.write("".join(lines).encode("utf-8"))  # one write per batch: a kill cuts at most its last line
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def remove(self) -> None:
+        """The run is complete and its output written: the log has served its purpose."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class StoredAnswers:
+    """Gray-box distillation: a labelled file's probabilities (or logits) as the teacher's logits.
+
+    Rows of a training batch are matched to the file by their token ids (the text tokenised as in training), so the
+    order, shuffling and validation carve of the training data do not matter. A row the file does not answer, or
+    answers without probabilities, is an error, never a silent hard label.
+    """
+
+    def __init__(self, path: str, tokenizer: Any, max_length: int) -> None:
+        p = Path(path)
+        if not p.is_file():
+            raise KDistillError(f"teacher_answers file not found: {path}")
+        self.by_ids: dict[tuple[int, ...], torch.Tensor] = {}
+        for n, line in enumerate(p.read_text(encoding="utf-8").split("\n"), 1):
+            if not line.strip():
+                continue
+            row = parse_json(line, f"{path} line {n} is not JSON")
+            if not isinstance(row, dict) or "text" not in row:
+                raise KDistillError(f"{path} line {n}: expected an object with 'text' (written by kdistill label)")
+            if row.get("logits") is not None:
+                logits = torch.tensor(row["logits"], dtype=torch.float32)
+            elif row.get("probs") is not None:
+                logits = torch.tensor(row["probs"], dtype=torch.float32).clamp_min(1e-12).log()
+            else:
+                raise KDistillError(f"{path} line {n} has no probs or logits: that teacher gave labels only "
+                                    "(train on the label column with the ce loss instead)")
+            pair = [row["text"]] + ([row["text_pair"]] if row.get("text_pair") is not None else [])
+            ids = tokenizer(*pair, truncation=True, max_length=max_length)["input_ids"]
+            self.by_ids[tuple(ids)] = logits
+
+    def signals(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        mask = batch["attention_mask"]
+        rows = []
+        for ids, m in zip(batch["input_ids"].tolist(), mask.tolist(), strict=True):
+            key = tuple(i for i, keep in zip(ids, m, strict=True) if keep)
+            if key not in self.by_ids:
+                raise KDistillError("a training example is not in teacher_answers; label the same file you train on "
+                                    f"(first token ids: {list(key[:8])})")
+            rows.append(self.by_ids[key])
+        return Features(logits=torch.stack(rows).to(batch["input_ids"].device), mask=mask)
