@@ -17,11 +17,12 @@ def _leaf_paths(model) -> set[str]:
 
 
 @pytest.mark.parametrize("command", list(cli.COMMANDS))
-def test_every_config_field_has_exactly_one_flag(command: str) -> None:
+def test_every_config_field_and_section_has_exactly_one_flag(command: str) -> None:
     parser = cli.build_parser()
     sub = parser._subparsers._group_actions[0].choices[command]
     dests = [a.dest for a in sub._actions if a.dest not in ("help", "config")]
-    assert sorted(dests) == sorted(_leaf_paths(cli.COMMANDS[command][0]))
+    model = cli.COMMANDS[command][0]
+    assert sorted(dests) == sorted(_leaf_paths(model) | set(cli._sections(model)))
 
 
 @pytest.mark.parametrize("command", list(cli.COMMANDS))
@@ -30,6 +31,93 @@ def test_every_command_prints_its_help(command: str) -> None:
     sub = cli.build_parser()._subparsers._group_actions[0].choices[command]
     text = sub.format_help()
     assert "--config" in text and ("99%" in text) == (command == "augment")
+    assert "(see docs)" not in text and text.startswith(f"usage: kdistill {command} [-h] [--config FILE]")
+
+
+def test_help_shows_real_defaults_of_lists_and_sections() -> None:
+    assert cli.default_text(DistillConfig, "losses") == (
+        "[{name: kl, temperature: 2.0, weight: 0.5}, {name: ce, weight: 0.5}]")
+    # `run`'s distill section has its own default (the main job's four terms), not DistillConfig's two
+    assert cli.default_text(RunConfig, "distill.losses").count("name:") == 4
+    assert cli.default_text(RunConfig, "distill.train.lr") == "0.0001"
+    assert cli.default_text(DistillConfig, "extra_teachers") == "[]"
+    assert cli.default_text(EvaluateConfig, "batch_sizes") == "[1, 32]"
+    assert cli.default_text(DistillConfig, "teacher_answers") == "None"
+    help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["distill"].format_help().split())
+    assert "[default: [{name: kl, temperature: 2.0, weight: 0.5}, {name: ce, weight: 0.5}]]" in help_text
+
+
+def test_unknown_flag_prints_the_command_usage_and_the_closest_field(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["distill", "--epoch", "1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith("usage: kdistill distill ") and len(err.splitlines()) == 2, err
+    assert "{finetune,distill" not in err and "Traceback" not in err  # not the top-level usage
+    assert "unrecognized arguments: --epoch 1 (did you mean --epochs?)" in err
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--repeat=3", "--batch-size", "3"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: kdistill evaluate ")
+    assert "(did you mean --repeats for --repeat, --batch-sizes for --batch-size?)" in err, err
+
+
+def test_a_whole_section_is_one_yaml_flag(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("mapping: {strategy: bottom, group: all}\nschedule: {name: pid}\n")
+    p = cli.build_parser()
+    cfg = cli.config_from_args("distill", p.parse_args([
+        "distill", "--config", str(yaml_file), "--mapping", "{strategy: top}",
+        "--schedule", "{name: sid, epochs_per_layer: 2}", "--schedule.threshold", "0.5"]))
+    assert cfg.mapping.strategy == "top" and cfg.mapping.group == "all"  # merged over the file's section
+    assert (cfg.schedule.name, cfg.schedule.epochs_per_layer, cfg.schedule.threshold) == ("sid", 2, 0.5)
+    run = cli.config_from_args("run", p.parse_args(["run", "--distill", "{train: {epochs: 5}}", "--mapping",
+                                                    "{strategy: bottom}"]))
+    assert run.distill.train.epochs == 5 and run.distill.mapping.strategy == "bottom"
+
+
+def test_run_flags_keep_the_main_jobs_other_defaults() -> None:
+    """`run --epochs 5` changes the epochs only: the distill section stays the main job's (four losses, lr 1e-4)."""
+    default = RunConfig().distill
+    for argv in (["run", "--distill.train.epochs", "5"], ["run", "--distill", "{train: {epochs: 5}}"]):
+        cfg = cli.config_from_args("run", cli.build_parser().parse_args(argv)).distill
+        assert cfg.train.epochs == 5
+        assert cfg.losses == default.losses and cfg.train.lr == default.train.lr
+        assert cfg.data.max_length == default.data.max_length == 64
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("{strategy: diagonal}", "mapping.strategy: Input should be"),
+    ("{stratgy: top}", "mapping.stratgy: Extra inputs are not permitted"),
+    ("top", "--mapping takes a YAML mapping"),
+    ("{strategy: top", "--mapping: not valid YAML at column 15"),
+])
+def test_bad_section_flag_is_one_line_naming_the_field(capsys, value: str, message: str) -> None:
+    code, err = _run(capsys, ["distill", "--mapping", value])
+    assert code == 2 and err.count("\n") == 1 and err.startswith("kdistill: error:") and message in err, err
+
+
+def test_malformed_yaml_is_one_line_with_line_and_column(capsys, tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("train:\n  epochs: 3\n  lr: [1, 2\ndata: {task: sst2}\n")
+    code, err = _run(capsys, ["finetune", "--config", str(f)])
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"config file {f}, line 4, column 5: not valid YAML" in err and "line 3, column 7" in err
+
+
+def test_missing_model_folder_says_so(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'runs/nothing' has the shape of a hub id; beside a 'runs' folder, or offline, it is a missing folder."""
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    code, err = _run(capsys, ["evaluate", "--model", "runs/nothing", "--speed", "false"])
+    assert code == 2 and err.count("\n") == 1 and "model folder not found: runs/nothing" in err, err
+    assert "huggingface.co" not in err and "the Hugging Face Hub is offline" in err
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # online, but './runs' shows it is a path
+    (tmp_path / "runs").mkdir()
+    code, err = _run(capsys, ["evaluate", "--model", "runs/nothing", "--speed", "false"])
+    assert code == 2 and f"model folder not found: runs/nothing (no such folder under {tmp_path})" in err, err
 
 
 def test_flags_and_yaml_map_to_the_same_fields(tmp_path: Path) -> None:

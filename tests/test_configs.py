@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kdistill.config import DistillConfig, FinetuneConfig, RunConfig, load_config
+from kdistill.errors import KDistillError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -23,3 +24,23 @@ def test_main_job_defaults() -> None:
     assert cfg.finetune.model == "minilm" and cfg.finetune.data.task == "sst2"
     assert cfg.distill.teacher == cfg.finetune.out and cfg.distill.student.num_layers == 3
     assert {loss.name for loss in cfg.distill.losses} == {"kl", "ce", "hidden_mse", "attn_mse"}
+
+
+def test_malformed_yaml_is_one_line_with_file_line_and_column(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("teacher: runs/teacher\ntrain:\n  epochs: 3\n    lr: 0.1\n")
+    with pytest.raises(KDistillError) as exc:
+        load_config(DistillConfig, f)
+    assert str(exc.value) == f"config file {f}, line 4, column 7: not valid YAML: mapping values are not allowed here"
+    f.write_bytes(b"\xff\xfe\x00t")
+    with pytest.raises(KDistillError, match="is not UTF-8 text"):
+        load_config(DistillConfig, f)
+
+
+def test_a_run_config_section_keeps_the_main_jobs_other_defaults(tmp_path: Path) -> None:
+    f = tmp_path / "run.yaml"
+    f.write_text("distill:\n  train: {epochs: 4}\n  mapping: {strategy: top}\nevaluate: {speed: false}\n")
+    cfg, default = load_config(RunConfig, f), RunConfig()
+    assert cfg.distill.train.epochs == 4 and cfg.distill.mapping.strategy == "top"
+    assert cfg.distill.losses == default.distill.losses and cfg.distill.train.lr == default.distill.train.lr
+    assert cfg.evaluate.speed is False and cfg.evaluate.data.max_length == default.evaluate.data.max_length == 64

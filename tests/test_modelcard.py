@@ -107,3 +107,28 @@ def test_hub_model_id(tmp_path) -> None:
     assert hub_model_id("/abs/path/model") is None
     assert hub_model_id("a/b/c") is None
     assert hub_model_id(str(tmp_path)) is None
+
+
+def test_usage_loads_the_folder_by_its_real_path_and_names_where_the_teacher_was(tmp_path, monkeypatch) -> None:
+    """Relative names in a card mean nothing once it is read elsewhere: the folder and teacher get absolute paths."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    teacher = tmp_path / "runs" / "teacher"
+    teacher.mkdir(parents=True)
+    (teacher / "metrics.json").write_text(json.dumps({"base_model": "sentence-transformers/all-MiniLM-L6-v2"}))
+    path = write_model_card("runs/student", base_model="runs/teacher", method="kd", task="sst2",
+                            metrics={"accuracy": 0.86})
+    body = path.read_text().split("\n---\n", 1)[1]
+    student = (tmp_path / "runs" / "student").resolve()
+    assert f'pipeline("text-classification", model="{student}")' in body
+    assert 'model="student"' not in body and "Hub id" in body
+    assert f"from the local model folder `{teacher.resolve()}` (on the machine that trained it), itself fine-tuned " \
+           "from `sentence-transformers/all-MiniLM-L6-v2`," in body
+    assert "base_model" not in _front_matter(path.read_text())  # still no local path in the Hub metadata
+
+
+def test_hub_teacher_is_named_by_its_hub_id(tmp_path) -> None:
+    body = _write(tmp_path, base_model="minilm").read_text().split("\n---\n", 1)[1]
+    assert "from `sentence-transformers/all-MiniLM-L6-v2` using the `logits` method" in body
+    assert "local model folder" not in body

@@ -2,12 +2,14 @@
 
 Each flag is one config field: `--train.epochs 3` sets `train.epochs`; a leaf name that is unique in
 its command also works alone (`--epochs 3`). Values are read as YAML, so `--losses "[{name: kl}]"`
-and `--header false` work. `--config FILE` loads YAML first; flags override it.
+and `--header false` work. A whole section is one flag too: `--mapping "{strategy: top}"` is merged over the
+config file's `mapping`. `--config FILE` loads YAML first; flags override it.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -32,6 +34,8 @@ from kdistill.config import (
     RunConfig,
     build,
     load_yaml,
+    merge_dicts,
+    with_section_defaults,
 )
 from kdistill.errors import KDistillError, TrainingDiverged
 
@@ -57,6 +61,44 @@ def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any
             yield from _leaves(ann, f"{prefix}{name}.")
         else:
             yield f"{prefix}{name}", field
+
+
+def _sections(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Dotted paths of the nested config sections (`mapping`, `train`, `distill.data`, ...), parents first."""
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield f"{prefix}{name}"
+            yield from _sections(ann, f"{prefix}{name}.")
+
+
+def _plain(value: Any) -> Any:
+    """A default as the YAML a user would type: models as mappings of their non-default fields."""
+    if isinstance(value, BaseModel):
+        return {k: _plain(v) for k, v in value.model_dump(mode="json", exclude_defaults=True).items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def default_text(model: type[BaseModel], path: str) -> str:
+    """The default of the field at dotted `path` as `--help` shows it: 'required', a scalar, or flow YAML.
+
+    Walks from the command's model so that a section's own default counts (`run`'s distill losses are the
+    main job's four terms, not `distill`'s two).
+    """
+    first, *rest = path.split(".")
+    field = model.model_fields[first]
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    for part in rest:  # sections are never optional (see `_leaves`), so each step is a model
+        value = getattr(value, part)
+    if isinstance(value, list | tuple | dict | BaseModel):
+        return yaml.safe_dump(_plain(value), default_flow_style=True, width=10_000).strip()
+    return str(value)
 
 
 def _cli_kind(field: Any) -> str | None:
@@ -85,16 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Knowledge distillation for BERT-family encoders.")
     sub = parser.add_subparsers(dest="command", required=True)
     for cmd, (model, help_text) in COMMANDS.items():
-        p = sub.add_parser(cmd, help=help_text, allow_abbrev=False,
-                           description=f"{help_text}. Every flag is one config field.")
-        p.add_argument("--config", help="YAML file with the same fields; flags override it")
         leaves = list(_leaves(model))
+        positional = "".join(f" [{path.upper()} ...]" for path, field in leaves if _cli_kind(field) == "positional")
+        # The generated usage of ~50 flags fills a screen; an error after a typo should stay readable.
+        p = sub.add_parser(cmd, help=help_text, allow_abbrev=False,
+                           usage=f"kdistill {cmd} [-h] [--config FILE] [--FIELD VALUE ...]{positional}",
+                           description=f"{help_text}. Every flag is one config field.")
+        p.add_argument("--config", metavar="FILE", help="YAML file with the same fields; flags override it")
         counts = Counter(path.rsplit(".", 1)[-1] for path, _ in leaves)
         for path, field in leaves:
             leaf = path.rsplit(".", 1)[-1]
             kind = _cli_kind(field)
-            default = str("required" if field.is_required() else
-                          field.default if field.default_factory is None else "(see docs)").replace("%", "%%")
+            default = default_text(model, path).replace("%", "%%")
             desc = (field.description or "").replace("%", "%%")  # argparse formats help with %
             if kind == "positional":  # e.g. `kdistill report RUN_DIR...`
                 p.add_argument(path, metavar=leaf.upper(), nargs="*", default=argparse.SUPPRESS, help=desc)
@@ -112,7 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
                 extra["const"] = "true"
             p.add_argument(*flags, dest=path, default=argparse.SUPPRESS, help=f"{desc} [default: {default}]",
                            **extra)
+        _add_section_flags(p, model, {f for a in p._actions for f in a.option_strings})
     return parser
+
+
+def _add_section_flags(p: argparse.ArgumentParser, model: type[BaseModel], taken: set[str]) -> None:
+    """`--mapping "{strategy: top}"`: one flag per section, its short name too where no other flag has it."""
+    sections = list(_sections(model))
+    counts = Counter(path.rsplit(".", 1)[-1] for path in sections)
+    for path in sections:
+        short = path.rsplit(".", 1)[-1]
+        flags = [f"--{path}"]
+        if "." in path and counts[short] == 1 and f"--{short}" not in taken:
+            flags.append(f"--{short}")
+        flags += [f.replace("_", "-") for f in flags if "_" in f]
+        flags = [f for f in flags if f not in taken]
+        if flags:
+            p.add_argument(*flags, dest=path, metavar="YAML", default=argparse.SUPPRESS,
+                           help=f"the whole {path} section as one YAML mapping, merged over the config file's "
+                                f"(e.g. --{path} '{{FIELD: VALUE}}'); its own flags override it")
 
 
 def _set(tree: dict[str, Any], path: str, value: Any) -> None:
@@ -127,14 +189,75 @@ def _set(tree: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _section_value(path: str, raw: str) -> dict[str, Any]:
+    """Read a section flag's YAML mapping; raises KDistillError naming the flag when it is not one."""
+    example = f"e.g. --{path} '{{FIELD: VALUE}}'"
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "syntax error"
+        raise KDistillError(f"--{path}: not valid YAML{where} ({problem}); {example}") from None
+    if not isinstance(value, dict):
+        raise KDistillError(f"--{path} takes a YAML mapping of the section's fields, {example}; got {raw!r}")
+    return value
+
+
+def _get(tree: dict[str, Any], path: str) -> Any:
+    node: Any = tree
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def config_from_args(command: str, args: argparse.Namespace) -> Any:
+    """The validated config of `command`: the --config YAML, then section flags, then field flags.
+
+    Raises:
+        KDistillError: a config file that is missing or not YAML; a section flag that is not a mapping; any
+            field that fails validation (named by its dotted path).
+    """
     model, _ = COMMANDS[command]
     data = load_yaml(args.config) if getattr(args, "config", None) else {}
+    given = vars(args)
+    for path in _sections(model):  # parents first, so `--distill.mapping` lands on top of `--distill`
+        if path in given:
+            current = _get(data, path)
+            current = current if isinstance(current, dict) else {}
+            _set(data, path, merge_dicts(current, _section_value(path, given[path])))
     fields = dict(_leaves(model))
-    for path, raw in vars(args).items():
+    for path, raw in given.items():
         if path in fields:
             _set(data, path, _parse_value(raw, fields[path]))
-    return build(model, data, source="--config/flags" if data else "config")
+    return build(model, with_section_defaults(model, data), source="--config/flags" if data else "config")
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    raise KeyError(command)
+
+
+def unknown_flags_message(sub: argparse.ArgumentParser, extras: list[str]) -> str:
+    """'unrecognized arguments: --epoch 1 (did you mean --epochs?)', suggesting the closest flag of the command."""
+    known = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
+    hints: list[tuple[str, str]] = []
+    for arg in extras:
+        if arg.startswith("--"):
+            flag = arg.split("=", 1)[0]
+            leaf = f"--{flag.lstrip('-').rsplit('.', 1)[-1]}"  # `--train.epoch` may mean `--epochs`
+            close = (difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+                     or difflib.get_close_matches(leaf, known, n=1, cutoff=0.6))
+            if close:
+                hints.append((flag, close[0]))
+    text = f"unrecognized arguments: {' '.join(extras)}"
+    if len(hints) == 1:
+        text += f" (did you mean {hints[0][1]}?)"
+    elif hints:
+        text += " (did you mean " + ", ".join(f"{good} for {bad}" for bad, good in hints) + "?)"
+    return text + f"; `kdistill {sub.prog.split()[-1]} --help` lists every field"
 
 
 def _print_summary(command: str, result: dict[str, Any]) -> None:
@@ -154,7 +277,10 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # argparse would print the top-level usage; the command's own usage and a hint help more
+        sub = _subparser(parser, args.command)
+        sub.error(unknown_flags_message(sub, extras))
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file weight-loading bars; kdistill shows its own progress

@@ -7,6 +7,7 @@ accuracy it kept and how much smaller and faster it got; the front matter makes 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from kdistill.atomic import atomic_write_text
 from kdistill.config import DEFAULT_TEACHER
 from kdistill.speed import speed_table
 
@@ -153,8 +155,14 @@ def render_model_card(
     speed: Sequence[Mapping[str, Any]] | None = None,
     config_yaml: str | None = None,
     extra: str | None = None,
+    model_path: str | None = None,
+    base_model_origin: str | None = None,
 ) -> str:
-    """The README.md text: YAML front matter, then a short markdown body."""
+    """The README.md text: YAML front matter, then a short markdown body.
+
+    `model_path` is what the usage snippet loads (default `model_name`); `base_model_origin` is the model the
+    base model was itself fine-tuned from, when known.
+    """
     clean = _clean_metrics(metrics)
     teacher = _clean_metrics(teacher_metrics)
     front = yaml.safe_dump(
@@ -162,11 +170,17 @@ def render_model_card(
     )
     glue = GLUE_TASKS.get(task.lower())
     task_text = f"{glue[1]} (`{task}`)" if glue else f"`{task}`"
+    if hub_model_id(base_model):
+        source = f"`{hub_model_id(base_model)}`"
+    else:  # a folder: say where it was, since a relative path means nothing to a reader of the card
+        source = f"the local model folder `{base_model}` (on the machine that trained it)"
+    if base_model_origin:
+        source += f", itself fine-tuned from `{hub_model_id(base_model_origin) or base_model_origin}`,"
     body = [
         f"# {model_name}",
         "",
         f"This model was distilled with kdistill (knowledge distillation) from "
-        f"`{base_model}` using the `{method}` method on the {task_text} text-classification task.",
+        f"{source} using the `{method}` method on the {task_text} text-classification task.",
         "",
     ]
     body += _metrics_section(clean, teacher)
@@ -176,7 +190,8 @@ def render_model_card(
                  speed_table(speed), ""]
     body += [
         "## Usage", "", "```python", "from transformers import pipeline", "",
-        f'classifier = pipeline("text-classification", model="{model_name}")',
+        "# this folder; once uploaded, its Hub id (user/name) instead",
+        f'classifier = pipeline("text-classification", model={json.dumps(model_path or model_name)})',
         'print(classifier("Replace me with any text you like."))', "```", "",
     ]
     if config_yaml:
@@ -200,11 +215,22 @@ def write_model_card(
     config_yaml: str | None = None,
     extra: str | None = None,
 ) -> Path:
-    """Write `out_dir/README.md` (creating the folder) so the saved model folder is Hub-ready."""
+    """Write `out_dir/README.md` (creating the folder, atomically) so the saved model folder is Hub-ready.
+
+    The usage snippet loads the folder by its absolute path, and a local base model is named by its absolute
+    path and, when its `metrics.json` records one, the model it was fine-tuned from.
+    """
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    base_folder = Path(base_model).expanduser()
+    origin = None
+    if base_model != DEFAULT_TEACHER and base_folder.is_dir():
+        base_model = str(base_folder.resolve())
+        origin = _fine_tuned_from(base_folder)
     text = render_model_card(
         model_name=out.resolve().name or "kdistill-student",
+        model_path=str(out.resolve()),
+        base_model_origin=origin,
         base_model=base_model,
         method=method,
         task=task,
@@ -217,5 +243,14 @@ def write_model_card(
         extra=extra,
     )
     path = out / "README.md"
-    path.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)
     return path
+
+
+def _fine_tuned_from(folder: Path) -> str | None:
+    """The `base_model` that `kdistill finetune` recorded in the folder's metrics.json, if any."""
+    try:
+        origin = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("base_model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return origin if isinstance(origin, str) and origin else None

