@@ -118,13 +118,16 @@ def test_unknown_task() -> None:
 
 def test_csv_header_by_names_string_labels(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", 'id,review,sentiment\n1,"good, really",pos\n2,bad,neg\n'
-                  '3,,pos\n4,fine,neu\n5,awful,neg\n')
+                  '3,,pos\n4,fine,neu\n5,awful,neg\n6,ok,pos\n')
     test = write(tmp_path / "test.csv", "id,review,sentiment\n9,great,pos\n")
-    d = load_task_data(DataConfig(task=None, train_file=train, test_file=test, text_columns=["review"],
-                                  label_column="sentiment", validation_fraction=0.2))
+    cfg = DataConfig(task=None, train_file=train, test_file=test, text_columns=["review"],
+                     label_column="sentiment", validation_fraction=0.2)
+    with pytest.raises(KDistillError, match=r"train.csv line 4: empty, null or NaN text \(text_a\); 1 such row"):
+        load_task_data(cfg)
+    d = load_task_data(cfg.model_copy(update={"skip_empty": True}))
     assert d.label_names == ["neg", "neu", "pos"] and not d.is_pair and d.metric == "accuracy"
     got = dict(zip(both(d, "text_a"), both(d, "label"), strict=True))
-    assert got == {"good, really": 2, "bad": 0, "": 2, "fine": 1, "awful": 0}
+    assert got == {"good, really": 2, "bad": 0, "fine": 1, "awful": 0, "ok": 2}
     assert d.splits["test"][0] == {"text_a": "great", "label": 2}
 
 
@@ -166,20 +169,58 @@ def test_forced_header_and_json_objects_by_index(tmp_path: Path) -> None:
     assert sorted(both(d, "text_a")) == ["t1", "t2"] and d.label_names == ["a", "b"]
 
 
-def test_noncontiguous_int_labels(tmp_path: Path) -> None:
+def test_integer_labels_are_ids_even_with_a_class_missing(tmp_path: Path) -> None:
     train = write(tmp_path / "t.tsv", "a\t3\nb\t1\nc\t3\nd\t1\ne\t7\n")
     d = load_task_data(DataConfig(task=None, train_file=train, header=False, validation_fraction=0.2))
-    assert d.label_names == ["1", "3", "7"]
+    assert d.label_names == [str(i) for i in range(8)]
     got = dict(zip(both(d, "text_a"), both(d, "label"), strict=True))
-    assert got == {"a": 1, "b": 0, "c": 1, "d": 0, "e": 2}
+    assert got == {"a": 3, "b": 1, "c": 3, "d": 1, "e": 7}
+    # labels 0 and 2 for a 3-class model: 2 stays 2 (it used to become 1), and the model fits
+    train = write(tmp_path / "u.csv", "sentence,label\nx,0\ny,2\nz,2\nw,0\n")
+    d = load_task_data(DataConfig(task=None, train_file=train, validation_fraction=0.25))
+    assert d.label_names == ["0", "1", "2"] and sorted(both(d, "label")) == [0, 0, 2, 2]
+    check_labels(d, 3, {0: "neg", 1: "neu", 2: "pos"}, model_name="m")
+    # negative integers cannot be ids: they keep their order
+    train = write(tmp_path / "v.csv", "sentence,label\nx,-1\ny,1\nz,1\nw,-1\n")
+    d = load_task_data(DataConfig(task=None, train_file=train, validation_fraction=0.25))
+    assert d.label_names == ["-1", "1"] and sorted(both(d, "label")) == [0, 0, 1, 1]
+
+
+def test_a_model_with_more_named_classes_than_the_data_is_refused(sst2_small) -> None:
+    with pytest.raises(KDistillError, match=r"model 'big' has 3 classes \(a, b, c\), the data has 2 "
+                                           r"\(negative, positive\): give data.label_names"):
+        check_labels(sst2_small, 3, {0: "a", 1: "b", 2: "c"}, model_name="big")
+    check_labels(sst2_small, 2, {0: "negative", 1: "positive"})
+
+
+@pytest.mark.parametrize("rows,pattern", [
+    ([{"text": "fine", "label": 1}, {"text": None, "label": 0}], r"line 2: empty, null or NaN text"),
+    ([{"text": "fine", "label": 1}, {"text": float("nan"), "label": 0}], r"line 2: empty, null or NaN text"),
+    ([{"text": "fine", "label": 1}, {"text": "   ", "label": 0}], r"line 2: empty, null or NaN text"),
+])
+def test_empty_null_and_nan_texts_are_refused_or_skipped(tmp_path: Path, rows: list, pattern: str) -> None:
+    rows = rows + [{"text": f"t{i}", "label": i % 2} for i in range(6)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(KDistillError, match=pattern):
+        load_task_data(DataConfig(task=None, train_file=str(path)))
+    d = load_task_data(DataConfig(task=None, train_file=str(path), skip_empty=True, validation_fraction=0.2))
+    assert len(d.splits["train"]) + len(d.splits["validation"]) == len(rows) - 1
+    assert all(t.strip() for t in both(d, "text_a"))
+
+
+def test_empty_second_text_of_a_pair_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.tsv", "sentence1\tsentence2\tlabel\na\tb\t1\nc\t\t0\ne\tf\t1\n")
+    with pytest.raises(KDistillError, match=r"p.tsv line 3: empty, null or NaN text \(text_b\)"):
+        load_task_data(DataConfig(task=None, train_file=path))
 
 
 def test_jsonl_objects_and_arrays(tmp_path: Path) -> None:
-    objs = [{"text": "nice", "label": "yes"}, {"text": None, "label": "no"}, {"text": "meh", "label": "no"}]
+    objs = [{"text": "nice", "label": "yes"}, {"text": "so so", "label": "no"}, {"text": "meh", "label": "no"}]
     train = write(tmp_path / "t.jsonl", "\n".join(json.dumps(o) for o in objs) + "\n\n")
     d = load_task_data(DataConfig(task=None, train_file=train, validation_fraction=0.3))
     assert d.label_names == ["no", "yes"]
-    assert sorted(both(d, "text_a")) == ["", "meh", "nice"]
+    assert sorted(both(d, "text_a")) == ["meh", "nice", "so so"]
     arrs = write(tmp_path / "a.json", "\n".join(json.dumps(r) for r in [[1, "x"], [0, "y"], [1, "z"]]))
     d = load_task_data(DataConfig(task=None, train_file=arrs, text_columns=[1], label_column=0,
                                   validation_fraction=0.3))
@@ -194,7 +235,9 @@ def test_jsonl_objects_and_arrays(tmp_path: Path) -> None:
     ({"label_column": "gold"}, "sentence,label\na,1\nb,0\n", "column 'gold' not found"),
     ({"text_columns": [5]}, "a,1\nb,0\n", "column index 5 out of range for .*t.csv"),
     ({}, "", "data file is empty: .*t.csv"),
-    ({}, "sentence,label\na,1\nb\n", r"t.csv line 3: row has 1 cells, expected at least 2"),
+    ({}, "sentence,label\na,1\nb\n", r"t.csv line 3: row has 1 cells, the header has 2"),
+    ({}, "sentence,label\na,1\nb,0,extra\n", r"t.csv line 3: row has 3 cells, the header has 2"),
+    ({"header": False}, "a,1\nb,0,extra\n", r"t.csv line 2: row has 3 cells, the first row has 2"),
     ({}, "sentence,label\na,1\nb,\n", "t.csv line 3: empty label"),
     ({}, "review,score\na,1\n", r"no text column found .*available: review, score"),
     ({"header": False, "text_columns": ["sentence"]}, "a,1\nb,0\n", "has no header row"),

@@ -6,7 +6,6 @@ The CLI is a thin layer over these functions, so both say the same thing.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,9 @@ from typing import Any
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
+from kdistill.atomic import atomic_write_json, kill_point
 from kdistill.cache import CachedTeacher, build_cache, cache_spec, open_cache
+from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import (
     AugmentConfig,
     BenchConfig,
@@ -29,17 +30,18 @@ from kdistill.config import (
     ReportConfig,
     RunConfig,
     StudentConfig,
-    save_config,
 )
 from kdistill.data import TaskData, check_labels, load_task_data, tokenize_splits
-from kdistill.distiller import RUN_STATE, Distiller, RunState, _fresh_accelerate_state, latest_checkpoint
+from kdistill.distiller import Distiller, fresh_accelerate_state
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
 from kdistill.features import prepare_for_capture
+from kdistill.limits import check_max_length
 from kdistill.metrics import primary
 from kdistill.modelcard import write_model_card
 from kdistill.models import load_classifier, load_tokenizer, pick_device, probe, resolve_model_path, same_vocabulary
 from kdistill.objective import Objective
+from kdistill.runfolder import CONFIG_FILE, check_out_dir, prepare_run_folder, record_config
 from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students import build_student
@@ -51,30 +53,39 @@ _WEIGHT_FILES = ("model.safetensors", "config.json")
 
 
 def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, cache_dir: str | None,
-            summary: dict[str, Any]) -> dict[str, Any]:
-    """Export the best (else last) student to `out` and score it on the test split."""
-    if not distiller.was_finished:  # else `out` already holds the exported student
-        best = out / "best"
-        if not best.is_dir():
-            distiller.save_student(best)
-        if distiller.acc.is_main_process:
-            for f in best.iterdir():
-                shutil.copy2(f, out / f.name)
-            shutil.rmtree(best)  # exported: the folder itself is now the best student
-    if not distiller.acc.is_main_process:
+            summary: dict[str, Any], complete: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The finish sequence: export the best (else last) student into `out`, score it on the test split,
+    `complete(summary)` (retention, model card), write metrics.json, and only then record the run finished.
+
+    Every write is atomic and the checkpoints and `best/` are removed only after the finished record, so a
+    kill at any point leaves a run that the same command completes with the same weights. A run found
+    finished returns its recorded metrics.
+    """
+    if distiller.was_finished:
+        recorded = out / "metrics.json"
+        if distiller.acc.is_main_process and recorded.is_file():
+            distiller._log("already finished; nothing to do")
+            return json.loads(recorded.read_text())
         return summary
-    model = load_classifier(str(out))
-    tokenizer = load_tokenizer(str(out))
-    if "test" in data.splits:
-        summary["test"] = score_split(model, tokenizer, data, "test", max_length, cache_dir=cache_dir,
-                                      desc="scoring test split", progress=distiller.cfg.progress)
-    summary["params"] = count_parameters(model)
-    if "speed" not in summary:  # a quick timing for the model card; `kdistill bench` measures properly
-        device = pick_device(distiller.cfg.device)
-        speed = measure_speed(model, batch_sizes=(1, 32), seq_length=max_length, warmup=2, repeats=10,
-                              device=device, threads=distiller.cfg.threads)
-        summary["speed"] = [{**s.to_dict(), "device": device} for s in speed]
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    distiller.export_student(use_best=True)
+    if distiller.acc.is_main_process:
+        model = load_classifier(str(out))
+        tokenizer = load_tokenizer(str(out))
+        if "test" in data.splits:
+            summary["test"] = score_split(model, tokenizer, data, "test", max_length, cache_dir=cache_dir,
+                                          desc="scoring test split", progress=distiller.cfg.progress)
+        summary["params"] = count_parameters(model)
+        if "speed" not in summary:  # a quick timing for the model card; `kdistill bench` measures properly
+            device = pick_device(distiller.cfg.device)
+            speed = measure_speed(model, batch_sizes=(1, 32), seq_length=max_length, warmup=2, repeats=10,
+                                  device=device, threads=distiller.cfg.threads)
+            summary["speed"] = [{**s.to_dict(), "device": device} for s in speed]
+        if complete is not None:
+            complete(summary)
+        kill_point("card-written")
+        atomic_write_json(out / "metrics.json", summary)
+        kill_point("metrics-written")
+    distiller.mark_finished()
     return summary
 
 
@@ -90,16 +101,16 @@ def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: 
 
 def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
     """Fine-tune a teacher classifier; returns validation/test metrics and writes `cfg.out`."""
+    out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
     model = load_classifier(cfg.model, num_labels=data.num_labels, label_names=data.label_names)
     check_labels(data, model.config.num_labels, model.config.id2label, model_name=cfg.model)
+    check_max_length(cfg.data.max_length, model.config, "model", cfg.model)
     splits = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)
     objective = Objective([LossConfig(name="ce")], MappingConfig(), student=probe(model), teacher=None)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "kdistill.yaml")
+    record_config(out, cfg)
     d = Distiller(student=model, tokenizer=tokenizer, objective=objective, train_cfg=cfg.train, out_dir=out,
                   train_set=splits["train"], eval_set=splits.get("validation"), metric=data.metric,
                   run_name="finetune", callbacks=callbacks)
@@ -109,10 +120,11 @@ def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] |
                "validation": (result.history[-1].get("validation") if result.history else None),
                "best_epoch": result.best_epoch, "history": result.history,
                "wall_seconds": result.wall_seconds}
-    summary = _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary)
-    if d.acc.is_main_process:
-        _card(out, summary, (out / "kdistill.yaml").read_text(), summary["base_model"], "fine-tuning")
-    return summary
+
+    def card(summary: dict[str, Any]) -> None:
+        _card(out, summary, (out / CONFIG_FILE).read_text(), summary["base_model"], "fine-tuning")
+
+    return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, card)
 
 
 def _teacher_model(name: str) -> PreTrainedModel:
@@ -167,7 +179,7 @@ def _teacher_cache(cfg: DistillConfig, teacher: PreTrainedModel, tokenizer: Any,
     location = out / "teacher_cache" if cfg.teacher_cache is True else Path(str(cfg.teacher_cache))
     spec = cache_spec(teacher, tokenizer, data.splits["train"], train, cfg.data.max_length,
                       objective.teacher_request, cfg.teacher_cache_dtype)
-    _fresh_accelerate_state()
+    fresh_accelerate_state()
     state = PartialState(cpu=cfg.train.device == "cpu")
 
     def log(msg: str) -> None:
@@ -194,9 +206,7 @@ def distill_stages(cfg: DistillConfig, callbacks: list[Callable[[Distiller], Non
     losses do not train the classifier, so validation accuracy would pick an arbitrary epoch).
     """
     assert cfg.stages
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "kdistill-stages.yaml")
+    out = check_out_dir(cfg.out)  # each stage checks its own folder's config when it starts
     student, summaries = cfg.student, []
     for i, stage in enumerate(cfg.stages):
         last = i == len(cfg.stages) - 1
@@ -214,11 +224,12 @@ def distill_stages(cfg: DistillConfig, callbacks: list[Callable[[Distiller], Non
                           "test": summary.get("test"), "validation": summary.get("validation"),
                           "teacher_cache": summary.get("teacher_cache")})
         student = StudentConfig(init="path", path=str(stage_out))
+    record_config(out, cfg, "kdistill-stages.yaml")
     final = dict(summary)
     final["stages"] = summaries
     final["wall_seconds"] = sum(s["wall_seconds"] or 0.0 for s in summaries)
     if (out / "metrics.json").is_file():
-        (out / "metrics.json").write_text(json.dumps(final, indent=1))
+        atomic_write_json(out / "metrics.json", final)
     return final
 
 
@@ -226,12 +237,15 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     """Distill a student from a fine-tuned teacher; writes an ordinary HF model folder to `cfg.out`."""
     if cfg.stages:
         return distill_stages(cfg, callbacks)
+    out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     teacher = _teacher_model(cfg.teacher)
     check_labels(data, teacher.config.num_labels, teacher.config.id2label, model_name=cfg.teacher)
+    check_max_length(cfg.data.max_length, teacher.config, "teacher", cfg.teacher)
     t_tok = load_tokenizer(cfg.teacher)
     student = build_student(cfg.student, teacher, single_sentence=not data.is_pair, tokenizer=t_tok)
+    check_max_length(cfg.data.max_length, student.config, "student", cfg.student.path or "built from the teacher")
     s_tok = load_tokenizer(cfg.student.path) if cfg.student.init == "path" and cfg.student.path else t_tok
     same = same_vocabulary(t_tok, s_tok)
     objective = build_objective(cfg, teacher, student, same)
@@ -243,9 +257,6 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
                             "needs cached teacher outputs, which this version does not support yet")
     schedule = _schedule(cfg, objective)
     splits = tokenize_splits(data, s_tok, cfg.data.max_length, cfg.data.cache_dir)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "kdistill.yaml")
     teacher_params = count_parameters(teacher)
     live: PreTrainedModel | None = teacher if objective.needs_teacher else None
     train_set, source, cache_info = splits["train"], None, None
@@ -277,6 +288,7 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
         live = teacher = None  # the cache answers for it: its weights need not stay in memory
     elif cfg.teacher_cache is not False:
         print("[distill] note: teacher_cache is set but no loss needs the teacher; nothing to cache")
+    record_config(out, cfg)
     d = Distiller(student=student, tokenizer=s_tok, objective=objective, train_cfg=cfg.train, out_dir=out,
                   train_set=train_set, eval_set=splits.get("validation"), metric=data.metric,
                   teacher=live, schedule=schedule,
@@ -296,15 +308,15 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
                "backend": d.acc.state.backend}
     if cache_info is not None:
         summary["teacher_cache"] = cache_info
-    summary = _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary)
-    if d.acc.is_main_process:
+
+    def complete(summary: dict[str, Any]) -> None:
         if teacher_summary and summary.get("test") and teacher_summary.get("test"):
             key = primary(data.metric)
             summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
-            (out / "metrics.json").write_text(json.dumps(summary, indent=1))
-        _card(out, summary, (out / "kdistill.yaml").read_text(), cfg.teacher, f"distillation: {objective}",
+        _card(out, summary, (out / CONFIG_FILE).read_text(), cfg.teacher, f"distillation: {objective}",
               teacher_summary)
-    return summary
+
+    return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, complete)
 
 
 def _is_trained(out: str) -> bool:

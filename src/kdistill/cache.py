@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
-from kdistill.data import _split_hash, _tokenizer_hash
+from kdistill.data import split_hash, tokenizer_hash
 from kdistill.errors import KDistillError
 from kdistill.features import FeatureRequest, Features, forward_features
 
@@ -140,7 +140,7 @@ def cache_spec(teacher: nn.Module, tokenizer: Any, raw_train: Dataset, train: Da
     if dtype not in DTYPES:
         raise KDistillError(f"teacher cache dtype must be one of {list(DTYPES)}, not {dtype!r}")
     parts = {"format": FORMAT, "teacher_weights": weights_hash(teacher), "teacher_config": _config_hash(teacher),
-             "tokenizer": _tokenizer_hash(tokenizer), "data": _split_hash(raw_train), "tokens": _tokens_hash(train),
+             "tokenizer": tokenizer_hash(tokenizer), "data": split_hash(raw_train), "tokens": _tokens_hash(train),
              "max_length": max_length}
     return CacheSpec(parts, request, dtype)
 

@@ -119,7 +119,7 @@ def _label_key(v: Any) -> Any:
     return int(s) if _INT_RE.fullmatch(s) else s
 
 
-def _read_rows(path: Path) -> tuple[list[Any], list[int], str]:
+def read_rows(path: Path) -> tuple[list[Any], list[int], str]:
     """Raw rows (lists or dicts) with their line numbers, plus the text (for csv.Sniffer)."""
     if not path.is_file():
         raise KDistillError(f"data file not found: {path}")
@@ -175,7 +175,7 @@ def _detect_header(rows: list[list[Any]], label_idx: int | None, known: set, sam
 
 def _read_table(path: Path, header: bool | None, by_name: bool, label_idx: int | None,
                 known: set) -> _Table:
-    rows, lines, text = _read_rows(path)
+    rows, lines, text = read_rows(path)
     if isinstance(rows[0], dict):
         cols: list[str] = list(dict.fromkeys(k for r in rows for k in r))
         return _Table(str(path), cols, [[r.get(c) for c in cols] for r in rows], lines)
@@ -188,7 +188,7 @@ def _read_table(path: Path, header: bool | None, by_name: bool, label_idx: int |
     return _Table(str(path), [str(c) for c in rows[0]], rows[1:], lines[1:])
 
 
-def _default_text(columns: list[str], where: str) -> list[str]:
+def default_text_columns(columns: list[str], where: str) -> list[str]:
     """GLUE-style names, so common files work with no column settings."""
     for cand in _DEFAULT_TEXT:
         if all(c in columns for c in cand):
@@ -205,7 +205,7 @@ def _default_label(columns: list[str], where: str) -> str:
                         f"(available: {', '.join(columns)})")
 
 
-def _index(spec: str | int, columns: list[str] | None, width: int, where: str) -> int:
+def column_index(spec: str | int, columns: list[str] | None, width: int, where: str) -> int:
     if isinstance(spec, str):
         if columns is None:
             raise KDistillError(f"column '{spec}' is given by name but {where} has no header row "
@@ -219,22 +219,50 @@ def _index(spec: str | int, columns: list[str] | None, width: int, where: str) -
     return spec
 
 
+def _cell_text(v: Any) -> str:
+    """A text cell as a string; null and NaN (JSON, `datasets`) become "" so that one check finds them all."""
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return str(v)
+
+
 def _cells_to_split(table: _Table, text_spec: list[str | int], label_spec: str | int) -> _Split:
-    width = len(table.rows[0])
-    tidx = [_index(c, table.columns, width, table.path) for c in text_spec]
-    lidx = _index(label_spec, table.columns, width, table.path)
+    width = len(table.columns) if table.columns is not None else len(table.rows[0])
+    tidx = [column_index(c, table.columns, width, table.path) for c in text_spec]
+    lidx = column_index(label_spec, table.columns, width, table.path)
     if lidx in tidx:
         raise KDistillError(f"column {label_spec!r} is used as both text and label in {table.path}")
-    need = max([*tidx, lidx]) + 1
     cols: list[list[str]] = [[] for _ in tidx]
     labels = []
+    against = "the header has" if table.columns is not None else "the first row has"
     for row, ln in zip(table.rows, table.lines, strict=True):
-        if len(row) < need:
-            raise KDistillError(f"{table.path} line {ln}: row has {len(row)} cells, expected at least {need}")
+        if len(row) != width:  # too many cells is as suspect as too few: a stray delimiter shifts columns
+            raise KDistillError(f"{table.path} line {ln}: row has {len(row)} cells, {against} {width}")
         for out, i in zip(cols, tidx, strict=True):
-            out.append("" if row[i] is None else str(row[i]))
+            out.append(_cell_text(row[i]))
         labels.append(row[lidx])
     return _Split(table.path, cols[0], cols[1] if len(cols) > 1 else None, labels, table.lines)
+
+
+def _drop_empty_text(raw: dict[str, _Split], skip: bool) -> dict[str, _Split]:
+    """Refuse (or, with `skip`, drop and count) rows whose text is empty, null or NaN."""
+    out = {}
+    for split, s in raw.items():
+        texts = [s.text_a] + ([s.text_b] if s.text_b is not None else [])
+        empty = [i for i in range(len(s.text_a)) if any(not t[i].strip() for t in texts)]
+        if empty and not skip:
+            i = empty[0]
+            which = "text_b" if s.text_a[i].strip() else "text_a"
+            raise KDistillError(f"{s.source} line {s.lines[i]}: empty, null or NaN text ({which}); "
+                                f"{len(empty)} such row(s) in the {split} split: fix them, or set "
+                                "--data.skip_empty true to drop them")
+        if empty:
+            print(f"[data] skip_empty: dropped {len(empty)} of {len(s.text_a)} {split} rows with empty, null or NaN "
+                  f"text ({s.source})", flush=True)
+            gone = set(empty)
+            s = s.take([i for i in range(len(s.text_a)) if i not in gone])
+        out[split] = s
+    return out
 
 
 # ---------------------------------------------------------------- labels
@@ -247,8 +275,9 @@ def _norm_label(name: str) -> str:
 def _with_ids(raw: dict[str, _Split], names: list[str] | None,
               named: bool = False) -> tuple[list[str], dict[str, _Split]]:
     """Labels to ids. Given `names` (shipped/ClassLabel) cells are ids already; `named` (data.label_names)
-    maps text labels to those names' positions. Else integer labels keep their order (remapped to 0..K-1)
-    and text labels are sorted. Eval labels must occur among the classes."""
+    maps text labels to those names' positions. Else non-negative integer labels are ids as written (labels
+    0 and 2 stay 0 and 2, with class 1 empty), other integers keep their order (remapped to 0..K-1) and
+    text labels are sorted. Eval labels must occur among the classes."""
     keys: dict[str, list[Any]] = {}
     for split, s in raw.items():
         keys[split] = []
@@ -262,8 +291,12 @@ def _with_ids(raw: dict[str, _Split], names: list[str] | None,
                 for split, v in keys.items()}
         order = list(range(len(names)))
     elif names is None:
-        if all(isinstance(k, int) for k in keys["train"]):
-            order: list[Any] = sorted(set(keys["train"]))
+        ints = [k for v in keys.values() for k in v]
+        if all(isinstance(k, int) for k in ints) and min(ints) >= 0:  # ids: a class missing from train keeps its id
+            order: list[Any] = list(range(max(ints) + 1))
+            names = [str(i) for i in order]
+        elif all(isinstance(k, int) for k in keys["train"]):  # negative integers cannot be ids: keep their order
+            order = sorted(set(keys["train"]))
             names = [str(i) for i in order]
         else:
             keys = {k: [str(x) for x in v] for k, v in keys.items()}
@@ -294,7 +327,7 @@ def _from_files(cfg: DataConfig) -> tuple[dict[str, _Split], list[str] | None]:
     li = label_spec if isinstance(label_spec, int) else None
     table = _read_table(Path(str(cfg.train_file)), cfg.header, by_name, li, set())
     if table.columns is not None:
-        text_spec = text_spec or _default_text(table.columns, table.path)
+        text_spec = text_spec or default_text_columns(table.columns, table.path)
         label_spec = _default_label(table.columns, table.path) if label_spec is None else label_spec
     else:
         text_spec = text_spec or [0]
@@ -331,9 +364,9 @@ def _from_dataset(cfg: DataConfig) -> tuple[dict[str, _Split], list[str] | None]
     val = val or next((s for s in dsets if s.startswith("validation")), None)
     chosen = {"train": "train", "validation": val, "test": "test" if "test" in dsets else None}
     columns, where = dsets["train"].column_names, f"dataset {name}"
-    text_spec = list(cfg.text_columns) if cfg.text_columns else _default_text(columns, where)
+    text_spec = list(cfg.text_columns) if cfg.text_columns else default_text_columns(columns, where)
     label_spec = _default_label(columns, where) if cfg.label_column is None else cfg.label_column
-    need = [columns[_index(c, columns, 0, where)] for c in [*text_spec, label_spec]]
+    need = [columns[column_index(c, columns, 0, where)] for c in [*text_spec, label_spec]]
     feat = dsets["train"].features[need[-1]]
     names = list(feat.names) if isinstance(feat, datasets.ClassLabel) else None
     out: dict[str, _Split] = {}
@@ -341,7 +374,7 @@ def _from_dataset(cfg: DataConfig) -> tuple[dict[str, _Split], list[str] | None]
         ds, where = dsets[theirs] if theirs else None, f"dataset {name} split '{theirs}'"
         if ds is None or len(ds) == 0:
             continue
-        uniq = [ds.column_names[_index(c, ds.column_names, 0, where)] for c in dict.fromkeys(need)]
+        uniq = [ds.column_names[column_index(c, ds.column_names, 0, where)] for c in dict.fromkeys(need)]
         data = ds.select_columns(uniq)[:]
         if names is not None and ours != "train" and all(v == -1 for v in data[need[-1]]):
             continue  # unlabeled split (GLUE test sets carry -1)
@@ -373,6 +406,7 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         raw, names = _from_task(spec), list(spec.label_names)
         task_name, metric = spec.name, cfg.metric or spec.metric
     names, raw = _with_ids(raw, names, named=bool(cfg.label_names and cfg.train_file))
+    raw = _drop_empty_text(raw, cfg.skip_empty)
     if "validation" not in raw:  # carve: a seeded permutation, each side kept in file order
         n = len(raw["train"].labels)
         n_val = max(1, int(round(n * cfg.validation_fraction)))
@@ -428,7 +462,7 @@ def _add_augmented(cols: dict[str, list], path: str, names: list[str], is_pair: 
 # ---------------------------------------------------------------- tokenisation and batching
 
 
-def _split_hash(ds: datasets.Dataset) -> str:
+def split_hash(ds: datasets.Dataset) -> str:
     """Content hash (texts + labels): in-memory fingerprints are not stable across runs."""
     h = hashlib.sha256()
     h.update(json.dumps(ds.column_names).encode())
@@ -437,7 +471,7 @@ def _split_hash(ds: datasets.Dataset) -> str:
     return h.hexdigest()
 
 
-def _tokenizer_hash(tokenizer: Any) -> str:
+def tokenizer_hash(tokenizer: Any) -> str:
     """Same name, vocabulary, class and pipeline = same token ids."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # truncation/padding state changes with each call: not part of identity
@@ -474,10 +508,10 @@ def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
     """
     root = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE
     root.mkdir(parents=True, exist_ok=True)
-    tok_hash = _tokenizer_hash(tokenizer)
+    tok_hash = tokenizer_hash(tokenizer)
     out = {}
     for split, ds in data.splits.items():
-        key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, _split_hash(ds), tok_hash, max_length])
+        key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, split_hash(ds), tok_hash, max_length])
                              .encode()).hexdigest()[:32]
         final = root / key
         if final.is_dir():
@@ -528,23 +562,37 @@ def make_loader(ds: datasets.Dataset, tokenizer: Any, batch_size: int, shuffle: 
                                        collate_fn=collate)
 
 
+def _norm_names(names: list[str]) -> list[str]:
+    """"Not_Entailment" == "not entailment"."""
+    return [_norm_label(n) for n in names]
+
+
 def check_labels(data: TaskData, num_model_labels: int, model_id2label: dict | None = None,
                  model_name: str = "model") -> None:
-    """Fail before training when the model cannot represent the data's classes, or names them apart."""
+    """Fail before training when the model cannot represent the data's classes, or names them apart.
+
+    Raises `KDistillError` when the data has more classes than the model; when it has fewer named classes
+    (a 3-class teacher on a 2-class task) unless they are the model's first classes by name; or when the
+    names differ.
+    Fewer classes given as bare integer ids are fine: the ids are the model's.
+    """
     if data.num_labels > num_model_labels:
         raise KDistillError(f"labels outside the model's classes: data has {data.num_labels} classes, "
                             f"model '{model_name}' has {num_model_labels}")
+    id2label = model_id2label or {}
+    model_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(num_model_labels)]
+    ids_only = data.label_names == [str(i) for i in range(data.num_labels)]
+    if data.num_labels < num_model_labels and not ids_only and (  # named classes: is it clear which is which?
+            _norm_names(data.label_names) != _norm_names(model_names[:data.num_labels])):
+        raise KDistillError(f"model '{model_name}' has {num_model_labels} classes ({', '.join(model_names)}), the "
+                            f"data has {data.num_labels} ({', '.join(data.label_names)}): give data.label_names in "
+                            f"the model's class order to map them, or use a {data.num_labels}-class model")
     if not model_id2label:
         return
-    model_names = [str(model_id2label.get(i, model_id2label.get(str(i), f"LABEL_{i}")))
-                   for i in range(num_model_labels)]
     if all(re.fullmatch(r"LABEL_\d+", n) for n in model_names):
         return  # default names carry no meaning
     if data.label_names == [str(i) for i in range(data.num_labels)]:
         return  # the data names its classes only by id
-    def norm(names: list[str]) -> list[str]:  # "Not_Entailment" == "not entailment"
-        return [re.sub(r"[\s_-]+", " ", n.strip().lower()) for n in names]
-
-    if norm(data.label_names) != norm(model_names[:data.num_labels]):
+    if _norm_names(data.label_names) != _norm_names(model_names[:data.num_labels]):
         raise KDistillError(f"label names differ: data has {data.label_names} (by id), "
                             f"model '{model_name}' has {model_names}")

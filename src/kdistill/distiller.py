@@ -11,13 +11,12 @@ prepared and never checkpointed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,20 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from kdistill.atomic import atomic_dir, atomic_path, kill_point
 from kdistill.cache import TeacherSource
+from kdistill.checkpoints import RUN_STATE, RunState, complete_checkpoints, fsync_folder
 from kdistill.config import TrainConfig
 from kdistill.data import make_loader
-from kdistill.errors import TrainingDiverged
+from kdistill.errors import KDistillError, TrainingDiverged
 from kdistill.evaluate import predict
 from kdistill.features import FeatureRequest, Features, forward_features, masked_positions
 from kdistill.metrics import compute_metrics, primary
 from kdistill.objective import Active, Objective
 from kdistill.schedules import AllLayers, LayerSchedule
 
-RUN_STATE = "run_state.json"
 
-
-def _fresh_accelerate_state() -> None:
+def fresh_accelerate_state() -> None:
     """Accelerate keeps process-wide singletons; a second run in one process (a notebook, a benchmark
     grid) with another precision or device would be refused. Reset them, but keep the process group
     of a distributed launch."""
@@ -71,31 +70,6 @@ class DistillModule(nn.Module):
 
 
 @dataclass
-class RunState:
-    """Where a run stands; JSON, so resuming never unpickles anything."""
-
-    epoch: int = 0
-    batches_in_epoch: int = 0
-    global_step: int = 0
-    best_score: float | None = None
-    best_epoch: int | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    schedule: dict[str, Any] = field(default_factory=dict)
-    finished: bool = False
-    wall_seconds: float = 0.0  # summed over resumed parts
-    epoch_losses: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # term -> layer -> [sum, n]
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=1))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> RunState:
-        return cls(**json.loads(path.read_text()))
-
-
-@dataclass
 class TrainResult:
     best_score: float | None
     best_epoch: int | None
@@ -103,12 +77,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     wall_seconds: float
     steps: int
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    ckpts = [c for c in ckpts if (c / RUN_STATE).is_file()]  # a checkpoint is complete once its state is
-    return ckpts[-1] if ckpts else None
 
 
 class Distiller:
@@ -140,7 +108,7 @@ class Distiller:
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
         # Layer schedules leave some projections idle in some steps; DDP must then look for them.
-        _fresh_accelerate_state()
+        fresh_accelerate_state()
         ddp = DistributedDataParallelKwargs(find_unused_parameters=not isinstance(self.schedule, AllLayers))
         self.acc = Accelerator(
             cpu=train_cfg.device == "cpu",
@@ -178,6 +146,7 @@ class Distiller:
         self.scheduler = self.acc.prepare(scheduler)
         self.state = RunState()
         self.was_finished = False  # set when this call found the run already done: nothing to export
+        self._resumed_step: int | None = None
         self.writer = None
         self.last_loss: float | None = None
 
@@ -203,55 +172,119 @@ class Distiller:
         """Accelerate state + JSON run state; the state file is written last, marking it complete."""
         ckpt = self.out / "checkpoints" / f"step-{self.state.global_step:07d}"
         self.state.schedule = self.schedule.state_dict()
+        if self.acc.is_main_process and (ckpt / RUN_STATE).is_file():
+            (ckpt / RUN_STATE).unlink()  # being overwritten: not complete until its state is written again
+        self.acc.wait_for_everyone()
         self.acc.save_state(str(ckpt), safe_serialization=True)
         if self.acc.is_main_process:
+            fsync_folder(ckpt)
+            kill_point("checkpoint-before-state")
             self.state.save(ckpt / RUN_STATE)
             done = sorted((self.out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
             for old in done[:-self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
 
-    def _mark_finished(self) -> None:
-        """A finished run keeps only its JSON state: the exported student is the result, and
-        optimizer moments (twice the student's size) would only fill the disk."""
+    def mark_finished(self) -> None:
+        """Record the run as finished, then drop what only a resume needs.
+
+        Call this last, once the exported student and everything written from it (metrics, model card)
+        are complete: a kill before it leaves a run that resumes into its finish again; a kill after it
+        leaves a finished run whose leftovers the next call removes. The state is written into the final
+        checkpoint (atomically), and only then are the step weights, optimizer moments and `best/` deleted.
+        """
         self.state.finished = True
         self.state.schedule = self.schedule.state_dict()
         if self.acc.is_main_process:
-            ckpts = self.out / "checkpoints"
-            for old in ckpts.glob("step-*"):
-                shutil.rmtree(old, ignore_errors=True)
-            final = ckpts / f"step-{self.state.global_step:07d}"
+            final = self.out / "checkpoints" / f"step-{self.state.global_step:07d}"
             final.mkdir(parents=True, exist_ok=True)
             self.state.save(final / RUN_STATE)
+            kill_point("finished-recorded")
+            self._drop_resume_files(final)
         self.acc.wait_for_everyone()
 
+    def _drop_resume_files(self, final: Path) -> None:
+        """A finished run keeps only its JSON state: optimizer moments (twice the student) would fill the disk."""
+        for old in (self.out / "checkpoints").glob("step-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+        for f in final.iterdir():
+            if f.name != RUN_STATE:
+                shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
+        shutil.rmtree(self.out / "best", ignore_errors=True)
+
     def _resume(self) -> None:
-        ckpt = latest_checkpoint(self.out) if self.cfg.resume else None
-        if ckpt is None:
+        """Load the newest checkpoint that loads; a damaged one is set aside (renamed `damaged-step-*`)."""
+        ckpts = complete_checkpoints(self.out) if self.cfg.resume else []
+        if not ckpts:
             return
-        state = RunState.load(ckpt / RUN_STATE)
-        if state.finished:
+        try:
+            newest = RunState.load(ckpts[-1] / RUN_STATE)
+        except (OSError, ValueError, TypeError):
+            newest = RunState()  # unreadable: the loop below sets the checkpoint aside
+        if newest.finished:
+            state = newest
             self.state = state
             self.was_finished = True
+            if self.acc.is_main_process:
+                self._drop_resume_files(ckpts[-1])  # in case a kill cut the clean-up short
             return
-        self.acc.load_state(str(ckpt))
-        self.state = state
-        self.schedule.load_state_dict(self.state.schedule)
-        self._log(f"resumed from {ckpt.name} (epoch {self.state.epoch + 1}, "
-                  f"batch {self.state.batches_in_epoch}, step {self.state.global_step})")
+        errors = []
+        for ckpt in reversed(ckpts):
+            try:
+                state = RunState.load(ckpt / RUN_STATE)
+                self.acc.load_state(str(ckpt))
+            except Exception as err:  # noqa: BLE001 - any unreadable file: fall back to an older checkpoint
+                msg = " ".join(str(err).split())[:160]
+                errors.append(f"{ckpt.name}: {type(err).__name__}: {msg}")
+                self._log(f"warning: checkpoint {ckpt.name} is damaged ({type(err).__name__}: {msg}); "
+                          "falling back to the previous one")
+                if self.acc.is_main_process:
+                    ckpt.rename(ckpt.with_name(f"damaged-{ckpt.name}"))
+                continue
+            self.state = state
+            self.schedule.load_state_dict(self.state.schedule)
+            self._resumed_step = state.global_step
+            self._log(f"resumed from {ckpt.name} (epoch {self.state.epoch + 1}, "
+                      f"batch {self.state.batches_in_epoch}, step {self.state.global_step})")
+            return
+        raise KDistillError(f"no checkpoint in {self.out / 'checkpoints'} can be loaded ({'; '.join(errors)}); "
+                            "start over with --resume false, or use another --out")
 
     def save_student(self, path: Path) -> None:
-        """An ordinary HF folder: weights as safetensors, tokenizer, default attention backend."""
+        """An ordinary HF folder (weights as safetensors, tokenizer, default attention backend), written
+        under a temporary name and renamed into place, so `path` is always whole or absent."""
         if not self.acc.is_main_process:
             return
         student = self.student
         impl = student.config._attn_implementation
         if impl == "kdistill":
             student.set_attn_implementation("eager" if not student._supports_attention_backend else "sdpa")
-        student.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
-        if impl == "kdistill":
-            student.set_attn_implementation(impl)
+        try:
+            with atomic_dir(path) as tmp:
+                student.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+                kill_point(f"save-{path.name}")
+        finally:
+            if impl == "kdistill":
+                student.set_attn_implementation(impl)
+
+    def export_student(self, use_best: bool = True) -> None:
+        """Write the result into the run folder itself: `best/` (the best validation epoch) when `use_best`
+        and it exists, else the student as trained. Each file is copied under a temporary name and renamed,
+        and `best/` and the checkpoints stay until `mark_finished`, so a kill here is repaired by a rerun."""
+        if not self.acc.is_main_process:
+            return
+        best = self.out / "best"
+        if not (use_best and best.is_dir()):
+            best = self.out / "last"
+            self.save_student(best)
+        for f in sorted(best.iterdir()):
+            with atomic_path(self.out / f.name) as tmp:
+                shutil.copy2(f, tmp)
+            kill_point(f"export-{f.name}")
+        if best.name == "last":
+            shutil.rmtree(best, ignore_errors=True)
 
     def _teacher_signal(self, batch: dict[str, Tensor]) -> Features | None:
         if self.teacher_source is not None:
@@ -346,7 +379,8 @@ class Distiller:
             self._end_epoch(epoch)
         bar.close()
         self.state.wall_seconds += time.perf_counter() - start
-        self._mark_finished()
+        if self._resumed_step != self.state.global_step:  # the trained state, for a finish cut short
+            self._save_checkpoint()
         if self.writer is not None:
             self.writer.close()
         return self._result()

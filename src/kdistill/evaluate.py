@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from kdistill.atomic import atomic_write_json
 from kdistill.config import EvaluateConfig
 from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
+from kdistill.limits import check_max_length
 from kdistill.metrics import compute_metrics, primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
 from kdistill.speed import comparison_table, count_parameters, measure_speeds, size_on_disk
@@ -64,6 +65,7 @@ def load_scored(path: str, data: TaskData, cfg: Any, name: str, device: str) -> 
     tokenizer = load_tokenizer(path)
     model = load_classifier(path)
     check_labels(data, model.config.num_labels, model.config.id2label, model_name=path)
+    check_max_length(cfg.data.max_length, model.config, name, path)
     model.to(device)
     split = cfg.split if cfg.split in data.splits else "validation"
     metrics = score_split(model, tokenizer, data, split, cfg.data.max_length, cache_dir=cfg.data.cache_dir,

@@ -11,14 +11,13 @@ The result is an ordinary masked-LM folder; task distillation takes it as `stude
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 from accelerate.utils import set_seed
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
-from kdistill.config import CorpusConfig, GeneralConfig, LossConfig, MappingConfig, save_config
+from kdistill.atomic import atomic_write_json
+from kdistill.config import CorpusConfig, GeneralConfig, LossConfig, MappingConfig
 from kdistill.corpus import load_blocks, mlm_collator, validation_loader
 from kdistill.distiller import Distiller
 from kdistill.errors import KDistillError
@@ -26,6 +25,7 @@ from kdistill.features import prepare_for_capture, score_masked_rows_only
 from kdistill.mlm import load_masked_lm, masked_accuracy
 from kdistill.models import load_tokenizer, probe
 from kdistill.objective import Objective
+from kdistill.runfolder import prepare_run_folder, record_config
 from kdistill.speed import count_parameters
 from kdistill.students import default_layers, from_smaller_config, from_teacher_layers, narrowed
 
@@ -59,6 +59,7 @@ def build_general_student(cfg: GeneralConfig, teacher: PreTrainedModel) -> PreTr
 
 def general_distill(cfg: GeneralConfig) -> dict[str, Any]:
     """Run general distillation; writes the student (masked-LM folder), metrics.json and the run's config."""
+    out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
     set_seed(cfg.train.seed)
     teacher = load_masked_lm(cfg.teacher)
     tokenizer = load_tokenizer(cfg.teacher)
@@ -70,14 +71,12 @@ def general_distill(cfg: GeneralConfig) -> dict[str, Any]:
     prepare_for_capture(student, s_probe, objective.student_request, "student")
     for model in (teacher, student):
         score_masked_rows_only(model)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "kdistill.yaml")
     blocks = load_blocks(cfg.corpus, tokenizer, progress=cfg.train.progress)
     eval_cfg: CorpusConfig = cfg.corpus
     val = validation_loader(blocks["validation"], tokenizer, cfg.train.eval_batch_size,
                             eval_cfg.mlm_probability or 0.15, eval_cfg.seed)
     teacher_val = masked_accuracy(teacher, val, "cpu" if cfg.train.device == "cpu" else teacher.device)
+    record_config(out, cfg)
     d = Distiller(student=student, tokenizer=tokenizer, objective=objective, train_cfg=cfg.train, out_dir=out,
                   train_set=blocks["train"], eval_set=None, metric="mlm_accuracy", teacher=teacher,
                   run_name="general", collate_fn=mlm_collator(tokenizer, masking),
@@ -92,15 +91,15 @@ def general_distill(cfg: GeneralConfig) -> dict[str, Any]:
         return json.loads((out / "metrics.json").read_text()) if d.acc.is_main_process else {}
     summary: dict[str, Any] = {}
     if d.acc.is_main_process:
-        d.save_student(out)  # the last student: general distillation is pretraining, not model selection
-        shutil.rmtree(out / "best", ignore_errors=True)
+        d.export_student(use_best=False)  # the last student: general distillation is pretraining, not selection
         final = masked_accuracy(d.student, val, d.acc.device)
         summary = {"teacher": cfg.teacher, "method": cfg.method, "objective": str(objective), "masking": masking,
                    "train_blocks": len(blocks["train"]), "block_length": cfg.corpus.max_length,
                    "teacher_validation": teacher_val, "validation": final, "history": result.history,
                    "wall_seconds": result.wall_seconds, "steps": result.steps,
                    "params": count_parameters(d.student), "teacher_params": count_parameters(teacher)}
-        (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_json(out / "metrics.json", summary)
         d._log(f"student masked-token accuracy {final['mlm_accuracy']:.4f} (teacher "
                f"{teacher_val['mlm_accuracy']:.4f}); written to {out}")
+    d.mark_finished()  # last: a kill before it is repaired by a rerun
     return summary

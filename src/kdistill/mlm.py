@@ -9,22 +9,22 @@ embeddings, so the encoder's representations are unchanged and the head merely l
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
-from kdistill.config import LossConfig, MappingConfig, MLMHeadConfig, save_config
+from kdistill.atomic import atomic_write_json
+from kdistill.config import LossConfig, MappingConfig, MLMHeadConfig
 from kdistill.corpus import load_blocks, mlm_collator, validation_loader
 from kdistill.distiller import Distiller
 from kdistill.errors import KDistillError
 from kdistill.features import score_masked_rows_only
-from kdistill.models import _hub_error, load_tokenizer, pick_device, probe, resolve_model_path
+from kdistill.models import load_tokenizer, model_load_error, pick_device, probe, resolve_model_path
 from kdistill.objective import Objective
+from kdistill.runfolder import prepare_run_folder, record_config
 
 
 def load_masked_lm(name: str) -> PreTrainedModel:
@@ -33,7 +33,7 @@ def load_masked_lm(name: str) -> PreTrainedModel:
     try:
         model = AutoModelForMaskedLM.from_pretrained(path)
     except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from err
+        raise model_load_error(name, err) from err
     out = model.get_output_embeddings()
     if out is None:
         raise KDistillError(f"'{name}' has no masked-LM output layer in transformers")
@@ -72,6 +72,7 @@ def masked_accuracy(model: PreTrainedModel, batches: list[dict[str, torch.Tensor
 
 def fit_mlm_head(cfg: MLMHeadConfig) -> dict[str, Any]:
     """Fit the head on `cfg.corpus`; writes an ordinary masked-LM folder with metrics.json (accuracy before/after)."""
+    out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
     model = load_masked_lm(cfg.encoder)
     tokenizer = load_tokenizer(cfg.encoder)
     model.base_model.requires_grad_(False)
@@ -81,9 +82,6 @@ def fit_mlm_head(cfg: MLMHeadConfig) -> dict[str, Any]:
     for _, p in trainable:
         p.requires_grad_(True)
     score_masked_rows_only(model)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "kdistill.yaml")
     blocks = load_blocks(cfg.corpus, tokenizer, progress=cfg.train.progress)
     prob = cfg.corpus.mlm_probability or 0.15
     val = validation_loader(blocks["validation"], tokenizer, cfg.train.eval_batch_size, prob, cfg.corpus.seed)
@@ -93,6 +91,7 @@ def fit_mlm_head(cfg: MLMHeadConfig) -> dict[str, Any]:
     print(f"[mlm-head] before: masked-token accuracy {before['mlm_accuracy']:.4f} on {int(before['masked_tokens'])} "
           f"masked tokens ({len(blocks['train'])} training blocks of {cfg.corpus.max_length})", flush=True)
     objective = Objective([LossConfig(name="ce")], MappingConfig(), student=probe(model), teacher=None)
+    record_config(out, cfg)
     d = Distiller(student=model, tokenizer=tokenizer, objective=objective, train_cfg=cfg.train, out_dir=out,
                   train_set=blocks["train"], eval_set=None, metric="mlm_accuracy", run_name="mlm-head",
                   collate_fn=mlm_collator(tokenizer, prob),
@@ -104,16 +103,14 @@ def fit_mlm_head(cfg: MLMHeadConfig) -> dict[str, Any]:
     fitted = d.student
     after = masked_accuracy(fitted, val, d.acc.device)
     if d.acc.is_main_process:
-        if not d.was_finished:
-            d.save_student(out)
-        shutil.rmtree(out / "best", ignore_errors=True)  # the head is kept as last trained, not "best"
+        d.export_student(use_best=False)  # the head is kept as last trained, not "best"
         summary = {"encoder": cfg.encoder, "trained_parameters": sum(p.numel() for _, p in trainable),
                    "trained": [n for n, _ in trainable], "before": before, "after": after,
                    "train_blocks": len(blocks["train"]), "validation_blocks": len(blocks["validation"]),
                    "history": result.history, "wall_seconds": result.wall_seconds or time.perf_counter() - start,
                    "steps": result.steps}
-        (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_json(out / "metrics.json", summary)
         print(f"[mlm-head] after: masked-token accuracy {after['mlm_accuracy']:.4f} (was {before['mlm_accuracy']:.4f});"
               f" written to {out}", flush=True)
-        return summary
-    return {}
+    d.mark_finished()  # last: a kill before it is repaired by a rerun
+    return summary if d.acc.is_main_process else {}
