@@ -234,3 +234,12 @@ def test_readme_lists_what_a_finished_run_keeps(reference: tuple[Path, dict]) ->
     assert top == found, f"README lists {sorted(top)}, a finished run keeps {sorted(found)}"
     (final,) = (out / "checkpoints").iterdir()
     assert "checkpoints/step-*/run_state.json" in listed and [p.name for p in final.iterdir()] == ["run_state.json"]
+
+
+def test_any_command_whose_output_path_is_blocked_gets_one_line(reference: tuple[Path, dict], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["report", str(reference[0]), "--out", str(blocker / "report")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kdistill: error: ") and str(blocker) in err and "\n" not in err and "Traceback" not in err

@@ -298,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     except KDistillError as err:
         print(f"kdistill: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file-system refusal (disk full, permissions, a file where a folder should be)
+        where = f": {err.filename}" if getattr(err, "filename", None) else ""
+        print(f"kdistill: error: {err.strerror or type(err).__name__}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("kdistill: interrupted; run the same command again to resume from the last checkpoint",
               file=sys.stderr)

@@ -22,6 +22,7 @@ from kdistill.corpus import load_blocks, mlm_collator, validation_loader
 from kdistill.distiller import Distiller
 from kdistill.errors import KDistillError
 from kdistill.features import prepare_for_capture, score_masked_rows_only
+from kdistill.limits import check_max_length
 from kdistill.mlm import load_masked_lm, masked_accuracy
 from kdistill.models import load_tokenizer, probe
 from kdistill.objective import Objective
@@ -62,8 +63,10 @@ def general_distill(cfg: GeneralConfig) -> dict[str, Any]:
     out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
     set_seed(cfg.train.seed)
     teacher = load_masked_lm(cfg.teacher)
+    check_max_length(cfg.corpus.max_length, teacher.config, "teacher", cfg.teacher)
     tokenizer = load_tokenizer(cfg.teacher)
     student = build_general_student(cfg, teacher)
+    check_max_length(cfg.corpus.max_length, student.config, "student", cfg.student.path or "built from the teacher")
     t_probe, s_probe = probe(teacher), probe(student)
     losses, masking = recipe(cfg, t_probe.num_layers, s_probe.num_layers)
     objective = Objective(losses, cfg.mapping, student=s_probe, teacher=t_probe, same_tokens=True)

@@ -22,6 +22,7 @@ from kdistill.corpus import load_blocks, mlm_collator, validation_loader
 from kdistill.distiller import Distiller
 from kdistill.errors import KDistillError
 from kdistill.features import score_masked_rows_only
+from kdistill.limits import check_max_length
 from kdistill.models import load_tokenizer, model_load_error, pick_device, probe, resolve_model_path
 from kdistill.objective import Objective
 from kdistill.runfolder import prepare_run_folder, record_config
@@ -74,6 +75,7 @@ def fit_mlm_head(cfg: MLMHeadConfig) -> dict[str, Any]:
     """Fit the head on `cfg.corpus`; writes an ordinary masked-LM folder with metrics.json (accuracy before/after)."""
     out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
     model = load_masked_lm(cfg.encoder)
+    check_max_length(cfg.corpus.max_length, model.config, "encoder", cfg.encoder)
     tokenizer = load_tokenizer(cfg.encoder)
     model.base_model.requires_grad_(False)
     trainable = head_parameters(model)
