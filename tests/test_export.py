@@ -102,7 +102,7 @@ def test_parity_above_atol_is_an_error(exported: tuple[Path, dict[str, Any]], mo
         ex.check_parity(model, int8, [batch], atol=1e-12)
     # end to end (reusing the fixture's graph): a runtime that disagrees with PyTorch fails with one line
     def reuse(model_dir: str, out: Path, **_: Any) -> Path:
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copy(run / "onnx" / "model.onnx", out / "model.onnx"))
 
     real = ex.onnx_logits
@@ -113,6 +113,7 @@ def test_parity_above_atol_is_an_error(exported: tuple[Path, dict[str, Any]], mo
                                      data=DataConfig(**DATA, cache_dir=str(run.parent / "cache"))))
     assert "differ by up to 0.01" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "bad" / "model.onnx").exists()  # an unfaithful export is not left for reuse
+    assert not list(tmp_path.glob(".bad.tmp-*"))  # nor its temporary folder
 
 
 def test_cli_export_prints_the_table(tiny_teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

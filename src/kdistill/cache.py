@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
+from kdistill.atomic import atomic_write_json
 from kdistill.data import split_hash, tokenizer_hash
 from kdistill.errors import KDistillError
 from kdistill.features import FeatureRequest, Features, forward_features
@@ -316,7 +317,7 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
                "request": _request_dict(request), "dtype": spec.stored_dtype, "num_examples": len(lengths),
                "num_labels": int(cfg.num_labels), "hidden_size": hidden, "num_heads": heads, "shards": shards,
                "bytes": sum(s["bytes"] for s in shards), "build_seconds": seconds, **(note or {})}
-        (tmp / MANIFEST).write_text(json.dumps(man, indent=1))
+        atomic_write_json(tmp / MANIFEST, man)  # the folder is renamed whole below; this keeps the file whole too
         shutil.rmtree(folder, ignore_errors=True)  # a damaged copy under the same fingerprint
         os.rename(tmp, folder)
     finally:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kdistill.atomic import atomic_write_text
 from kdistill.errors import KDistillError
 
 DEFAULT_TEACHER = "minilm"
@@ -530,4 +531,4 @@ def load_config(model_cls: type[_Strict], path: str | Path) -> Any:
 
 
 def save_config(cfg: BaseModel, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from kdistill.atomic import atomic_dir, atomic_write_json
 from kdistill.cache import weights_hash
 from kdistill.config import DataConfig, ExportConfig, build, load_yaml
 from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
@@ -263,10 +264,23 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
         raise KDistillError("nothing to export: ONNX (--onnx) is the only format so far")
     _require_onnx()
     model_dir = _model_dir(cfg.model)
-    out = Path(cfg.out) if cfg.out else model_dir / "onnx"
+    final = Path(cfg.out) if cfg.out else model_dir / "onnx"
     model = load_classifier(str(model_dir))
     tokenizer = load_tokenizer(str(model_dir))
-    print(f"[export] {model.config.model_type} classifier {model_dir} -> {out / 'model.onnx'} (opset {cfg.opset})")
+    print(f"[export] {model.config.model_type} classifier {model_dir} -> {final / 'model.onnx'} (opset {cfg.opset})")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Built under a temporary name and renamed whole: a kill or a failed parity check never leaves a partial
+    # or wrong model.onnx where `bench` would pick it up (an earlier export stays until the new one is complete).
+    with atomic_dir(final) as out:
+        result = _export_into(cfg, model_dir, model, tokenizer, out)
+        result = json.loads(json.dumps(result).replace(json.dumps(str(out))[1:-1], json.dumps(str(final))[1:-1]))
+        atomic_write_json(out / "export.json", result)
+    result["table"] = _table(result)
+    return result
+
+
+def _export_into(cfg: ExportConfig, model_dir: Path, model: Any, tokenizer: Any, out: Path) -> dict[str, Any]:
+    """Export, parity-check and (with `cfg.quantize`) quantise into the folder `out`; returns the record."""
     path = export_onnx(str(model_dir), out, opset=cfg.opset, model=model)
     data_cfg = _data_config(cfg, model_dir)
     note = None
@@ -281,12 +295,7 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
     big = max(1, (2 * n) // 3)  # two batches of different sizes, each padded to its own longest example
     batches = list(make_loader(tokens.select(range(n)), tokenizer, big))
     session = onnx_session(path)
-    try:
-        diff = check_parity(model, session, batches, cfg.atol)
-    except KDistillError:  # an export that disagrees with PyTorch must not stay where bench would reuse it
-        for f in (path, path.with_name(path.name + ".data")):
-            f.unlink(missing_ok=True)
-        raise
+    diff = check_parity(model, session, batches, cfg.atol)  # a mismatch drops the whole temporary folder
     shapes = [list(b["input_ids"].shape) for b in batches]
     print(f"[export] ONNX Runtime matches PyTorch: max |logit diff| {diff:.2e} <= {cfg.atol:g} on batches {shapes}")
     result: dict[str, Any] = {"model": str(model_dir), "out": str(out), "onnx": str(path), "opset": cfg.opset,
@@ -310,6 +319,4 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
                           scores={"fp32": fp32, "int8": int8}, change=int8 - fp32)
     if note and cfg.quantize:
         result["note"] = note
-    (out / "export.json").write_text(json.dumps(result, indent=1))
-    result["table"] = _table(result)
     return result

@@ -126,7 +126,7 @@ def prepare_run_folder(out: str | Path, cfg: BaseModel, resume: bool) -> Path:
     if diffs:
         listed = "; ".join(f"{k}: {_short(x)} (run) -> {_short(y)} (now)" for k, x, y in diffs)
         raise KDistillError(f"{path} holds a run started with another config ({listed}); resume it with the same "
-                            "settings, start over with --resume false, or use another --out")
+                            "settings, start over with --resume false (train.resume), or use another --out")
     return path
 
 
