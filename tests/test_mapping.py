@@ -151,3 +151,11 @@ def test_user_strategy_and_unknown_strategy(temp_strategy: str) -> None:
         build_map(MappingConfig.model_construct(strategy="nope", pairs=None, group="last"), 6, 3)
     with pytest.raises(KDistillError, match="already registered"):
         MAPPINGS.add("uniform", every_other)
+
+
+def test_last_maps_only_the_last_layers() -> None:
+    from kdistill.mapping import last_map
+
+    assert last_map(12, 6) == [LayerPair(6, (12,))]
+    assert last_map(6, 3) == [LayerPair(3, (6,))] and last_map(3, 6) == [LayerPair(6, (3,))]
+    assert build_map(MappingConfig(strategy="last"), 6, 3) == [LayerPair(3, (6,))]

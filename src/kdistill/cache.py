@@ -140,6 +140,9 @@ def cache_spec(teacher: nn.Module, tokenizer: Any, raw_train: Dataset, train: Da
     """Fingerprint parts of a run: `raw_train` is the text split, `train` its tokenised form."""
     if dtype not in DTYPES:
         raise KDistillError(f"teacher cache dtype must be one of {list(DTYPES)}, not {dtype!r}")
+    if request.qkv:  # queries/keys/values are not among the stored features (KINDS)
+        raise KDistillError("the teacher cache does not store queries, keys and values: the relation losses "
+                            "(value_relation, minilmv2_relations) need teacher_cache: false")
     parts = {"format": FORMAT, "teacher_weights": weights_hash(teacher), "teacher_config": _config_hash(teacher),
              "tokenizer": tokenizer_hash(tokenizer), "data": split_hash(raw_train), "tokens": _tokens_hash(train),
              "max_length": max_length}

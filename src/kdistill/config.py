@@ -90,8 +90,9 @@ class TrainConfig(_Strict):
 class MappingConfig(_Strict):
     """Which teacher layer(s) teach which student layer. Layers count from 1; 0 is the embeddings."""
 
-    strategy: Literal["uniform", "top", "bottom", "explicit", "many_to_one"] = Field(
-        "uniform", description="uniform/top/bottom, an explicit list, or groups of teacher layers")
+    strategy: Literal["uniform", "top", "bottom", "last", "explicit", "many_to_one"] = Field(
+        "uniform", description="uniform/top/bottom, last (student's last <- teacher's last, MiniLM), an explicit "
+        "list, or groups of teacher layers")
     pairs: list[tuple[int, int | list[int]]] | None = Field(
         None, description="explicit [student, teacher] or [student, [teacher, ...]] pairs")
     group: Literal["last", "all"] = Field(

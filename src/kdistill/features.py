@@ -8,6 +8,10 @@ post-dropout probabilities and never the scores). Models outside that interface 
 get a forward pre-hook on the dropout applied to their attention softmax: its input is the same
 pre-dropout probabilities, still in the autograd graph. Their raw scores are never materialised as
 a module input, so asking for them (attn_mse) is refused when the run is set up.
+
+The relation losses (`kdistill.relations`) need each mapped layer's queries, keys and values after the
+linear projections and before attention ("qkv"): the recording attention function receives exactly
+those; MPNet gets forward hooks on its q/k/v Linear modules instead; DeBERTa is refused at set-up.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import inspect
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -30,17 +34,33 @@ from kdistill.errors import KDistillError
 from kdistill.models import ModelProbe
 
 ATTN_IMPL = "kdistill"
-FEATURE_KINDS = ("logits", "embeddings", "hidden", "attn_scores", "attn_probs")
+FEATURE_KINDS = ("logits", "embeddings", "hidden", "attn_scores", "attn_probs", "qkv")
+
+
+class QKV(NamedTuple):
+    """One layer's attention inputs per head, after the query/key/value projections and before attention.
+
+    Each is (batch, heads, L, head_dim), as the attention function receives it (unscaled), and keeps its
+    autograd graph on the student side.
+    """
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
 
 
 @dataclass
 class _Recorder:
-    layers: set[int] | None  # 1-based layers to keep; None keeps all
+    layers: set[int] | None  # 1-based layers whose maps to keep; None keeps all
+    qkv_layers: set[int] = field(default_factory=set)  # 1-based layers whose q/k/v to keep
     scores: dict[int, Tensor] = field(default_factory=dict)
     probs: dict[int, Tensor] = field(default_factory=dict)
+    qkv: dict[int, QKV] = field(default_factory=dict)
+    projections: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # hooked families: (B, L, width)
     calls: int = 0
+    projection_calls: dict[str, int] = field(default_factory=dict)
 
-    def add(self, scores: Tensor | None, probs: Tensor) -> None:
+    def add(self, scores: Tensor | None, probs: Tensor, qkv: QKV | None = None) -> None:
         """Record one attention call; an encoder calls its layers in order, once each per forward."""
         self.calls += 1
         layer = self.calls
@@ -48,6 +68,14 @@ class _Recorder:
             if scores is not None:
                 self.scores[layer] = scores
             self.probs[layer] = probs
+        if qkv is not None and layer in self.qkv_layers:
+            self.qkv[layer] = qkv
+
+    def add_projection(self, part: str, out: Tensor) -> None:
+        """Record one q/k/v Linear output ("query", "key" or "value"); each is called once per layer, in order."""
+        layer = self.projection_calls[part] = self.projection_calls.get(part, 0) + 1
+        if layer in self.qkv_layers:
+            self.projections.setdefault(layer, {})[part] = out
 
 
 _ACTIVE: contextvars.ContextVar[_Recorder | None] = contextvars.ContextVar("kdistill_recorder", default=None)
@@ -71,7 +99,7 @@ def _recording_attention(
     probs = nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
     rec = _ACTIVE.get()
     if rec is not None:
-        rec.add(scores, probs)
+        rec.add(scores, probs, QKV(query, key, value))
     dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(dropped, value).transpose(1, 2).contiguous()
     return out, probs
@@ -124,6 +152,48 @@ def _hook_attention_dropout(model: nn.Module, probe_: ModelProbe, role: str) -> 
     setattr(model, _HOOKED, True)
 
 
+# Families outside AttentionInterface whose query/key/value projections are separate nn.Linear modules,
+# called once per layer on the layer input (paths inside each transformer layer, transformers 5.x names).
+# DeBERTa is absent: v1 projects q/k/v with one fused Linear, v2 calls its query/key Linear a second time on
+# the relative-position embeddings, so call order would not number layers.
+QKV_PROJECTIONS: dict[str, dict[str, str]] = {
+    "mpnet": {"query": "attention.attn.q", "key": "attention.attn.k", "value": "attention.attn.v"},
+}
+_QKV_HOOKED = "_kdistill_qkv_hook"
+_QKV_PART = "_kdistill_qkv_part"
+
+
+def _record_projection(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+    """Forward hook on a q/k/v Linear: record its output (B, L, width) under the part the module is marked with."""
+    rec = _ACTIVE.get()
+    if rec is not None:
+        rec.add_projection(getattr(module, _QKV_PART), output)
+
+
+def _hook_qkv_projections(model: nn.Module, probe_: ModelProbe, role: str) -> None:
+    """Record each layer's q/k/v projections by forward hooks on their Linears; idempotent and copy-safe like
+    `_hook_attention_dropout`. Raises KDistillError, naming the family, when they are not known."""
+    paths = QKV_PROJECTIONS.get(probe_.family)
+    layers = model.get_submodule(probe_.layers_path)
+    found: list[tuple[str, nn.Module]] = []
+    if paths is not None:
+        try:
+            found = [(part, layer.get_submodule(path)) for layer in layers for part, path in paths.items()]
+        except AttributeError:
+            found = []
+    if not found or not all(isinstance(m, nn.Linear) for _, m in found):
+        raise KDistillError(
+            f"queries, keys and values cannot be captured from the {role} ({probe_.family}); drop the relation "
+            "losses (value_relation, minilmv2_relations): they need BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, "
+            "DistilBERT or MPNet")
+    for part, lin in found:
+        if not getattr(lin, _QKV_HOOKED, False):
+            lin.register_forward_hook(_record_projection)
+            setattr(lin, _QKV_HOOKED, True)
+            setattr(lin, _QKV_PART, part)
+    setattr(model, _QKV_HOOKED, True)
+
+
 @dataclass
 class Features:
     """What one forward pass exposed. Layer dicts are keyed 0 (embeddings) .. L (last layer)."""
@@ -133,8 +203,9 @@ class Features:
     hidden: dict[int, Tensor] = field(default_factory=dict)
     attn_scores: dict[int, Tensor] = field(default_factory=dict)
     attn_probs: dict[int, Tensor] = field(default_factory=dict)
+    qkv: dict[int, QKV] = field(default_factory=dict)
 
-    def get(self, kind: str, layer: int) -> Tensor:
+    def get(self, kind: str, layer: int) -> Any:
         if kind == "embeddings":
             kind, layer = "hidden", 0
         table = getattr(self, kind)
@@ -150,13 +221,14 @@ class FeatureRequest:
     hidden: frozenset[int] = frozenset()
     attn_scores: frozenset[int] = frozenset()
     attn_probs: frozenset[int] = frozenset()
+    qkv: frozenset[int] = frozenset()  # layers whose queries, keys and values the relation losses compare
 
     @property
     def attention_layers(self) -> frozenset[int]:
         return self.attn_scores | self.attn_probs
 
     def __bool__(self) -> bool:
-        return bool(self.hidden or self.attention_layers)
+        return bool(self.hidden or self.attention_layers or self.qkv)
 
 
 def prepare_for_capture(model: nn.Module, probe_: ModelProbe, request: FeatureRequest, role: str) -> None:
@@ -166,13 +238,15 @@ def prepare_for_capture(model: nn.Module, probe_: ModelProbe, request: FeatureRe
     switch to the recording attention function (raw scores and probabilities). MPNet and DeBERTa get a
     pre-hook on their attention dropout (probabilities only). Fails at set-up, not at step 1, with a
     KDistillError when a layer is out of range, when raw scores (attn_mse) are asked of a family outside
-    the interface, or when a family's pre-dropout probabilities cannot be reached at all.
+    the interface, or when a family's pre-dropout probabilities cannot be reached at all. Queries, keys
+    and values ("qkv", relation losses) come from the recording attention function, from forward hooks on
+    MPNet's q/k/v Linear modules, and are refused for the other families (DeBERTa).
     """
-    bad = [i for kind in ("hidden", "attn_scores", "attn_probs") for i in getattr(request, kind)
+    bad = [i for kind in ("hidden", "attn_scores", "attn_probs", "qkv") for i in getattr(request, kind)
            if not 0 <= i <= probe_.num_layers or (kind != "hidden" and i == 0)]
     if bad:
         raise KDistillError(f"the {role} has {probe_.num_layers} layers; cannot capture layer(s) {sorted(bad)}")
-    if not request.attention_layers:
+    if not request.attention_layers and not request.qkv:
         return
     if probe_.supports_attention_interface:
         model.set_attn_implementation(ATTN_IMPL)
@@ -181,13 +255,16 @@ def prepare_for_capture(model: nn.Module, probe_: ModelProbe, request: FeatureRe
         raise KDistillError(
             f"raw attention scores (attn_mse) cannot be captured from the {role} ({probe_.family}: it does not "
             "use transformers' AttentionInterface); attn_kl and the hidden-state and prediction losses work")
-    _hook_attention_dropout(model, probe_, role)
+    if request.qkv:
+        _hook_qkv_projections(model, probe_, role)
+    if request.attention_layers:
+        _hook_attention_dropout(model, probe_, role)
     model.set_attn_implementation("eager")
 
 
 @contextmanager
-def _recording(layers: set[int] | None) -> Iterator[_Recorder]:
-    rec = _Recorder(layers=layers)
+def _recording(layers: set[int] | None, qkv_layers: set[int]) -> Iterator[_Recorder]:
+    rec = _Recorder(layers=layers, qkv_layers=qkv_layers)
     token = _ACTIVE.set(rec)
     try:
         yield rec
@@ -210,19 +287,23 @@ def model_inputs(model: nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Ten
 def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: FeatureRequest) -> Features:
     """Run `model` once and return logits plus exactly the requested features.
 
-    Attention maps are [B, heads, L, L], pre-dropout, and keep their autograd graph. Raises KDistillError
-    when attention is asked of a model in train mode that `prepare_for_capture` did not set up (its
-    `output_attentions` would be post-dropout), or when a requested layer's attention was not recorded.
+    Attention maps are [B, heads, L, L], pre-dropout, and keep their autograd graph; so do `QKV` records.
+    Raises KDistillError when attention is asked of a model in train mode that `prepare_for_capture` did not
+    set up (its `output_attentions` would be post-dropout), when queries/keys/values are asked of a model it
+    did not set up, or when a requested layer's attention or q/k/v was not recorded.
     """
     inputs = model_inputs(model, batch)
-    recorded = (getattr(getattr(model, "config", None), "_attn_implementation", None) == ATTN_IMPL
-                or getattr(model, _HOOKED, False))
+    interface = getattr(getattr(model, "config", None), "_attn_implementation", None) == ATTN_IMPL
+    recorded = interface or getattr(model, _HOOKED, False)
     need_attn = bool(request.attention_layers)
     want_hidden = bool(request.hidden)
     if need_attn and not recorded and model.training:
         # output_attentions in train mode returns maps after attention dropout
         raise KDistillError("attention features of a model in train mode need prepare_for_capture first")
-    with _recording(set(request.attention_layers) if need_attn else set()) as rec, _token_rows(batch):
+    if request.qkv and not (interface or getattr(model, _QKV_HOOKED, False)):
+        raise KDistillError("queries, keys and values (relation losses) need prepare_for_capture first")
+    with (_recording(set(request.attention_layers) if need_attn else set(), set(request.qkv)) as rec,
+          _token_rows(batch)):
         out = model(**inputs, output_hidden_states=want_hidden,
                     output_attentions=need_attn and not recorded, return_dict=True)
     feats = Features(logits=out.logits, mask=batch["attention_mask"])
@@ -242,7 +323,24 @@ def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: Fea
             if not atts:
                 raise KDistillError("the model returned no attention maps; load it with eager attention")
             feats.attn_probs = {i: atts[i - 1] for i in request.attn_probs}
+    if request.qkv:
+        feats.qkv = _collect_qkv(rec, request.qkv, interface, model)
     return feats
+
+
+def _collect_qkv(rec: _Recorder, layers: frozenset[int], interface: bool, model: nn.Module) -> dict[int, QKV]:
+    """The recorded QKV per layer; hooked projections (B, L, width) are split into the model's heads."""
+    if not interface:
+        heads = int(model.config.num_attention_heads)
+        for layer, parts in rec.projections.items():
+            if len(parts) == 3:  # (B, L, heads * d) -> (B, heads, L, d), as the model splits them
+                rec.qkv[layer] = QKV(*(x.view(*x.shape[:2], heads, -1).transpose(1, 2)
+                                       for x in (parts[p] for p in QKV._fields)))
+    missing = sorted(set(layers) - set(rec.qkv))
+    if missing:
+        calls = max(rec.calls, *rec.projection_calls.values()) if rec.projection_calls else rec.calls
+        raise KDistillError(f"queries/keys/values of layer(s) {missing} were not recorded ({calls} attention calls)")
+    return {i: rec.qkv[i] for i in layers}
 
 
 def masked_positions(student: Features, teacher: Features | None, labels: Tensor

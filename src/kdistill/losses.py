@@ -5,6 +5,9 @@ Conventions: `s` is the student tensor, `t` the teacher tensor, `mask` the 2-D a
 positions are removed with `torch.where` before any arithmetic, so huge, infinite or NaN values there
 (e.g. -inf attention scores) change neither the loss nor its gradient. Every loss is computed in fp32
 (half-precision inputs are upcast) and a batch that is entirely padding gives 0, not NaN.
+
+The relation losses (MiniLM's value relation, MiniLMv2's multi-head self-attention relations) live in
+`kdistill.relations` and are registered here too, on import of this module.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +24,7 @@ from torch import Tensor
 from kdistill.errors import KDistillError
 from kdistill.registry import Registry
 
-FEATURES = ("logits", "labels", "hidden", "embeddings", "attn_scores", "attn_probs", "cls")
+FEATURES = ("logits", "labels", "hidden", "embeddings", "attn_scores", "attn_probs", "cls", "qkv")
 """What a loss can consume; the trainer collects exactly these from the models."""
 
 COSINE_FORMS = ("1-cos", "neg-cos", "mse-normalized")
@@ -32,11 +36,14 @@ class LossSpec:
 
     name: str
     fn: Callable[..., Tensor]
-    feature: str  # "logits" | "labels" | "hidden" | "embeddings" | "attn_scores" | "attn_probs" | "cls"
+    feature: str  # one of FEATURES; "qkv" = per-head queries, keys and values (`kdistill.features.QKV`)
     needs_teacher: bool  # False only for hard-label losses ("ce")
     per_layer: bool  # applied to each mapped (student, teacher) layer pair
     projectable: bool  # a learnable Linear(student_width -> teacher_width) may be needed
     token_aligned: bool  # student and teacher must see the same tokens (feature losses)
+    # set-up check (student probe, teacher probe, loss params) -> None, raising KDistillError: refuses at
+    # set-up what would fail at step 1 (e.g. head counts or relation heads that do not fit both models)
+    check: Callable[[Any, Any, dict[str, Any]], None] | None = None
 
     def accepts(self, param: str) -> bool:
         """Whether `fn` takes keyword `param`, so the trainer passes `temperature` only where it applies."""
@@ -55,11 +62,13 @@ def register_loss(
     per_layer: bool = False,
     projectable: bool = False,
     token_aligned: bool | None = None,
+    check: Callable[[Any, Any, dict[str, Any]], None] | None = None,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Decorator registering `fn` under `name`; returns `fn` unchanged so one function can carry two names.
 
     `token_aligned` defaults to True for every feature except "logits" and "labels", since only the
-    prediction-level losses can compare models with different tokenisers.
+    prediction-level losses can compare models with different tokenisers. `check(student, teacher, params)`
+    (two `ModelProbe`s and the loss's keyword arguments) runs when the objective is built.
     """
     if feature not in FEATURES:
         raise KDistillError(f"loss '{name}': unknown feature '{feature}' (valid: {', '.join(FEATURES)})")
@@ -67,7 +76,8 @@ def register_loss(
 
     def deco(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         LOSSES.add(name, LossSpec(name=name, fn=fn, feature=feature, needs_teacher=needs_teacher,
-                                  per_layer=per_layer, projectable=projectable, token_aligned=aligned))
+                                  per_layer=per_layer, projectable=projectable, token_aligned=aligned,
+                                  check=check))
         return fn
 
     return deco
@@ -81,7 +91,7 @@ def get_loss(name: str) -> LossSpec:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _f32(x: Tensor) -> Tensor:
+def as_f32(x: Tensor) -> Tensor:
     """Upcast half/bfloat16 so softmax, squares and sums don't overflow or lose precision."""
     return x.float() if x.is_floating_point() and x.dtype != torch.float64 else x
 
@@ -91,8 +101,11 @@ def _same_shape(loss: str, s: Tensor, t: Tensor, what: str = "shape") -> None:
         raise KDistillError(f"{loss}: student {what} {tuple(s.shape)} != teacher {what} {tuple(t.shape)}")
 
 
-def _valid(mask: Tensor | None, lead: torch.Size, loss: str, device: torch.device) -> Tensor:
-    """Boolean mask over the leading dims (all True without a mask); 1 = real token."""
+def valid_tokens(mask: Tensor | None, lead: torch.Size, loss: str, device: torch.device) -> Tensor:
+    """Boolean mask over the leading dims (all True without a mask); 1 = real token.
+
+    Raises KDistillError, naming `loss`, when the mask's shape is not `lead`.
+    """
     if mask is None:
         return torch.ones(lead, dtype=torch.bool, device=device)
     if tuple(mask.shape) != tuple(lead):
@@ -121,7 +134,7 @@ def _pair_mask(mask: Tensor | None, s: Tensor, loss: str) -> tuple[Tensor, Tenso
     b, _, lq, lk = s.shape
     if lq != lk:
         raise KDistillError(f"{loss}: attention maps must be square, got {tuple(s.shape)}")
-    tok = _valid(mask, torch.Size((b, lq)), loss, s.device)
+    tok = valid_tokens(mask, torch.Size((b, lq)), loss, s.device)
     return tok[:, None, :, None] & tok[:, None, None, :], tok[:, None, :]
 
 
@@ -137,8 +150,8 @@ def kl_div(s_logits: Tensor, t_logits: Tensor, *, temperature: float = 1.0) -> T
     """
     _same_shape("kl", s_logits, t_logits)
     c = s_logits.shape[-1]
-    log_ps = F.log_softmax(_f32(s_logits).reshape(-1, c) / temperature, dim=-1)
-    log_pt = F.log_softmax(_f32(t_logits).reshape(-1, c) / temperature, dim=-1)
+    log_ps = F.log_softmax(as_f32(s_logits).reshape(-1, c) / temperature, dim=-1)
+    log_pt = F.log_softmax(as_f32(t_logits).reshape(-1, c) / temperature, dim=-1)
     return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * temperature**2
 
 
@@ -153,8 +166,8 @@ def soft_cross_entropy(s_logits: Tensor, t_logits: Tensor, *, temperature: float
     """
     _same_shape("soft_ce", s_logits, t_logits)
     c = s_logits.shape[-1]
-    log_ps = F.log_softmax(_f32(s_logits).reshape(-1, c) / temperature, dim=-1)
-    pt = F.softmax(_f32(t_logits).reshape(-1, c) / temperature, dim=-1)
+    log_ps = F.log_softmax(as_f32(s_logits).reshape(-1, c) / temperature, dim=-1)
+    pt = F.softmax(as_f32(t_logits).reshape(-1, c) / temperature, dim=-1)
     loss = -(pt * log_ps).sum(dim=-1).mean()
     return loss * temperature**2 if t2_scale else loss
 
@@ -163,13 +176,13 @@ def soft_cross_entropy(s_logits: Tensor, t_logits: Tensor, *, temperature: float
 def logit_mse(s_logits: Tensor, t_logits: Tensor) -> Tensor:
     """Mean squared error over all logit elements (Ba & Caruana); no temperature needed."""
     _same_shape("logit_mse", s_logits, t_logits)
-    return F.mse_loss(_f32(s_logits), _f32(t_logits), reduction="mean")
+    return F.mse_loss(as_f32(s_logits), as_f32(t_logits), reduction="mean")
 
 
 @register_loss("ce", feature="labels", needs_teacher=False)
 def hard_ce(s_logits: Tensor, labels: Tensor) -> Tensor:
     """Ordinary cross-entropy with the gold labels, mean over examples (labels -100 are ignored)."""
-    return F.cross_entropy(_f32(s_logits), labels.long(), reduction="mean")
+    return F.cross_entropy(as_f32(s_logits), labels.long(), reduction="mean")
 
 
 # ---------------------------------------------------------------------------------------- feature losses
@@ -183,12 +196,12 @@ def hidden_mse(s: Tensor, t: Tensor, *, mask: Tensor | None = None) -> Tensor:
     Unlike a plain `mse_loss`, padding neither adds error nor dilutes the mean, so the loss does not
     depend on how much a batch is padded. Different widths need a projection first (the spec is projectable).
     """
-    s, t = _f32(s), _f32(t)
+    s, t = as_f32(s), as_f32(t)
     if s.shape[-1] != t.shape[-1]:
         raise KDistillError(f"hidden_mse: student width {s.shape[-1]} != teacher width {t.shape[-1]}; "
                             "project the student states first")
     _same_shape("hidden_mse", s, t)
-    valid = _valid(mask, s.shape[:-1], "hidden_mse", s.device)[..., None]
+    valid = valid_tokens(mask, s.shape[:-1], "hidden_mse", s.device)[..., None]
     diff = torch.where(valid, s - t, torch.zeros((), dtype=s.dtype, device=s.device))
     n = valid.sum().clamp_min(1) * s.shape[-1]
     return diff.pow(2).sum() / n
@@ -202,7 +215,7 @@ def attention_mse(s: Tensor, t: Tensor, *, mask: Tensor | None = None) -> Tensor
     replaces TinyBERT's trick of zeroing scores <= -100, which also hits genuinely low real scores.
     With different head counts the head-averaged maps are compared.
     """
-    s, t = _f32(s), _f32(t)
+    s, t = as_f32(s), as_f32(t)
     _attn_checks("attn_mse", s, t)
     s, t = _heads_match(s, t)
     pairs, _ = _pair_mask(mask, s, "attn_mse")
@@ -220,7 +233,7 @@ def attention_kl(s_probs: Tensor, t_probs: Tensor, *, mask: Tensor | None = None
     s is clamped to `eps` before the log), then mean over heads and valid query tokens. With different
     head counts the head-averaged distributions are compared.
     """
-    s, t = _f32(s_probs), _f32(t_probs)
+    s, t = as_f32(s_probs), as_f32(t_probs)
     _attn_checks("attn_kl", s, t)
     s, t = _heads_match(s, t)
     pairs, queries = _pair_mask(mask, s, "attn_kl")
@@ -243,12 +256,12 @@ def cosine_loss(s: Tensor, t: Tensor, *, mask: Tensor | None = None, form: str =
     """
     if form not in COSINE_FORMS:
         raise KDistillError(f"cosine loss: unknown form '{form}' (valid: {', '.join(COSINE_FORMS)})")
-    s, t = _f32(s), _f32(t)
+    s, t = as_f32(s), as_f32(t)
     if s.shape[-1] != t.shape[-1]:
         raise KDistillError(f"cosine loss: student width {s.shape[-1]} != teacher width {t.shape[-1]}; "
                             "project the student states first")
     _same_shape("cosine loss", s, t)
-    valid = _valid(mask, s.shape[:-1], "cosine loss", s.device)
+    valid = valid_tokens(mask, s.shape[:-1], "cosine loss", s.device)
     one = torch.ones((), dtype=s.dtype, device=s.device)
     # Padded vectors become all-ones in both, so normalising them is well defined (cos = 1, finite grads).
     s_n = F.normalize(torch.where(valid[..., None], s, one), dim=-1, eps=1e-8)
@@ -272,3 +285,8 @@ def cls_cosine(s: Tensor, t: Tensor, *, form: str = "1-cos", mask: Tensor | None
     s0 = s[:, 0] if s.dim() == 3 else s
     t0 = t[:, 0] if t.dim() == 3 else t
     return cosine_loss(s0, t0, form=form)
+
+
+# The relation losses register themselves on import; imported last because `kdistill.relations` uses the
+# helpers above (a partly initialised `kdistill.losses` already defines them when it is imported first).
+from kdistill import relations as _relations  # noqa: E402, F401

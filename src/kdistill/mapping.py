@@ -88,6 +88,13 @@ def many_to_one_map(n_teacher: int, n_student: int, group: str = "last") -> list
     return pairs
 
 
+def last_map(n_teacher: int, n_student: int) -> list[LayerPair]:
+    """Student Ls <- teacher Lt only: MiniLM's last-layer self-attention and value-relation transfer
+    (Wang et al. 2020), which leaves the student's lower layers free to organise themselves."""
+    _depths(n_teacher, n_student)
+    return [LayerPair(n_student, (n_teacher,))]
+
+
 def explicit_map(pairs: Iterable[Sequence[int | Sequence[int]]]) -> list[LayerPair]:
     """From [[s, t], [s, [t1, t2]]] as written in YAML; ranges are checked by `build_map`."""
     out = []
@@ -108,6 +115,7 @@ MAPPINGS.add("uniform", lambda cfg, nt, ns: uniform_map(nt, ns))
 MAPPINGS.add("top", lambda cfg, nt, ns: top_map(nt, ns))
 MAPPINGS.add("bottom", lambda cfg, nt, ns: bottom_map(nt, ns))
 MAPPINGS.add("many_to_one", lambda cfg, nt, ns: many_to_one_map(nt, ns, cfg.group))
+MAPPINGS.add("last", lambda cfg, nt, ns: last_map(nt, ns))
 MAPPINGS.add("explicit", lambda cfg, nt, ns: explicit_map(cfg.pairs or []))
 
 

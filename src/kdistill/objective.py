@@ -1,7 +1,8 @@
 """The objective: named, weighted loss terms over mapped layer pairs, with the projections they own.
 
 Everything a run will need is checked here, when the run is set up: loss names, their parameters,
-layers the mapping names, whether teacher and student tokenise alike for token-level losses.
+layers the mapping names, whether teacher and student tokenise alike for token-level losses, and each
+loss's own set-up check (e.g. relation heads that must divide both widths).
 Projections live here (not on the student), so exporting the student never carries them.
 """
 
@@ -94,6 +95,8 @@ class Objective(nn.Module):
                     pairs = [LayerPair(0, (0,))]
                 else:
                     pairs = build_map(cfg.mapping or mapping, teacher.num_layers, student.num_layers)
+            if spec.check is not None and teacher is not None:
+                spec.check(student, teacher, dict(cfg.params))
             seen[cfg.name] = seen.get(cfg.name, 0) + 1
             key = cfg.name if seen[cfg.name] == 1 else f"{cfg.name}_{seen[cfg.name]}"
             term = Term(key=key, cfg=cfg, spec=spec, pairs=pairs, kwargs=_loss_kwargs(cfg, spec),
@@ -106,7 +109,7 @@ class Objective(nn.Module):
         return " + ".join(t.describe() for t in self.terms)
 
     def _request(self, side: str) -> FeatureRequest:
-        wanted: dict[str, set[int]] = {"hidden": set(), "attn_scores": set(), "attn_probs": set()}
+        wanted: dict[str, set[int]] = {"hidden": set(), "attn_scores": set(), "attn_probs": set(), "qkv": set()}
         for term in self.terms:
             kind = term.spec.feature
             if kind in RESPONSE_FEATURES:
