@@ -68,3 +68,14 @@ def test_bad_inputs() -> None:
         compute_metrics("accuracy", [], [])
     with pytest.raises(KDistillError, match="unknown metric"):
         compute_metrics("bleu", [0], [0])
+
+
+def test_single_class_warning_only_when_predictions_collapse() -> None:
+    from kdistill.metrics import single_class_warning
+
+    gold = [0, 1, 1, 0, 1]
+    assert single_class_warning(np.array([[0.1, 0.9]] * 5), gold) == (
+        "every one of the 5 validation predictions is class 1 (60.0% of the gold labels): the model has collapsed "
+        "to a single class")
+    assert single_class_warning(np.array([[0.1, 0.9]] * 4 + [[0.9, 0.1]]), gold) is None
+    assert single_class_warning([1, 1, 1], [1, 1, 1]) is None  # one gold class: nothing to collapse from

@@ -243,3 +243,23 @@ def test_any_command_whose_output_path_is_blocked_gets_one_line(reference: tuple
     assert main(["report", str(reference[0]), "--out", str(blocker / "report")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kdistill: error: ") and str(blocker) in err and "\n" not in err and "Traceback" not in err
+
+
+def test_a_collapsed_model_is_named_in_the_log_and_metrics(tiny_teacher: Path, tmp_path: Path, tiny_data: dict,
+                                                           fast_train: dict, capsys: pytest.CaptureFixture) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    stuck = tmp_path / "stuck"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_teacher)
+    with torch.no_grad():  # a head that always answers class 1, whatever the encoder says
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([-20.0, 20.0]))
+    model.save_pretrained(stuck)
+    for f in tiny_teacher.glob("*"):
+        if f.name.startswith(("tokenizer", "vocab", "special")):
+            (stuck / f.name).write_bytes(f.read_bytes())
+    cfg = build(FinetuneConfig, {"model": str(stuck), "out": str(tmp_path / "ft"), "data": tiny_data,
+                                 "train": {**fast_train, "lr": 1e-12}})
+    summary = api.finetune(cfg)
+    assert summary["warnings"] and "collapsed to a single class" in summary["warnings"][0]
+    assert "WARNING: epoch 1: every one of the 48 validation predictions is class 1" in capsys.readouterr().out

@@ -75,6 +75,9 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
             summary["test"] = score_split(model, tokenizer, data, "test", max_length, cache_dir=cache_dir,
                                           desc="scoring test split", progress=distiller.cfg.progress)
         summary["params"] = count_parameters(model)
+        best = [r for r in summary.get("history") or [] if r.get("epoch") == summary.get("best_epoch")]
+        if best and best[0].get("warnings"):  # the exported student itself collapsed: say so in metrics.json
+            summary["warnings"] = best[0]["warnings"]
         if "speed" not in summary:  # a quick timing for the model card; `kdistill bench` measures properly
             device = pick_device(distiller.cfg.device)
             speed = measure_speed(model, batch_sizes=(1, 32), seq_length=max_length, warmup=2, repeats=10,

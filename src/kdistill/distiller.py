@@ -35,7 +35,7 @@ from kdistill.data import make_loader
 from kdistill.errors import KDistillError, TrainingDiverged
 from kdistill.evaluate import predict
 from kdistill.features import FeatureRequest, Features, forward_features, masked_positions
-from kdistill.metrics import compute_metrics, primary
+from kdistill.metrics import compute_metrics, primary, single_class_warning
 from kdistill.objective import Active, Objective
 from kdistill.schedules import AllLayers, LayerSchedule
 
@@ -149,6 +149,7 @@ class Distiller:
         self._resumed_step: int | None = None
         self.writer = None
         self.last_loss: float | None = None
+        self.last_warning: str | None = None  # set by `evaluate` when all predictions are one class
 
     # ---- helpers -------------------------------------------------------------------------------
     @property
@@ -299,7 +300,9 @@ class Distiller:
             return self.evaluator(self)
         assert self.eval_loader is not None
         logits, labels = predict(self.student, self.eval_loader, self.acc)
-        return compute_metrics(self.metric, logits, labels)
+        metrics = compute_metrics(self.metric, logits, labels)
+        self.last_warning = single_class_warning(logits, labels)
+        return metrics
 
     # ---- the loop ------------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int, skip: int) -> Iterator[dict[str, Tensor]]:
@@ -407,6 +410,9 @@ class Distiller:
             improved = self.state.best_score is None or score > self.state.best_score
             self._log(f"epoch {epoch + 1}: validation {primary(self.metric)} {score:.4f}"
                       + (" (best so far)" if improved else ""))
+            if self.last_warning:
+                self._log(f"WARNING: epoch {epoch + 1}: {self.last_warning}")
+                record["warnings"] = [self.last_warning]
             if improved:
                 self.state.best_score, self.state.best_epoch = score, epoch + 1
                 self.save_student(self.out / "best")

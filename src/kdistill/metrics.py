@@ -77,3 +77,20 @@ def primary(metric: str) -> str:
 def mlm_accuracy(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
     """Share of masked tokens whose original word-piece is the top prediction (general distillation)."""
     return {"mlm_accuracy": float(accuracy_score(labels, preds))}
+
+
+def single_class_warning(logits_or_preds: np.ndarray | Sequence, labels: np.ndarray | Sequence) -> str | None:
+    """A warning when every prediction is one class although the gold labels hold several, else None.
+
+    A student that answers the majority class everywhere can still score well on skewed data (MRPC's
+    all-"paraphrase" F1 is 81.2), so a collapsed run looks merely mediocre unless it is said out loud.
+    """
+    arr = np.asarray(logits_or_preds)
+    preds = arr.argmax(axis=-1) if arr.ndim == 2 else arr
+    gold = np.asarray(labels).reshape(-1)
+    if len(preds) < 2 or len(np.unique(gold)) < 2 or len(np.unique(preds)) > 1:
+        return None
+    only = int(preds[0])
+    share = float(np.mean(gold == only))
+    return (f"every one of the {len(preds)} validation predictions is class {only} ({share:.1%} of the gold "
+            "labels): the model has collapsed to a single class")
