@@ -10,12 +10,12 @@ from conftest import make_tiny_bert
 from safetensors.torch import load_file
 
 from kdistill import api
-from kdistill.cache import MultiTeacher
 from kdistill.config import DistillConfig, build
 from kdistill.data import load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
 from kdistill.features import FeatureRequest
 from kdistill.models import load_classifier, load_tokenizer
+from kdistill.teachers import MultiTeacher
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@
   survive a failed batch, a crash or a `kill -9`, and a rerun must ask only for the rows still unanswered. Each
   answered batch is appended (flushed and fsynced) as it arrives; once every row is answered `write_labeled`
   writes the output atomically and the log is removed.
-- `StoredAnswers`: a finished labelled file's probabilities (or logits) as a gray-box teacher in distillation.
+- `StoredAnswers` (in `kdistill.teachers.answers`): a finished labelled file as a gray-box teacher.
 """
 
 from __future__ import annotations
@@ -24,14 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from kdistill.atomic import atomic_write_text
 from kdistill.errors import KDistillError
-from kdistill.features import Features
 
 __all__ = ["TeacherAnswer", "to_answer", "text_to_label", "read_examples", "read_numbered_examples", "write_labeled",
-           "AnswerLog", "partial_path", "row_key", "StoredAnswers", "shorten", "parse_json"]
+           "AnswerLog", "partial_path", "row_key", "shorten", "parse_json"]
 
 LOG_FORMAT = "kdistill-label-answers/1"  # first-line marker: a file of another kind is never overwritten
 
@@ -309,43 +306,11 @@ class AnswerLog:
         self.path.unlink(missing_ok=True)
 
 
-class StoredAnswers:
-    """Gray-box distillation: a labelled file's probabilities (or logits) as the teacher's logits.
+def __getattr__(name: str) -> Any:
+    """`StoredAnswers` now lives with every other kind of teacher in `kdistill.teachers`; this keeps the old
+    import working. Lazily, because `kdistill.teachers.answers` imports this module."""
+    if name == "StoredAnswers":
+        from kdistill.teachers.answers import StoredAnswers
 
-    Rows of a training batch are matched to the file by their token ids (the text tokenised as in training), so the
-    order, shuffling and validation carve of the training data do not matter. A row the file does not answer, or
-    answers without probabilities, is an error, never a silent hard label.
-    """
-
-    def __init__(self, path: str, tokenizer: Any, max_length: int) -> None:
-        p = Path(path)
-        if not p.is_file():
-            raise KDistillError(f"teacher_answers file not found: {path}")
-        self.by_ids: dict[tuple[int, ...], torch.Tensor] = {}
-        for n, line in enumerate(p.read_text(encoding="utf-8").split("\n"), 1):
-            if not line.strip():
-                continue
-            row = parse_json(line, f"{path} line {n} is not JSON")
-            if not isinstance(row, dict) or "text" not in row:
-                raise KDistillError(f"{path} line {n}: expected an object with 'text' (written by kdistill label)")
-            if row.get("logits") is not None:
-                logits = torch.tensor(row["logits"], dtype=torch.float32)
-            elif row.get("probs") is not None:
-                logits = torch.tensor(row["probs"], dtype=torch.float32).clamp_min(1e-12).log()
-            else:
-                raise KDistillError(f"{path} line {n} has no probs or logits: that teacher gave labels only "
-                                    "(train on the label column with the ce loss instead)")
-            pair = [row["text"]] + ([row["text_pair"]] if row.get("text_pair") is not None else [])
-            ids = tokenizer(*pair, truncation=True, max_length=max_length)["input_ids"]
-            self.by_ids[tuple(ids)] = logits
-
-    def signals(self, batch: Mapping[str, torch.Tensor]) -> Features:
-        mask = batch["attention_mask"]
-        rows = []
-        for ids, m in zip(batch["input_ids"].tolist(), mask.tolist(), strict=True):
-            key = tuple(i for i, keep in zip(ids, m, strict=True) if keep)
-            if key not in self.by_ids:
-                raise KDistillError("a training example is not in teacher_answers; label the same file you train on "
-                                    f"(first token ids: {list(key[:8])})")
-            rows.append(self.by_ids[key])
-        return Features(logits=torch.stack(rows).to(batch["input_ids"].device), mask=mask)
+        return StoredAnswers
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,8 +14,6 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
 from kdistill.atomic import atomic_write_json, kill_point
-from kdistill.cache import CachedTeacher, build_cache, cache_spec, open_cache
-from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import (
     AugmentConfig,
     BenchConfig,
@@ -32,7 +30,7 @@ from kdistill.config import (
     StudentConfig,
 )
 from kdistill.data import TaskData, check_labels, load_task_data, tokenize_splits
-from kdistill.distiller import Distiller, fresh_accelerate_state
+from kdistill.distiller import Distiller
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
 from kdistill.features import prepare_for_capture
@@ -45,6 +43,7 @@ from kdistill.runfolder import CONFIG_FILE, check_out_dir, prepare_run_folder, r
 from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students import build_student
+from kdistill.teachers import choose_teacher_source
 
 __all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label", "mlm_head", "general",
            "augment"]
@@ -168,37 +167,6 @@ def _schedule(cfg: DistillConfig, objective: Objective) -> LayerSchedule:
     return schedule
 
 
-def _finished(out: Path, resume: bool) -> bool:
-    """A finished run is only re-exported: building a teacher cache for it would be wasted work."""
-    ckpt = latest_checkpoint(out) if resume else None
-    return ckpt is not None and RunState.load(ckpt / RUN_STATE).finished
-
-
-def _teacher_cache(cfg: DistillConfig, teacher: PreTrainedModel, tokenizer: Any, data: TaskData, train: Any,
-                   objective: Objective, out: Path) -> tuple[CachedTeacher, dict[str, Any]]:
-    """Find or build the cache of this teacher's outputs on this training split (main process builds)."""
-    from accelerate import PartialState
-
-    location = out / "teacher_cache" if cfg.teacher_cache is True else Path(str(cfg.teacher_cache))
-    spec = cache_spec(teacher, tokenizer, data.splits["train"], train, cfg.data.max_length,
-                      objective.teacher_request, cfg.teacher_cache_dtype)
-    fresh_accelerate_state()
-    state = PartialState(cpu=cfg.train.device == "cpu")
-
-    def log(msg: str) -> None:
-        if state.is_main_process:
-            print(f"[distill] {msg}", flush=True)
-
-    def build(folder: Path) -> dict[str, Any]:
-        return build_cache(folder, spec, teacher, train, tokenizer, batch_size=cfg.train.eval_batch_size,
-                            device=state.device, progress=cfg.train.progress, log=log,
-                            note={"teacher_name": cfg.teacher})
-
-    result = open_cache(location, spec, build, log) if state.is_main_process else None
-    state.wait_for_everyone()
-    return result or open_cache(location, spec, None, log)
-
-
 def distill_stages(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | None = None
                    ) -> dict[str, Any]:
     """Multi-stage distillation (TinyBERT): each stage is an ordinary distillation run under OUT/stages/<name>
@@ -261,45 +229,18 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     schedule = _schedule(cfg, objective)
     splits = tokenize_splits(data, s_tok, cfg.data.max_length, cfg.data.cache_dir)
     teacher_params = count_parameters(teacher)
-    live: PreTrainedModel | None = teacher if objective.needs_teacher else None
-    train_set, source, cache_info = splits["train"], None, None
-    if cfg.extra_teachers and objective.needs_teacher:
-        from kdistill.cache import MultiTeacher
-
-        others = []
-        for name in cfg.extra_teachers:
-            other = _teacher_model(name)
-            check_labels(data, other.config.num_labels, other.config.id2label, model_name=name)
-            if other.config.num_labels != teacher.config.num_labels:
-                raise KDistillError(f"extra teacher '{name}' has {other.config.num_labels} classes, "
-                                    f"teacher '{cfg.teacher}' has {teacher.config.num_labels}")
-            others.append(other)
-        weights = cfg.teacher_weights or [1.0] * (1 + len(others))
-        source = MultiTeacher([teacher, *others], weights, objective.teacher_request)
-        live = None
-    elif cfg.teacher_answers is not None and objective.needs_teacher:
-        from kdistill.blackbox import StoredAnswers
-
-        if objective.teacher_request:
-            raise KDistillError("teacher_answers holds the teacher's outputs only: use response losses "
-                                "(kl, soft_ce, logit_mse, ce), not hidden or attention losses")
-        source = StoredAnswers(cfg.teacher_answers, s_tok, cfg.data.max_length)
-        live = teacher = None
-    elif cfg.teacher_cache is not False and objective.needs_teacher and not _finished(out, cfg.train.resume):
-        source, cache_info = _teacher_cache(cfg, teacher, t_tok, data, train_set, objective, out)
-        train_set = train_set.add_column("idx", list(range(len(train_set))))
-        live = teacher = None  # the cache answers for it: its weights need not stay in memory
-    elif cfg.teacher_cache is not False:
-        print("[distill] note: teacher_cache is set but no loss needs the teacher; nothing to cache")
+    plan = choose_teacher_source(cfg, teacher=teacher, teacher_tokenizer=t_tok, student_tokenizer=s_tok, data=data,
+                                 train=splits["train"], objective=objective, out=out, load_teacher=_teacher_model)
+    del teacher  # the plan holds it where it is still needed; elsewhere its weights need not stay in memory
     record_config(out, cfg)
     d = Distiller(student=student, tokenizer=s_tok, objective=objective, train_cfg=cfg.train, out_dir=out,
-                  train_set=train_set, eval_set=splits.get("validation"), metric=data.metric,
-                  teacher=live, schedule=schedule,
-                  run_name="distill", callbacks=callbacks, teacher_source=source)
+                  train_set=plan.train_set, eval_set=splits.get("validation"), metric=data.metric,
+                  teacher=plan.live, schedule=schedule,
+                  run_name="distill", callbacks=callbacks, teacher_source=plan.source)
     d._log(f"objective: {objective}")
     d._log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "
            f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
-           + (" (served from its output cache)" if source is not None else ""))
+           + (" (served from its output cache)" if plan.kind == "cached" else ""))
     result = d.train()
     teacher_summary_file = Path(resolve_model_path(cfg.teacher)) / "metrics.json"
     teacher_summary = json.loads(teacher_summary_file.read_text()) if teacher_summary_file.is_file() else None
@@ -309,8 +250,8 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
                "wall_seconds": result.wall_seconds, "steps": result.steps,
                "world_size": d.acc.num_processes, "distributed": str(d.acc.distributed_type),
                "backend": d.acc.state.backend}
-    if cache_info is not None:
-        summary["teacher_cache"] = cache_info
+    if plan.cache_info is not None:
+        summary["teacher_cache"] = plan.cache_info
 
     def complete(summary: dict[str, Any]) -> None:
         if teacher_summary and summary.get("test") and teacher_summary.get("test"):

@@ -9,6 +9,8 @@ A cache folder is named by a fingerprint of everything its contents depend on: t
 config, the tokenizer, the training texts and their token ids, max_length, the stored features, their dtype
 and the format version. A cache that does not match is never used: under a cache root a matching one is
 built next to it, and a cache folder named directly must match or the run stops with the parts that differ.
+
+This module writes caches and decides which one serves a run; `kdistill.teachers.cached` reads one as a teacher.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from datasets import Dataset
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -34,7 +35,7 @@ from transformers import DataCollatorWithPadding
 from kdistill.atomic import atomic_write_json
 from kdistill.data import split_hash, tokenizer_hash
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, Features, forward_features
+from kdistill.features import FeatureRequest, forward_features
 
 FORMAT = 1  # bump when the layout changes, so old caches are rebuilt rather than misread
 MANIFEST = "manifest.json"
@@ -43,38 +44,6 @@ KINDS = ("hidden", "attn_scores", "attn_probs")
 PARTS = {"format": "cache format", "teacher_weights": "teacher weights", "teacher_config": "teacher config",
          "tokenizer": "tokenizer", "data": "training data", "tokens": "token ids", "max_length": "max_length"}
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
-
-
-class TeacherSource(Protocol):
-    """Anything that gives the teacher's `Features` for a training batch: a live model or this cache."""
-
-    def signals(self, batch: Mapping[str, Tensor]) -> Features: ...
-
-
-class MultiTeacher:
-    """Several live teachers: their class probabilities averaged (weighted) are the soft targets.
-
-    The returned logits are log(average probability), so softmax-based losses see exactly the averaged
-    distribution at T=1 (at other temperatures, the average's log re-tempered). Features come from the
-    first teacher, which is the one the layer map was built for.
-    """
-
-    def __init__(self, teachers: list[nn.Module], weights: list[float], request: FeatureRequest) -> None:
-        self.teachers, self.request = teachers, request
-        self.weights = torch.tensor(weights, dtype=torch.float32) / sum(weights)
-        for t in teachers:
-            t.requires_grad_(False)
-            t.eval()
-
-    def signals(self, batch: Mapping[str, Tensor]) -> Features:
-        device = batch["input_ids"].device
-        with torch.no_grad():
-            outs = [forward_features(t.to(device), batch, self.request if i == 0 else FeatureRequest())
-                    for i, t in enumerate(self.teachers)]
-        probs = sum(w * o.logits.float().softmax(-1) for w, o in zip(self.weights.tolist(), outs, strict=True))
-        first = outs[0]
-        first.logits = torch.as_tensor(probs).clamp_min(1e-12).log()
-        return first
 
 
 def _sha(data: bytes) -> str:
@@ -149,7 +118,8 @@ def cache_spec(teacher: nn.Module, tokenizer: Any, raw_train: Dataset, train: Da
     return CacheSpec(parts, request, dtype)
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """A cache folder's `manifest.json` as a mapping; unreadable or not a mapping is one KDistillError line."""
     try:
         man = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as err:
@@ -202,7 +172,7 @@ def find_cache(root: Path, spec: CacheSpec, log: Callable[[str], None] = print) 
         if not (folder / MANIFEST).is_file():
             continue
         try:
-            man = _read_manifest(folder)
+            man = read_manifest(folder)
             problem = _damage(folder, man)
         except KDistillError as err:
             problem = str(err)
@@ -219,7 +189,7 @@ def find_cache(root: Path, spec: CacheSpec, log: Callable[[str], None] = print) 
 
 def check_folder(folder: Path, spec: CacheSpec) -> None:
     """A cache folder the user named directly must be sound and match: else one KDistillError line."""
-    man = _read_manifest(folder)
+    man = read_manifest(folder)
     problem = _damage(folder, man)
     if problem:
         raise KDistillError(f"teacher_cache {folder} is damaged: {problem}; delete it or point teacher_cache "
@@ -329,96 +299,3 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
         teacher.train(was_training)
     log(f"teacher cache: {human_bytes(man['bytes'])} written in {seconds:.1f} s")
     return man
-
-
-class CachedTeacher:
-    """A TeacherSource reading a cache: for a batch with an `idx` column, the `Features` the live teacher gives.
-
-    Logits and lengths are loaded at once (small); features are sliced per example from the memory-mapped
-    shards and padded back to the batch's width with zeros (losses read only real tokens, by the mask).
-    """
-
-    def __init__(self, folder: str | Path, request: FeatureRequest) -> None:
-        self.folder = Path(folder)
-        self.manifest = man = _read_manifest(self.folder)
-        self.request = request
-        self.hidden, self.heads = int(man["hidden_size"]), int(man["num_heads"])
-        names = [f"{k}.{layer}" for k in KINDS for layer in getattr(request, k)]
-        logits, lengths, self._slices, self._where, self._handles = [], [], [], [], []
-        for no, sh in enumerate(man["shards"]):
-            f = safe_open(str(self.folder / sh["file"]), framework="pt")
-            self._handles.append(f)  # keeps the memory maps open
-            logits.append(f.get_tensor("logits"))
-            lens = f.get_tensor("lengths")
-            lengths.append(lens)
-            try:
-                self._slices.append({n: f.get_slice(n) for n in names})
-            except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-                raise KDistillError(f"teacher cache {self.folder} lacks a feature this run needs ({err})") from None
-            tok = torch.cumsum(lens, 0) - lens
-            att = torch.cumsum(lens * lens, 0) - lens * lens
-            self._where += [(no, int(t), int(q)) for t, q in zip(tok.tolist(), att.tolist(), strict=True)]
-        self.logits = torch.cat(logits).float()
-        self.lengths = torch.cat(lengths).tolist()
-        if len(self.lengths) != man["num_examples"] or self.logits.shape[0] != man["num_examples"]:
-            raise KDistillError(f"teacher cache {self.folder} holds {len(self.lengths)} examples, "
-                                f"its manifest says {man['num_examples']}")
-
-    def signals(self, batch: Mapping[str, Tensor]) -> Features:
-        if "idx" not in batch:
-            raise KDistillError("a batch served from the teacher cache must carry the example index 'idx'")
-        idx = batch["idx"].tolist()
-        mask = batch["attention_mask"]
-        width = mask.shape[1]
-        lengths = torch.tensor([self.lengths[i] for i in idx])
-        if not torch.equal(mask.detach().cpu().bool(), torch.arange(width)[None, :] < lengths[:, None]):
-            raise KDistillError(f"the teacher cache {self.folder} does not match this batch: its examples have "
-                                "other lengths than the cache holds, or are not padded on the right")
-        feats = Features(logits=self.logits[idx].to(mask.device), mask=mask)
-        for kind in KINDS:
-            table = getattr(feats, kind)
-            for layer in getattr(self.request, kind):
-                table[layer] = self._gather(f"{kind}.{layer}", idx, width).to(mask.device)
-        return feats
-
-    def _gather(self, name: str, idx: list[int], width: int) -> Tensor:
-        hidden = name.startswith("hidden.")
-        shape = (len(idx), width, self.hidden) if hidden else (len(idx), self.heads, width, width)
-        out = torch.zeros(shape)
-        for j, i in enumerate(idx):
-            n = self.lengths[i]
-            shard, tok, att = self._where[i]
-            if hidden:
-                out[j, :n] = self._slices[shard][name][tok:tok + n]
-            else:
-                a = self.heads * att
-                out[j, :, :n, :n] = self._slices[shard][name][a:a + self.heads * n * n].view(self.heads, n, n)
-        return out
-
-
-def open_cache(location: str | Path, spec: CacheSpec, build: Callable[[Path], dict[str, Any]] | None,
-               log: Callable[[str], None] = print) -> tuple[CachedTeacher, dict[str, Any]]:
-    """Serve `spec` from `location`: a cache folder (must match) or a cache root (found there, else built).
-
-    `build(folder)` writes a new cache; None (processes other than the main one) means it must exist.
-    Returns the source and a summary for metrics.json: folder, whether it was built, its size and build time.
-    """
-    location = Path(location).expanduser()
-    built = False
-    if (location / MANIFEST).is_file():
-        check_folder(location, spec)
-        folder = location
-    else:
-        found = find_cache(location, spec, log) if location.is_dir() else None
-        if found is None:
-            if build is None:
-                raise KDistillError(f"no teacher cache in {location} serves this run")
-            build(location / spec.fingerprint)
-            found, built = location / spec.fingerprint, True
-        folder = found
-    if not built:
-        log(f"teacher cache: reusing {folder}")
-    source = CachedTeacher(folder, spec.request)
-    man = source.manifest
-    return source, {"folder": str(folder), "built": built, "bytes": man["bytes"],
-                    "build_seconds": man["build_seconds"] if built else 0.0, "fingerprint": man["fingerprint"]}

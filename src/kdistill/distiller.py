@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from kdistill.atomic import atomic_dir, atomic_path, kill_point
-from kdistill.cache import TeacherSource
 from kdistill.checkpoints import RUN_STATE, RunState, complete_checkpoints, fsync_folder
 from kdistill.config import TrainConfig
 from kdistill.data import make_loader
@@ -38,6 +37,7 @@ from kdistill.features import FeatureRequest, Features, forward_features, masked
 from kdistill.metrics import compute_metrics, primary, single_class_warning
 from kdistill.objective import Active, Objective
 from kdistill.schedules import AllLayers, LayerSchedule
+from kdistill.teachers.source import TeacherSource
 
 
 def fresh_accelerate_state() -> None:

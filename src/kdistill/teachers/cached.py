@@ -1,0 +1,140 @@
+"""The teacher-output cache as a teacher: read a cache folder (`kdistill.cache` writes them), or find/build one.
+
+Logits and lengths are loaded at once (small); features are sliced per example from the memory-mapped shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from safetensors import safe_open
+from torch import Tensor, nn
+
+from kdistill.cache import KINDS, MANIFEST, CacheSpec, build_cache, cache_spec, check_folder, find_cache, read_manifest
+from kdistill.errors import KDistillError
+from kdistill.features import FeatureRequest, Features
+
+
+class CachedTeacher:
+    """A TeacherSource reading a cache: for a batch with an `idx` column, the `Features` the live teacher gives.
+
+    Features are padded back to the batch's width with zeros (losses read only real tokens, by the mask).
+    """
+
+    def __init__(self, folder: str | Path, request: FeatureRequest) -> None:
+        self.folder = Path(folder)
+        self.manifest = man = read_manifest(self.folder)
+        self.request = request
+        self.hidden, self.heads = int(man["hidden_size"]), int(man["num_heads"])
+        names = [f"{k}.{layer}" for k in KINDS for layer in getattr(request, k)]
+        logits, lengths, self._slices, self._where, self._handles = [], [], [], [], []
+        for no, sh in enumerate(man["shards"]):
+            f = safe_open(str(self.folder / sh["file"]), framework="pt")
+            self._handles.append(f)  # keeps the memory maps open
+            logits.append(f.get_tensor("logits"))
+            lens = f.get_tensor("lengths")
+            lengths.append(lens)
+            try:
+                self._slices.append({n: f.get_slice(n) for n in names})
+            except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+                raise KDistillError(f"teacher cache {self.folder} lacks a feature this run needs ({err})") from None
+            tok = torch.cumsum(lens, 0) - lens
+            att = torch.cumsum(lens * lens, 0) - lens * lens
+            self._where += [(no, int(t), int(q)) for t, q in zip(tok.tolist(), att.tolist(), strict=True)]
+        self.logits = torch.cat(logits).float()
+        self.lengths = torch.cat(lengths).tolist()
+        if len(self.lengths) != man["num_examples"] or self.logits.shape[0] != man["num_examples"]:
+            raise KDistillError(f"teacher cache {self.folder} holds {len(self.lengths)} examples, "
+                                f"its manifest says {man['num_examples']}")
+
+    def signals(self, batch: Mapping[str, Tensor]) -> Features:
+        if "idx" not in batch:
+            raise KDistillError("a batch served from the teacher cache must carry the example index 'idx'")
+        idx = batch["idx"].tolist()
+        mask = batch["attention_mask"]
+        width = mask.shape[1]
+        lengths = torch.tensor([self.lengths[i] for i in idx])
+        if not torch.equal(mask.detach().cpu().bool(), torch.arange(width)[None, :] < lengths[:, None]):
+            raise KDistillError(f"the teacher cache {self.folder} does not match this batch: its examples have "
+                                "other lengths than the cache holds, or are not padded on the right")
+        feats = Features(logits=self.logits[idx].to(mask.device), mask=mask)
+        for kind in KINDS:
+            table = getattr(feats, kind)
+            for layer in getattr(self.request, kind):
+                table[layer] = self._gather(f"{kind}.{layer}", idx, width).to(mask.device)
+        return feats
+
+    def _gather(self, name: str, idx: list[int], width: int) -> Tensor:
+        hidden = name.startswith("hidden.")
+        shape = (len(idx), width, self.hidden) if hidden else (len(idx), self.heads, width, width)
+        out = torch.zeros(shape)
+        for j, i in enumerate(idx):
+            n = self.lengths[i]
+            shard, tok, att = self._where[i]
+            if hidden:
+                out[j, :n] = self._slices[shard][name][tok:tok + n]
+            else:
+                a = self.heads * att
+                out[j, :, :n, :n] = self._slices[shard][name][a:a + self.heads * n * n].view(self.heads, n, n)
+        return out
+
+
+def open_cache(location: str | Path, spec: CacheSpec, build: Callable[[Path], dict[str, Any]] | None,
+               log: Callable[[str], None] = print) -> tuple[CachedTeacher, dict[str, Any]]:
+    """Serve `spec` from `location`: a cache folder (must match) or a cache root (found there, else built).
+
+    `build(folder)` writes a new cache; None (processes other than the main one) means it must exist.
+    Returns the source and a summary for metrics.json: folder, whether it was built, its size and build time.
+    """
+    location = Path(location).expanduser()
+    built = False
+    if (location / MANIFEST).is_file():
+        check_folder(location, spec)
+        folder = location
+    else:
+        found = find_cache(location, spec, log) if location.is_dir() else None
+        if found is None:
+            if build is None:
+                raise KDistillError(f"no teacher cache in {location} serves this run")
+            build(location / spec.fingerprint)
+            found, built = location / spec.fingerprint, True
+        folder = found
+    if not built:
+        log(f"teacher cache: reusing {folder}")
+    source = CachedTeacher(folder, spec.request)
+    man = source.manifest
+    return source, {"folder": str(folder), "built": built, "bytes": man["bytes"],
+                    "build_seconds": man["build_seconds"] if built else 0.0, "fingerprint": man["fingerprint"]}
+
+
+def cached_teacher(location: str | Path, teacher: nn.Module, tokenizer: Any, raw_train: Dataset, train: Dataset, *,
+                   max_length: int, request: FeatureRequest, dtype: str, device: str, batch_size: int,
+                   progress: bool, teacher_name: str) -> tuple[CachedTeacher, dict[str, Any]]:
+    """Find or build the cache of `teacher`'s outputs on `train` (its tokenised `raw_train`) under `location`.
+
+    The main process builds; the others wait for it and then open the same folder. `device` is the run's
+    `train.device` ("cpu" keeps Accelerate on the CPU). Returns `open_cache`'s source and summary.
+    """
+    from accelerate import PartialState
+
+    from kdistill.distiller import fresh_accelerate_state  # here: the distiller imports this package
+
+    spec = cache_spec(teacher, tokenizer, raw_train, train, max_length, request, dtype)
+    fresh_accelerate_state()
+    state = PartialState(cpu=device == "cpu")
+
+    def log(msg: str) -> None:
+        if state.is_main_process:
+            print(f"[distill] {msg}", flush=True)
+
+    def build(folder: Path) -> dict[str, Any]:
+        return build_cache(folder, spec, teacher, train, tokenizer, batch_size=batch_size, device=state.device,
+                           progress=progress, log=log, note={"teacher_name": teacher_name})
+
+    result = open_cache(location, spec, build, log) if state.is_main_process else None
+    state.wait_for_everyone()
+    return result or open_cache(location, spec, None, log)

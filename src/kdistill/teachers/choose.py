@@ -1,0 +1,89 @@
+"""Which teacher answers for a distillation run: the one place that decides between the kinds of teacher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers import PreTrainedModel
+
+from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
+from kdistill.config import DistillConfig
+from kdistill.data import TaskData, check_labels
+from kdistill.errors import KDistillError
+from kdistill.objective import Objective
+from kdistill.teachers.answers import StoredAnswers
+from kdistill.teachers.cached import cached_teacher
+from kdistill.teachers.multi import MultiTeacher
+from kdistill.teachers.source import TeacherSource
+
+
+@dataclass
+class TeacherPlan:
+    """How a run gets its teacher signal: a live model the distiller runs itself, or a `TeacherSource`.
+
+    `train_set` is the student's training split, with an `idx` column when the source looks examples up.
+    `live` and `source` are never both set; both are None when no loss needs the teacher.
+    """
+
+    kind: str  # "none", "live", "several", "answers" or "cached"
+    train_set: Dataset
+    live: PreTrainedModel | None = None
+    source: TeacherSource | None = None
+    cache_info: dict[str, Any] | None = None  # the cache's summary for metrics.json, when one serves the run
+
+
+def finished_run(out: Path, resume: bool) -> bool:
+    """A finished run is only re-exported: building a teacher cache for it would be wasted work."""
+    ckpt = latest_checkpoint(out) if resume else None
+    return ckpt is not None and RunState.load(ckpt / RUN_STATE).finished
+
+
+def _several(cfg: DistillConfig, teacher: PreTrainedModel, data: TaskData, objective: Objective,
+             load_teacher: Callable[[str], PreTrainedModel]) -> MultiTeacher:
+    others = []
+    for name in cfg.extra_teachers:
+        other = load_teacher(name)
+        check_labels(data, other.config.num_labels, other.config.id2label, model_name=name)
+        if other.config.num_labels != teacher.config.num_labels:
+            raise KDistillError(f"extra teacher '{name}' has {other.config.num_labels} classes, "
+                                f"teacher '{cfg.teacher}' has {teacher.config.num_labels}")
+        others.append(other)
+    weights = cfg.teacher_weights or [1.0] * (1 + len(others))
+    return MultiTeacher([teacher, *others], weights, objective.teacher_request)
+
+
+def choose_teacher_source(cfg: DistillConfig, *, teacher: PreTrainedModel, teacher_tokenizer: Any,
+                          student_tokenizer: Any, data: TaskData, train: Dataset, objective: Objective, out: Path,
+                          load_teacher: Callable[[str], PreTrainedModel]) -> TeacherPlan:
+    """The teacher signal `cfg` asks for, set up: several live teachers (`extra_teachers`), a labelled file
+    (`teacher_answers`), the output cache (`teacher_cache`), else the live teacher.
+
+    `train` is the training split tokenised by the student's tokenizer; `load_teacher(name)` loads an extra
+    teacher. Raises KDistillError for an extra teacher with other classes, or stored answers with feature losses.
+    """
+    if not objective.needs_teacher:
+        if cfg.teacher_cache is not False:
+            print("[distill] note: teacher_cache is set but no loss needs the teacher; nothing to cache")
+        return TeacherPlan("none", train)
+    if cfg.extra_teachers:
+        return TeacherPlan("several", train, source=_several(cfg, teacher, data, objective, load_teacher))
+    if cfg.teacher_answers is not None:
+        if objective.teacher_request:
+            raise KDistillError("teacher_answers holds the teacher's outputs only: use response losses "
+                                "(kl, soft_ce, logit_mse, ce), not hidden or attention losses")
+        return TeacherPlan("answers", train,
+                           source=StoredAnswers(cfg.teacher_answers, student_tokenizer, cfg.data.max_length))
+    if cfg.teacher_cache is not False and not finished_run(out, cfg.train.resume):
+        location = out / "teacher_cache" if cfg.teacher_cache is True else Path(str(cfg.teacher_cache))
+        source, info = cached_teacher(location, teacher, teacher_tokenizer, data.splits["train"], train,
+                                      max_length=cfg.data.max_length, request=objective.teacher_request,
+                                      dtype=cfg.teacher_cache_dtype, device=cfg.train.device,
+                                      batch_size=cfg.train.eval_batch_size, progress=cfg.train.progress,
+                                      teacher_name=cfg.teacher)
+        return TeacherPlan("cached", train.add_column("idx", list(range(len(train)))), source=source,
+                           cache_info=info)
+    return TeacherPlan("live", train, live=teacher)
