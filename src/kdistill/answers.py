@@ -304,13 +304,3 @@ class AnswerLog:
         """The run is complete and its output written: the log has served its purpose."""
         self.close()
         self.path.unlink(missing_ok=True)
-
-
-def __getattr__(name: str) -> Any:
-    """`StoredAnswers` now lives with every other kind of teacher in `kdistill.teachers`; this keeps the old
-    import working. Lazily, because `kdistill.teachers.answers` imports this module."""
-    if name == "StoredAnswers":
-        from kdistill.teachers.answers import StoredAnswers
-
-        return StoredAnswers
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -223,14 +223,12 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     if cfg.student.init in ("bilstm", "cnn") and objective.student_request:
         raise KDistillError(f"a {cfg.student.init} student has no transformer layers to match: use response losses "
                             "(logit_mse as in Tang et al., kl, soft_ce, ce), not hidden or attention losses")
-    if not same:
-        raise KDistillError("the teacher and student tokenizers differ; distilling across vocabularies "
-                            "needs cached teacher outputs, which this version does not support yet")
     schedule = _schedule(cfg, objective)
     splits = tokenize_splits(data, s_tok, cfg.data.max_length, cfg.data.cache_dir)
     teacher_params = count_parameters(teacher)
     plan = choose_teacher_source(cfg, teacher=teacher, teacher_tokenizer=t_tok, student_tokenizer=s_tok, data=data,
-                                 train=splits["train"], objective=objective, out=out, load_teacher=_teacher_model)
+                                 train=splits["train"], objective=objective, out=out, load_teacher=_teacher_model,
+                                 same_tokens=same)
     del teacher  # the plan holds it where it is still needed; elsewhere its weights need not stay in memory
     record_config(out, cfg)
     d = Distiller(student=student, tokenizer=s_tok, objective=objective, train_cfg=cfg.train, out_dir=out,
@@ -240,7 +238,7 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
     d._log(f"objective: {objective}")
     d._log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "
            f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
-           + (" (served from its output cache)" if plan.kind == "cached" else ""))
+           + (f" ({plan.note})" if plan.note else ""))
     result = d.train()
     teacher_summary_file = Path(resolve_model_path(cfg.teacher)) / "metrics.json"
     teacher_summary = json.loads(teacher_summary_file.read_text()) if teacher_summary_file.is_file() else None

@@ -48,7 +48,6 @@ from tqdm.auto import tqdm
 
 from kdistill.answers import (
     AnswerLog,
-    StoredAnswers,
     TeacherAnswer,
     parse_json,
     partial_path,
@@ -63,9 +62,9 @@ from kdistill.answers import (
 from kdistill.config import LabelConfig
 from kdistill.errors import KDistillError
 
-# StoredAnswers, read_examples, TeacherAnswer and text_to_label live in kdistill.answers; re-exported for callers
+# read_examples, TeacherAnswer and text_to_label live in kdistill.answers; re-exported for callers
 __all__ = ["Teacher", "CallableTeacher", "CommandTeacher", "HttpTeacher", "ModelTeacher", "make_source", "label_file",
-           "StoredAnswers", "TeacherAnswer", "read_examples", "text_to_label"]
+           "TeacherAnswer", "read_examples", "text_to_label"]
 
 Example = Sequence[str]  # one text, or (text, text_pair)
 BACKOFF_SECONDS = 0.5  # wait before the first HTTP retry; doubles with each further retry

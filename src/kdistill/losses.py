@@ -275,7 +275,7 @@ def cosine_loss(s: Tensor, t: Tensor, *, mask: Tensor | None = None, form: str =
     return per.sum() / valid.sum().clamp_min(1)
 
 
-@register_loss("cls_cosine", feature="hidden", per_layer=True, projectable=True)
+@register_loss("cls_cosine", feature="hidden", per_layer=True, projectable=True, token_aligned=False)
 def cls_cosine(s: Tensor, t: Tensor, *, form: str = "1-cos", mask: Tensor | None = None) -> Tensor:
     """`cosine_loss` on position 0 ([CLS]) of (B, L, H) states; 2-D (B, H) input is taken as already pooled.
 

@@ -85,9 +85,10 @@ class Objective(nn.Module):
             if spec.needs_teacher and teacher is None:
                 raise KDistillError(f"loss '{cfg.name}' needs a teacher")
             if spec.token_aligned and not same_tokens:
+                works = ", ".join(n for n in LOSSES if not LOSSES.get(n).token_aligned)
                 raise KDistillError(
-                    f"loss '{cfg.name}' compares token by token, but the teacher and student tokenizers "
-                    "have different vocabularies")
+                    f"loss '{cfg.name}' compares token by token, but the teacher and student tokenizers have "
+                    f"different vocabularies; across tokenizers use per-example losses: {works}")
             pairs: list[LayerPair] = []
             if spec.per_layer:
                 assert teacher is not None

@@ -1,6 +1,8 @@
 """The teacher-output cache as a teacher: read a cache folder (`kdistill.cache` writes them), or find/build one.
 
 Logits and lengths are loaded at once (small); features are sliced per example from the memory-mapped shards.
+A cache always holds the teacher's outputs on its own tokenization, so one built for a student of the teacher's
+vocabulary also serves a student of another one (per example: logits and [CLS] states), and the reverse.
 """
 
 from __future__ import annotations
@@ -17,15 +19,21 @@ from torch import Tensor, nn
 from kdistill.cache import KINDS, MANIFEST, CacheSpec, build_cache, cache_spec, check_folder, find_cache, read_manifest
 from kdistill.errors import KDistillError
 from kdistill.features import FeatureRequest, Features
+from kdistill.teachers.other_tokenizer import check_per_example
 
 
 class CachedTeacher:
     """A TeacherSource reading a cache: for a batch with an `idx` column, the `Features` the live teacher gives.
 
     Features are padded back to the batch's width with zeros (losses read only real tokens, by the mask).
+    With `per_example` (a student of another tokenizer) the batch's tokens are not the cached ones: it gets the
+    logits and, per requested hidden layer, the (B, H) state of each example's first token ([CLS]).
     """
 
-    def __init__(self, folder: str | Path, request: FeatureRequest) -> None:
+    def __init__(self, folder: str | Path, request: FeatureRequest, per_example: bool = False) -> None:
+        if per_example:
+            check_per_example(request)
+        self.per_example = per_example
         self.folder = Path(folder)
         self.manifest = man = read_manifest(self.folder)
         self.request = request
@@ -56,6 +64,11 @@ class CachedTeacher:
             raise KDistillError("a batch served from the teacher cache must carry the example index 'idx'")
         idx = batch["idx"].tolist()
         mask = batch["attention_mask"]
+        if self.per_example:
+            feats = Features(logits=self.logits[idx].to(mask.device), mask=mask)
+            for layer in self.request.hidden:
+                feats.hidden[layer] = self._first_tokens(f"hidden.{layer}", idx).to(mask.device)
+            return feats
         width = mask.shape[1]
         lengths = torch.tensor([self.lengths[i] for i in idx])
         if not torch.equal(mask.detach().cpu().bool(), torch.arange(width)[None, :] < lengths[:, None]):
@@ -67,6 +80,14 @@ class CachedTeacher:
             for layer in getattr(self.request, kind):
                 table[layer] = self._gather(f"{kind}.{layer}", idx, width).to(mask.device)
         return feats
+
+    def _first_tokens(self, name: str, idx: list[int]) -> Tensor:
+        """(B, H): row 0 of each example's stored states; the cache is built from right-padded batches only."""
+        rows = []
+        for i in idx:
+            shard, tok, _ = self._where[i]
+            rows.append(self._slices[shard][name][tok:tok + 1])
+        return torch.cat(rows).float()
 
     def _gather(self, name: str, idx: list[int], width: int) -> Tensor:
         hidden = name.startswith("hidden.")
@@ -84,10 +105,11 @@ class CachedTeacher:
 
 
 def open_cache(location: str | Path, spec: CacheSpec, build: Callable[[Path], dict[str, Any]] | None,
-               log: Callable[[str], None] = print) -> tuple[CachedTeacher, dict[str, Any]]:
+               log: Callable[[str], None] = print, per_example: bool = False) -> tuple[CachedTeacher, dict[str, Any]]:
     """Serve `spec` from `location`: a cache folder (must match) or a cache root (found there, else built).
 
     `build(folder)` writes a new cache; None (processes other than the main one) means it must exist.
+    `per_example`: the source serves a student of another tokenizer (see `CachedTeacher`).
     Returns the source and a summary for metrics.json: folder, whether it was built, its size and build time.
     """
     location = Path(location).expanduser()
@@ -105,7 +127,7 @@ def open_cache(location: str | Path, spec: CacheSpec, build: Callable[[Path], di
         folder = found
     if not built:
         log(f"teacher cache: reusing {folder}")
-    source = CachedTeacher(folder, spec.request)
+    source = CachedTeacher(folder, spec.request, per_example)
     man = source.manifest
     return source, {"folder": str(folder), "built": built, "bytes": man["bytes"],
                     "build_seconds": man["build_seconds"] if built else 0.0, "fingerprint": man["fingerprint"]}
@@ -113,8 +135,10 @@ def open_cache(location: str | Path, spec: CacheSpec, build: Callable[[Path], di
 
 def cached_teacher(location: str | Path, teacher: nn.Module, tokenizer: Any, raw_train: Dataset, train: Dataset, *,
                    max_length: int, request: FeatureRequest, dtype: str, device: str, batch_size: int,
-                   progress: bool, teacher_name: str) -> tuple[CachedTeacher, dict[str, Any]]:
-    """Find or build the cache of `teacher`'s outputs on `train` (its tokenised `raw_train`) under `location`.
+                   progress: bool, teacher_name: str, per_example: bool = False
+                   ) -> tuple[CachedTeacher, dict[str, Any]]:
+    """Find or build the cache of `teacher`'s outputs on `train` (`raw_train` tokenised by the teacher's
+    `tokenizer`) under `location`.
 
     The main process builds; the others wait for it and then open the same folder. `device` is the run's
     `train.device` ("cpu" keeps Accelerate on the CPU). Returns `open_cache`'s source and summary.
@@ -135,6 +159,6 @@ def cached_teacher(location: str | Path, teacher: nn.Module, tokenizer: Any, raw
         return build_cache(folder, spec, teacher, train, tokenizer, batch_size=batch_size, device=state.device,
                            progress=progress, log=log, note={"teacher_name": teacher_name})
 
-    result = open_cache(location, spec, build, log) if state.is_main_process else None
+    result = open_cache(location, spec, build, log, per_example) if state.is_main_process else None
     state.wait_for_everyone()
-    return result or open_cache(location, spec, None, log)
+    return result or open_cache(location, spec, None, log, per_example)
