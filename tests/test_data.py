@@ -14,8 +14,9 @@ from transformers import BertTokenizerFast
 
 from kdistill import data as kd
 from kdistill.config import DataConfig
-from kdistill.data import TASKS, check_labels, load_task_data, make_loader, tokenize_splits
+from kdistill.data import TASKS, load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
+from kdistill.labels import check_labels
 
 DATA = Path(kd.__file__).parent / "datasets"
 

@@ -29,11 +29,12 @@ from kdistill.config import (
     RunConfig,
     StudentConfig,
 )
-from kdistill.data import TaskData, check_labels, load_task_data, tokenize_splits
+from kdistill.data import TaskData, load_task_data, tokenize_splits
 from kdistill.distiller import Distiller
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
 from kdistill.features import prepare_for_capture
+from kdistill.labels import check_labels
 from kdistill.limits import check_max_length
 from kdistill.metrics import primary
 from kdistill.modelcard import write_model_card

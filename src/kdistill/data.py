@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from transformers import DataCollatorWithPadding
 
 from kdistill.config import DataConfig
 from kdistill.errors import KDistillError
+from kdistill.labels import label_key, norm_label
 from kdistill.registry import Registry
 from kdistill.sampling import LengthGroupedSampler
 
@@ -34,7 +34,6 @@ CACHE_FORMAT_VERSION = 1  # bump when the tokenised layout changes, so old cache
 DEFAULT_CACHE = Path.home() / ".cache" / "kdistill" / "tokenized"
 _DEFAULT_TEXT = [["sentence"], ["sentence1", "sentence2"], ["text"], ["text_a", "text_b"],
                  ["premise", "hypothesis"], ["question1", "question2"]]
-_INT_RE = re.compile(r"[+-]?\d+")
 
 
 @dataclass(frozen=True)
@@ -107,18 +106,6 @@ class _Table:
 # ---------------------------------------------------------------- reading files
 
 
-def _label_key(v: Any) -> Any:
-    """Integer labels compare as ints whether written 1, "1" or 1.0; everything else as text."""
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    s = str(v).strip()
-    return int(s) if _INT_RE.fullmatch(s) else s
-
-
 def read_rows(path: Path) -> tuple[list[Any], list[int], str]:
     """Raw rows (lists or dicts) with their line numbers, plus the text (for csv.Sniffer)."""
     if not path.is_file():
@@ -161,9 +148,9 @@ def read_rows(path: Path) -> tuple[list[Any], list[int], str]:
 def _detect_header(rows: list[list[Any]], label_idx: int | None, known: set, sample: str) -> bool:
     """A header's label cell ("label") is not a label value the other rows (or train) use."""
     li = len(rows[0]) - 1 if label_idx is None else label_idx
-    rest = {_label_key(r[li]) for r in rows[1:] if len(r) > li} | known
+    rest = {label_key(r[li]) for r in rows[1:] if len(r) > li} | known
     if 0 <= li < len(rows[0]) and rest:
-        first = _label_key(rows[0][li])
+        first = label_key(rows[0][li])
         if all(isinstance(k, int) for k in rest):
             return not isinstance(first, int)
         return first not in rest
@@ -268,10 +255,6 @@ def _drop_empty_text(raw: dict[str, _Split], skip: bool) -> dict[str, _Split]:
 # ---------------------------------------------------------------- labels
 
 
-def _norm_label(name: str) -> str:
-    return re.sub(r"[\s_-]+", " ", name.strip().lower())
-
-
 def _with_ids(raw: dict[str, _Split], names: list[str] | None,
               named: bool = False) -> tuple[list[str], dict[str, _Split]]:
     """Labels to ids. Given `names` (shipped/ClassLabel) cells are ids already; `named` (data.label_names)
@@ -284,10 +267,10 @@ def _with_ids(raw: dict[str, _Split], names: list[str] | None,
         for v, ln in zip(s.labels, s.lines, strict=True):
             if v is None or not str(v).strip():
                 raise KDistillError(f"{s.source} line {ln}: empty label")
-            keys[split].append(_label_key(v))
+            keys[split].append(label_key(v))
     if names is not None and named:  # the user's class order: text labels by name, integers as ids
-        norm = {_norm_label(n): i for i, n in enumerate(names)}
-        keys = {split: [norm.get(_norm_label(str(k)), k) if isinstance(k, str) else k for k in v]
+        norm = {norm_label(n): i for i, n in enumerate(names)}
+        keys = {split: [norm.get(norm_label(str(k)), k) if isinstance(k, str) else k for k in v]
                 for split, v in keys.items()}
         order = list(range(len(names)))
     elif names is None:
@@ -336,7 +319,7 @@ def _from_files(cfg: DataConfig) -> tuple[dict[str, _Split], list[str] | None]:
                 raise KDistillError(f"{table.path} has one column: it needs a text and a label column")
             label_spec = len(table.rows[0]) - 1
     splits = {"train": _cells_to_split(table, text_spec, label_spec)}
-    known = {_label_key(v) for v in splits["train"].labels}
+    known = {label_key(v) for v in splits["train"].labels}
     by_name = any(isinstance(s, str) for s in [*text_spec, label_spec])
     li = label_spec if isinstance(label_spec, int) else None
     for name, path in (("validation", cfg.validation_file), ("test", cfg.test_file)):
@@ -434,7 +417,7 @@ def _add_augmented(cols: dict[str, list], path: str, names: list[str], is_pair: 
     p = Path(path)
     if not p.is_file():
         raise KDistillError(f"data.augment_file not found: {path}")
-    by_name = {_norm_label(n): i for i, n in enumerate(names)}
+    by_name = {norm_label(n): i for i, n in enumerate(names)}
     with p.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -449,7 +432,7 @@ def _add_augmented(cols: dict[str, list], path: str, names: list[str], is_pair: 
                                     "of this task)")
             label = row.get("label_id")
             if label is None and row.get("label") is not None:
-                label = by_name.get(_norm_label(str(row["label"])))
+                label = by_name.get(norm_label(str(row["label"])))
             if not isinstance(label, int) or not 0 <= label < len(names):
                 raise KDistillError(f"{path} line {n}: label {row.get('label_id', row.get('label'))!r} is not one of "
                                     f"this task's classes ({', '.join(names)})")
@@ -560,39 +543,3 @@ def make_loader(ds: datasets.Dataset, tokenizer: Any, batch_size: int, shuffle: 
     gen = torch.Generator().manual_seed(seed) if shuffle and seed is not None else None
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen,
                                        collate_fn=collate)
-
-
-def _norm_names(names: list[str]) -> list[str]:
-    """"Not_Entailment" == "not entailment"."""
-    return [_norm_label(n) for n in names]
-
-
-def check_labels(data: TaskData, num_model_labels: int, model_id2label: dict | None = None,
-                 model_name: str = "model") -> None:
-    """Fail before training when the model cannot represent the data's classes, or names them apart.
-
-    Raises `KDistillError` when the data has more classes than the model; when it has fewer named classes
-    (a 3-class teacher on a 2-class task) unless they are the model's first classes by name; or when the
-    names differ.
-    Fewer classes given as bare integer ids are fine: the ids are the model's.
-    """
-    if data.num_labels > num_model_labels:
-        raise KDistillError(f"labels outside the model's classes: data has {data.num_labels} classes, "
-                            f"model '{model_name}' has {num_model_labels}")
-    id2label = model_id2label or {}
-    model_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(num_model_labels)]
-    ids_only = data.label_names == [str(i) for i in range(data.num_labels)]
-    if data.num_labels < num_model_labels and not ids_only and (  # named classes: is it clear which is which?
-            _norm_names(data.label_names) != _norm_names(model_names[:data.num_labels])):
-        raise KDistillError(f"model '{model_name}' has {num_model_labels} classes ({', '.join(model_names)}), the "
-                            f"data has {data.num_labels} ({', '.join(data.label_names)}): give data.label_names in "
-                            f"the model's class order to map them, or use a {data.num_labels}-class model")
-    if not model_id2label:
-        return
-    if all(re.fullmatch(r"LABEL_\d+", n) for n in model_names):
-        return  # default names carry no meaning
-    if data.label_names == [str(i) for i in range(data.num_labels)]:
-        return  # the data names its classes only by id
-    if _norm_names(data.label_names) != _norm_names(model_names[:data.num_labels]):
-        raise KDistillError(f"label names differ: data has {data.label_names} (by id), "
-                            f"model '{model_name}' has {model_names}")

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from kdistill.atomic import atomic_write_json
 from kdistill.config import EvaluateConfig
-from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
+from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
+from kdistill.labels import check_labels
 from kdistill.limits import check_max_length
 from kdistill.metrics import compute_metrics, primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device

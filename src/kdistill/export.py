@@ -23,8 +23,9 @@ from transformers import PreTrainedModel
 from kdistill.atomic import atomic_dir, atomic_write_json
 from kdistill.cache import weights_hash
 from kdistill.config import DataConfig, ExportConfig, build, load_yaml
-from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
+from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
+from kdistill.labels import check_labels
 from kdistill.metrics import compute_metrics, primary
 from kdistill.models import load_classifier, load_tokenizer, resolve_model_path
 

@@ -22,9 +22,10 @@ from sklearn.metrics import confusion_matrix
 from kdistill import plots
 from kdistill.atomic import atomic_write_bytes, atomic_write_text
 from kdistill.config import DistillConfig, FinetuneConfig, ReportConfig, build, load_yaml
-from kdistill.data import TaskData, check_labels, load_task_data, make_loader, tokenize_splits
+from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
 from kdistill.evaluate import RECORD, measure_models, model_facts, predict, read_record
+from kdistill.labels import check_labels
 from kdistill.metrics import compute_metrics, primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
 from kdistill.page import Block, Figure, to_html, to_markdown

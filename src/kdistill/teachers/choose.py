@@ -12,8 +12,9 @@ from transformers import PreTrainedModel
 
 from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import DistillConfig
-from kdistill.data import TaskData, check_labels, tokenize_splits
+from kdistill.data import TaskData, tokenize_splits
 from kdistill.errors import KDistillError
+from kdistill.labels import check_labels
 from kdistill.models import load_tokenizer, same_vocabulary
 from kdistill.objective import Objective
 from kdistill.teachers.answers import StoredAnswers
