@@ -80,3 +80,10 @@ def _restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _run_in_a_scratch_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own empty folder: default outputs (runs/student, bench.json, report/) must neither
+    land in the checkout nor meet the runs a user already has there (a test once resumed a user's real run)."""
+    monkeypatch.chdir(tmp_path)

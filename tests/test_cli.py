@@ -161,7 +161,9 @@ def other_vocab(tmp_path_factory) -> Path:
     return path
 
 
-def test_bad_inputs_get_one_line_and_exit_2(capsys, tmp_path: Path, tiny_teacher: Path, other_vocab: Path) -> None:
+def test_bad_inputs_get_one_line_and_exit_2(capsys, tmp_path: Path, tiny_teacher: Path, other_vocab: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # default output folders (runs/...) must not meet a user's real runs in the clone
     t = str(tiny_teacher)
     three = tmp_path / "three.csv"
     three.write_text("text,label\n" + "".join(f"sentence {i},{i % 3}\n" for i in range(30)))
