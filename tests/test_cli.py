@@ -60,6 +60,10 @@ def test_unknown_flag_prints_the_command_usage_and_the_closest_field(capsys) -> 
     err = capsys.readouterr().err
     assert err.startswith("usage: kdistill evaluate ")
     assert "(did you mean --repeats for --repeat, --batch-sizes for --batch-size?)" in err, err
+    with pytest.raises(SystemExit):
+        cli.main(["distill", "--bogus", "1"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --bogus 1;" in err and "did you mean" not in err, err  # not `--out`
 
 
 def test_a_whole_section_is_one_yaml_flag(tmp_path: Path) -> None:

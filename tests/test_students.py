@@ -120,6 +120,7 @@ def test_the_teachers_width_is_no_narrowing() -> None:
 @pytest.mark.parametrize(("cfg", "message"), [
     (StudentConfig(layers=[1, 7]), "teacher has layers 1-6"),
     (StudentConfig(layers=[2, 2]), "repeats a layer"),
+    (StudentConfig(num_layers=12), "student.num_layers is 12 but the teacher has 6 layers"),
     (StudentConfig(init="config", hidden_size=10, num_heads=4), "not a multiple"),
     (StudentConfig(hidden_size=32), "wider than the teacher"),
     (StudentConfig(hidden_size=12), "multiple of the teacher's head size 8"),

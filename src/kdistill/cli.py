@@ -242,16 +242,18 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
 
 def unknown_flags_message(sub: argparse.ArgumentParser, extras: list[str]) -> str:
     """'unrecognized arguments: --epoch 1 (did you mean --epochs?)', suggesting the closest flag of the command."""
-    known = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
+    # compared without the dashes, which every flag shares and would make `--bogus` look like `--out`
+    known = [f[2:] for a in sub._actions for f in a.option_strings if f.startswith("--")]
     hints: list[tuple[str, str]] = []
     for arg in extras:
         if arg.startswith("--"):
             flag = arg.split("=", 1)[0]
-            leaf = f"--{flag.lstrip('-').rsplit('.', 1)[-1]}"  # `--train.epoch` may mean `--epochs`
-            close = (difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            name = flag.lstrip("-")
+            leaf = name.rsplit(".", 1)[-1]  # `--train.epoch` may mean `--epochs`
+            close = (difflib.get_close_matches(name, known, n=1, cutoff=0.6)
                      or difflib.get_close_matches(leaf, known, n=1, cutoff=0.6))
             if close:
-                hints.append((flag, close[0]))
+                hints.append((flag, f"--{close[0]}"))
     text = f"unrecognized arguments: {' '.join(extras)}"
     if len(hints) == 1:
         text += f" (did you mean {hints[0][1]}?)"

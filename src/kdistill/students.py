@@ -152,6 +152,9 @@ def build_student(cfg: StudentConfig, teacher: PreTrainedModel, *, single_senten
             vocab = tokenizer.get_vocab()
         return simple_student(cfg.init, teacher, cfg.hidden_size, embeddings=cfg.embeddings, vocab=vocab)
     n_t = probe(teacher).num_layers
+    if not cfg.layers and cfg.num_layers and cfg.num_layers > n_t:
+        raise KDistillError(f"student.num_layers is {cfg.num_layers} but the teacher has {n_t} layers: a student "
+                            f"built from teacher layers has at most {n_t} (student.init config builds a deeper one)")
     layers = cfg.layers or default_layers(n_t, cfg.num_layers or max(1, n_t // 2))
     student = from_teacher_layers(teacher, layers, single_sentence=single_sentence,
                                   drop_token_types=cfg.drop_token_types)
