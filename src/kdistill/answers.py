@@ -4,7 +4,7 @@
 
 - `to_answer` / `text_to_label`: one raw answer (probs, logits, a label id or name, generated text) -> `TeacherAnswer`.
 - `read_numbered_examples`: the unlabeled input, with line numbers so an error or a log record can name its row.
-- `AnswerLog`: an append-only ``OUT.partial.jsonl``. A teacher may be a paid API, so every answer it gave must
+- `AnswerLog`: an append-only partial file (`partial_path`). A teacher may be a paid API, so every answer it gave must
   survive a failed batch, a crash or a `kill -9`, and a rerun must ask only for the rows still unanswered. Each
   answered batch is appended (flushed and fsynced) as it arrives; once every row is answered `write_labeled`
   writes the output atomically and the log is removed.
@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from kdistill.atomic import atomic_write_text
+from kdistill.cells import is_missing
 from kdistill.errors import KDistillError
 
 __all__ = ["TeacherAnswer", "to_answer", "text_to_label", "read_examples", "read_numbered_examples", "write_labeled",
-           "AnswerLog", "partial_path", "row_key", "shorten", "parse_json"]
+           "AnswerLog", "check_out_file", "partial_path", "row_key", "shorten", "parse_json"]
 
 LOG_FORMAT = "kdistill-label-answers/1"  # first-line marker: a file of another kind is never overwritten
 
@@ -161,11 +163,14 @@ def read_numbered_examples(path: str, text_columns: Sequence[str | int] | None =
                 spec = [0]  # no GLUE-style name: the first column
         idx = [column_index(c, columns, len(rows[0]) if rows else 0, path) for c in spec]
         examples, line_numbers = [], list(numbers)
+        missing: list[tuple[int, str | int]] = []  # (line, column) of each row lacking a text, as `kdistill.cells`
         for row, ln in zip(rows, numbers, strict=True):
             cells = [row[i] if i < len(row) else None for i in idx]
-            if any(c is None or not str(c).strip() for c in cells):
-                raise KDistillError(f"{path} line {ln}: empty or missing text in column(s) {spec}")
+            missing += [(ln, c) for c, cell in zip(spec, cells, strict=True) if is_missing(cell)][:1]
             examples.append(tuple(str(c) for c in cells))
+        if missing:
+            raise KDistillError(f"{path} line {missing[0][0]}: empty or missing text in column {missing[0][1]!r} "
+                                f"(empty, null or NaN); {len(missing)} such row(s) in the file: fix or remove them")
     if not examples:
         raise KDistillError(f"input file has no examples: {path}")
     return examples, line_numbers
@@ -203,9 +208,44 @@ def write_labeled(out: Path, examples: Sequence[Sequence[str]], answers: Sequenc
 
 
 def partial_path(out: str | Path) -> Path:
-    """Where `kdistill label --out OUT` keeps its answers until the run completes: ``OUT.partial.jsonl``."""
+    """Where `kdistill label --out OUT` keeps its answers until the run completes, beside OUT.
+
+    OUT's own name with ``.jsonl`` replaced by ``.partial.jsonl`` (``labeled.jsonl`` -> ``labeled.partial.jsonl``,
+    so the partial file keeps a JSONL suffix and sorts next to its output); a name not ending in ``.jsonl`` gets
+    ``.partial.jsonl`` appended (``out.txt`` -> ``out.txt.partial.jsonl``).
+    """
     out = Path(out)
     return out.with_name((out.stem if out.suffix.lower() == ".jsonl" else out.name) + ".partial.jsonl")
+
+
+def check_out_file(out: str | Path) -> Path:
+    """Make sure the labelled file `out` can be written, before the teacher is asked anything (it may be paid).
+
+    Creates the parent folders, and proves the folder writable by creating and removing a file in it (permission
+    bits alone miss read-only mounts and lie to root). Returns `out` with ``~`` expanded.
+
+    Raises:
+        KDistillError: `out` (or its partial file, see `partial_path`) is an existing folder; a parent of `out` is
+            a file; the parent folder cannot be created or written.
+    """
+    path = Path(out).expanduser()
+    try:
+        for p in (path, partial_path(path)):
+            if p.is_dir():
+                raise KDistillError(f"out {p} is an existing folder, not a file: give the JSONL file to write, "
+                                    f"e.g. --out {path / 'labeled.jsonl'}" if p == path else
+                                    f"out {path}: {p} (where unfinished answers are kept) is a folder; move it away")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise KDistillError(f"out {path}: a parent of this path is a file, not a folder") from None
+    except OSError as err:  # a name too long, no permission, a read-only file system
+        raise KDistillError(f"out {path}: its folder cannot be created: {err.strerror or err}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name[:40]}.probe-"):
+            pass
+    except OSError as err:
+        raise KDistillError(f"out {path}: cannot write in {path.parent}: {err.strerror or err}") from None
+    return path
 
 
 def row_key(line: int, example: Sequence[str]) -> str:

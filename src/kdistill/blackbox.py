@@ -19,12 +19,14 @@ answers need `label_names`; a model teacher brings its own.
   per batch, not a long-lived one, because that is any Unix filter's contract: no flush after every line, no
   framing, no deadlock on full pipes, and a hang or crash stays in one batch, reported with exit code and stderr.
   Raise `batch_size` to pay a slow start-up (loading a model) fewer times.
-- ``python:module:function`` -> `CallableTeacher`: ``function(requests) -> answers``, the same shapes.
+- ``python:module:function`` -> `CallableTeacher`: ``function(requests) -> answers``, the same shapes. An exception
+  it raises fails the batch like an HTTP error, on one line naming the function and the batch's first input line.
 - anything else -> `ModelTeacher`: a local folder or hub name of a sequence classifier, batched, under no_grad.
 
 `label_file` never loses an answer it was given (a teacher may cost money per request): each answered batch is
-appended to ``OUT.partial.jsonl`` as it arrives, and a rerun after a failure or a kill asks only for the rest
-(`kdistill.answers.AnswerLog`). A bad answer names the input line and the start of its text.
+appended as it arrives to a partial file beside OUT (``labeled.jsonl`` -> ``labeled.partial.jsonl``), and a rerun
+after a failure or a kill asks only for the rest (`kdistill.answers.AnswerLog`). A bad answer names the input line and
+the start of its text.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -49,6 +50,7 @@ from tqdm.auto import tqdm
 from kdistill.answers import (
     AnswerLog,
     TeacherAnswer,
+    check_out_file,
     parse_json,
     partial_path,
     read_examples,
@@ -142,9 +144,12 @@ class Teacher:
 
 
 class CallableTeacher(Teacher):
-    """A Python function ``fn(requests) -> answers``; its own exceptions propagate (they are the user's bugs).
+    """A Python function ``fn(requests) -> answers``.
 
-    Answers go through JSON (numpy and torch values via `.tolist()`), so the contract is exactly the HTTP one.
+    Answers go through JSON (numpy and torch values via `.tolist()`), so the contract is exactly the HTTP one. An
+    exception the function raises is a failed batch like an HTTP error: a `KDistillError` naming the function, the
+    batch's first input line and the exception's one-line message (the original is its ``__cause__``), so
+    `label_file` keeps the answers already given and a rerun asks only for the rest.
     """
 
     kind = "python"
@@ -153,6 +158,20 @@ class CallableTeacher(Teacher):
                  label_names: Sequence[str] | None = None, name: str | None = None) -> None:
         self.fn, self.label_names = fn, list(label_names) if label_names else None
         self.where = f"teacher function {name or getattr(fn, '__qualname__', repr(fn))}"
+
+    def answer(self, examples: Sequence[Example], names: Sequence[str] | None = None) -> list[TeacherAnswer]:
+        """`Teacher.answer`; an exception from the function becomes a one-line `KDistillError` (see the class)."""
+        try:
+            return super().answer(examples, names)
+        except KDistillError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever the user's function raises is reported on one line
+            first = names[0] if names else f"example 1 of {len(examples)} in the batch"
+            lines = str(err).strip().splitlines()
+            msg = f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+            batch = f" (first of a batch of {len(examples)})" if len(examples) > 1 else ""
+            raise KDistillError(f"{first} {shorten(' / '.join(examples[0]), 60)}{batch}: {self.where} failed "
+                                f"with {msg}") from err
 
     def raw(self, requests: list[dict[str, str]]) -> list[Any]:
         out = self.fn(requests)
@@ -317,20 +336,20 @@ def _check_probs(cfg: LabelConfig, teacher: Teacher, answers: Sequence[TeacherAn
 def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any]:
     """Label `cfg.input` with the teacher; write JSONL that `kdistill distill --data.train_file` reads directly.
 
-    Each line: text[, text_pair], label (the name), label_id, and with probabilities: probs, confidence
-    (and logits when the teacher gave logits). Answers are appended as they arrive to ``OUT.partial.jsonl``
-    (`kdistill.answers.AnswerLog`); a rerun after a failure or a kill reuses them and asks the teacher only for
-    the rows still unanswered (same input line and text, same teacher and label names). The output appears
-    atomically once every row is answered, and the partial file is then removed. Raises `KDistillError` for bad
-    input or a teacher that fails; the message says how many answers were kept.
+    Each line: text[, text_pair], label (the name), label_id, and with probabilities: probs, confidence (and logits
+    when the teacher gave logits). Answers are appended as they arrive to a partial file beside the output
+    (`kdistill.answers.partial_path`, `kdistill.answers.AnswerLog`); a rerun after a failure or a kill reuses them
+    and asks the teacher only for the rows still unanswered (same input line and text, same teacher and label
+    names). The output appears atomically once every row is answered, and the partial file is then removed. Raises
+    `KDistillError` for bad input, an `out` that cannot be written (checked before the teacher is built or asked),
+    or a teacher that fails; the message says how many answers were kept.
     """
     examples, lines = read_numbered_examples(cfg.input, cfg.text_columns)
     examples, lines = examples[:cfg.max_examples], lines[:cfg.max_examples]
+    out = check_out_file(cfg.out)  # before any teacher is built or asked: its answers may be paid for
     teacher = source or make_source(cfg.teacher, label_names=cfg.label_names, timeout=cfg.timeout,
                                     retries=cfg.retries, concurrency=cfg.concurrency,
                                     max_length=cfg.max_length, device=cfg.device)
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = {"teacher": cfg.teacher, "label_names": teacher.label_names,
               **({"max_length": cfg.max_length} if teacher.kind == "model" else {})}
     log = AnswerLog(partial_path(out), header)
@@ -351,7 +370,7 @@ def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any
                 f"other {len(examples) - kept}")
         if isinstance(err, KDistillError):
             raise KDistillError(f"{err}; {note}") from err
-        print(f"[label] {note}", file=sys.stderr, flush=True)  # the user's own function failed: its traceback stays
+        print(f"[label] {note}", file=sys.stderr, flush=True)  # not a teacher's failure but a bug: keep its traceback
         raise
     finally:
         log.close()

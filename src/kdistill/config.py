@@ -46,8 +46,8 @@ class DataConfig(_Strict):
                                      "added to the training split after the validation carve")
     seed: int = Field(42, description="seed of the validation carve")
     cache_dir: str | None = Field(None, description="tokenisation cache (default ~/.cache/kdistill)")
-    skip_empty: bool = Field(False, description="drop rows whose text is empty, NaN or null (and say how many); "
-                             "by default such a row is an error naming it")
+    skip_empty: bool = Field(False, description="drop rows whose text or label is empty, NaN, null or None (and say "
+                             "how many); by default such a row is an error naming it")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding
 
+from kdistill.cells import is_missing, keep_complete_rows
 from kdistill.config import DataConfig
 from kdistill.errors import KDistillError
 from kdistill.labels import label_key, norm_label
@@ -84,13 +85,14 @@ class _Split:
     text_b: list[str] | None
     labels: list[Any]
     lines: list[int]
+    columns: tuple[str | int, ...] = ()  # the file's names (or indexes) of text_a[, text_b] and label, for messages
 
     def take(self, idx: list[int] | slice) -> _Split:
         def pick(xs: list) -> list:
             return xs[idx] if isinstance(idx, slice) else [xs[i] for i in idx]
 
         return _Split(self.source, pick(self.text_a), None if self.text_b is None else pick(self.text_b),
-                      pick(self.labels), pick(self.lines))
+                      pick(self.labels), pick(self.lines), self.columns)
 
 
 @dataclass
@@ -207,10 +209,8 @@ def column_index(spec: str | int, columns: list[str] | None, width: int, where: 
 
 
 def _cell_text(v: Any) -> str:
-    """A text cell as a string; null and NaN (JSON, `datasets`) become "" so that one check finds them all."""
-    if v is None or (isinstance(v, float) and v != v):
-        return ""
-    return str(v)
+    """A text cell as a string; a missing one (null, NaN, a "NaN" or "null" cell: `kdistill.cells`) becomes ""."""
+    return "" if is_missing(v) else str(v)
 
 
 def _cells_to_split(table: _Table, text_spec: list[str | int], label_spec: str | int) -> _Split:
@@ -228,27 +228,19 @@ def _cells_to_split(table: _Table, text_spec: list[str | int], label_spec: str |
         for out, i in zip(cols, tidx, strict=True):
             out.append(_cell_text(row[i]))
         labels.append(row[lidx])
-    return _Split(table.path, cols[0], cols[1] if len(cols) > 1 else None, labels, table.lines)
+    names = tuple(table.columns[i] if table.columns is not None else i for i in [*tidx, lidx])
+    return _Split(table.path, cols[0], cols[1] if len(cols) > 1 else None, labels, table.lines, names)
 
 
-def _drop_empty_text(raw: dict[str, _Split], skip: bool) -> dict[str, _Split]:
-    """Refuse (or, with `skip`, drop and count) rows whose text is empty, null or NaN."""
+def _drop_missing(raw: dict[str, _Split], skip: bool) -> dict[str, _Split]:
+    """Refuse (or, with `skip`, drop and count) rows whose text or label is missing; see `kdistill.cells`."""
     out = {}
     for split, s in raw.items():
-        texts = [s.text_a] + ([s.text_b] if s.text_b is not None else [])
-        empty = [i for i in range(len(s.text_a)) if any(not t[i].strip() for t in texts)]
-        if empty and not skip:
-            i = empty[0]
-            which = "text_b" if s.text_a[i].strip() else "text_a"
-            raise KDistillError(f"{s.source} line {s.lines[i]}: empty, null or NaN text ({which}); "
-                                f"{len(empty)} such row(s) in the {split} split: fix them, or set "
-                                "--data.skip_empty true to drop them")
-        if empty:
-            print(f"[data] skip_empty: dropped {len(empty)} of {len(s.text_a)} {split} rows with empty, null or NaN "
-                  f"text ({s.source})", flush=True)
-            gone = set(empty)
-            s = s.take([i for i in range(len(s.text_a)) if i not in gone])
-        out[split] = s
+        roles = ["text_a", *(["text_b"] if s.text_b is not None else []), "label"]
+        values = [s.text_a, *([s.text_b] if s.text_b is not None else []), s.labels]
+        columns = s.columns or tuple(roles)
+        keep = keep_complete_rows(s.source, split, list(zip(roles, columns, values, strict=True)), s.lines, skip)
+        out[split] = s if keep is None else s.take(keep)
     return out
 
 
@@ -263,11 +255,7 @@ def _with_ids(raw: dict[str, _Split], names: list[str] | None,
     text labels are sorted. Eval labels must occur among the classes."""
     keys: dict[str, list[Any]] = {}
     for split, s in raw.items():
-        keys[split] = []
-        for v, ln in zip(s.labels, s.lines, strict=True):
-            if v is None or not str(v).strip():
-                raise KDistillError(f"{s.source} line {ln}: empty label")
-            keys[split].append(label_key(v))
+        keys[split] = [label_key(v) for v in s.labels]  # missing labels were refused or dropped before
     if names is not None and named:  # the user's class order: text labels by name, integers as ids
         norm = {norm_label(n): i for i, n in enumerate(names)}
         keys = {split: [norm.get(norm_label(str(k)), k) if isinstance(k, str) else k for k in v]
@@ -295,7 +283,7 @@ def _with_ids(raw: dict[str, _Split], names: list[str] | None,
                 shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
                 raise KDistillError(f"label {v!r} in {s.source} line {ln} is not among the training labels "
                                     f"({shown})")
-        out[split] = _Split(s.source, s.text_a, s.text_b, [lookup[k] for k in keys[split]], s.lines)
+        out[split] = _Split(s.source, s.text_a, s.text_b, [lookup[k] for k in keys[split]], s.lines, s.columns)
     return names, out
 
 
@@ -388,8 +376,8 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         spec = TASKS.get(str(cfg.task))
         raw, names = _from_task(spec), list(spec.label_names)
         task_name, metric = spec.name, cfg.metric or spec.metric
+    raw = _drop_missing(raw, cfg.skip_empty)
     names, raw = _with_ids(raw, names, named=bool(cfg.label_names and cfg.train_file))
-    raw = _drop_empty_text(raw, cfg.skip_empty)
     if "validation" not in raw:  # carve: a seeded permutation, each side kept in file order
         n = len(raw["train"].labels)
         n_val = max(1, int(round(n * cfg.validation_fraction)))

@@ -6,10 +6,13 @@ its layers at `bert.encoder.layer` and DistilBERT at `distilbert.transformer.lay
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,26 @@ def _hub_offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
+
+
+HUB_PROBE_TIMEOUT = 3.0  # seconds; the Hub answers in well under one when it can be reached at all
+
+
+@functools.lru_cache(maxsize=8)
+def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether the Hub at `endpoint` answers HTTP at all (any status counts), asked once per process and endpoint.
+
+    Why: without a network, transformers retries the Hub with backoff for ~25 s before it gives up on a name
+    that is not a local folder; one request with a short timeout tells the same in milliseconds (DNS failure,
+    refused connection) or `timeout` seconds (packets dropped). Proxies from the environment are honoured.
+    """
+    try:
+        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered, if only with an error status: it is reachable
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def _damaged(file: Path, what: str) -> KDistillError:
@@ -109,7 +132,9 @@ def resolve_model_path(name: str) -> str:
 
     Raises:
         KDistillError: the packaged teacher is not installed; a folder that is missing or damaged (see
-            `check_model_folder`); a hub name while the Hub is offline and the name is not in the local cache.
+            `check_model_folder`); a name shaped like a local path (`_looks_like_path`) that is not a folder; a
+            hub name not in the local cache while the Hub is offline (HF_HUB_OFFLINE) or unreachable
+            (`hub_reachable`, one short request instead of transformers' ~25 s of retries).
     """
     if name == DEFAULT_TEACHER:
         try:
@@ -127,13 +152,22 @@ def resolve_model_path(name: str) -> str:
         return str(p)
     if _looks_like_path(name):
         raise KDistillError(f"model folder not found: {name} (no such folder under {Path.cwd()})")
-    if _hub_offline():
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import constants, try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            raise KDistillError(f"model folder not found: {name} (no such folder, and the Hugging Face Hub is "
-                                "offline (HF_HUB_OFFLINE) with no cached copy of that name)")
-    return name  # a hub name: transformers downloads it or finds it in the cache
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # huggingface_hub's HFValidationError: not a possible Hub name either
+        raise KDistillError(f"model folder not found: {name} (no such folder, and not a valid Hub model "
+                            "name)") from None
+    if isinstance(cached, str):
+        return name  # a hub name in the local cache: transformers loads it from there
+    if _hub_offline():
+        raise KDistillError(f"model folder not found: {name} (no such folder, and the Hugging Face Hub is "
+                            "offline (HF_HUB_OFFLINE) with no cached copy of that name)")
+    if not hub_reachable(constants.ENDPOINT):
+        raise KDistillError(f"model folder not found: {name} (no such folder here, no cached copy, and the Hugging "
+                            f"Face Hub ({constants.ENDPOINT}) could not be reached to download a model of that name)")
+    return name  # a hub name: transformers downloads it
 
 
 def model_load_error(name: str, err: BaseException) -> KDistillError:
