@@ -5,6 +5,10 @@ final name, because the next run would trust it. Each helper here writes to a te
 same folder (so the rename stays on one filesystem) and renames it into place; `os.replace` is atomic
 on POSIX and Windows. Folders are built under a temporary name and renamed the same way.
 
+Before the rename every file gets the mode `open()` would have given it (0666 less the umask; folders 0777 less
+the umask): some writers (safetensors, `tempfile`) create private 0600 files, which would make a run's outputs
+unreadable by the account or group that serves them.
+
 `KDISTILL_KILL_AT` is a test hook: when it names a point (see `kill_point`), the process dies there with
 `os._exit`, which skips every `finally` and atexit handler just as `kill -9` would. Tests use it to
 kill a run at each write of its finish sequence without depending on timing.
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_bytes", "atomic_path", "atomic_dir",
-           "replace_dir", "write_with", "kill_point"]
+           "replace_dir", "write_with", "kill_point", "current_umask", "usual_modes"]
 
 KILL_ENV = "KDISTILL_KILL_AT"
 KILL_EXIT_CODE = 137  # what a shell reports for SIGKILL, so tests read the same either way
@@ -32,6 +36,43 @@ def kill_point(name: str) -> None:
     """Die here (exit code 137, no cleanup) when `$KDISTILL_KILL_AT` equals `name`; a test hook."""
     if os.environ.get(KILL_ENV) == name:
         os._exit(KILL_EXIT_CODE)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (`/proc/self/status`)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it (and put it back at once)
+    os.umask(mask)
+    return mask
+
+
+def usual_modes(path: str | Path) -> None:
+    """Give `path` (a file, or a folder and everything under it) the modes `open()` and `mkdir()` would give.
+
+    Files become 0666 & ~umask (0777 & ~umask if any execute bit was set), folders 0777 & ~umask. Links are
+    left alone. Raises OSError when a mode cannot be set (a file owned by someone else).
+    """
+    path = Path(path)
+    mask = current_umask()
+
+    def fix(p: Path) -> None:
+        if p.is_symlink():
+            return
+        mode = p.stat().st_mode
+        full = 0o777 if p.is_dir() or mode & 0o111 else 0o666
+        if mode & 0o7777 != full & ~mask:
+            os.chmod(p, full & ~mask)
+
+    fix(path)
+    if path.is_dir() and not path.is_symlink():
+        for p in path.rglob("*"):
+            fix(p)
 
 
 def _tmp_name(path: Path) -> Path:
@@ -49,9 +90,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = _tmp_name(path)
     try:
         yield tmp
+        usual_modes(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists() or tmp.is_symlink():
             tmp.unlink()
 
 
@@ -86,6 +130,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
+        usual_modes(tmp)
         replace_dir(tmp, path)
     finally:
         if tmp.exists():
@@ -93,8 +138,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def replace_dir(src: str | Path, dst: str | Path) -> None:
-    """Move folder `src` to `dst`, replacing an existing `dst`; the new content appears by one rename."""
+    """Move folder `src` to `dst`, replacing an existing folder `dst`; the new content appears by one rename.
+
+    Raises NotADirectoryError when `dst` is a file: a folder never silently takes the place of a user's file.
+    """
     src, dst = Path(src), Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise NotADirectoryError(20, "Not a directory (a file is in the way)", str(dst))
     if dst.exists():
         old = _tmp_name(dst)
         os.replace(dst, old)

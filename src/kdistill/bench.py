@@ -25,6 +25,7 @@ from kdistill.atomic import atomic_write_json
 from kdistill.config import BenchConfig
 from kdistill.errors import KDistillError
 from kdistill.models import load_classifier, pick_device
+from kdistill.outputs import check_out_file
 from kdistill.speed import count_parameters, flops_per_example, markdown_table, size_on_disk
 from kdistill.timing import ShapeTiming, make_inputs, num_threads, speedup_of, time_shape
 
@@ -207,6 +208,7 @@ def bench_table(flat: list[dict[str, Any]]) -> str:
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Time every model on every runtime and shape, interleaved; print one table and keep every number in JSON."""
+    out_json = check_out_file(cfg.out_json, "out_json") if cfg.out_json else None  # before minutes of timing
     device = pick_device(cfg.device)
     loaded = [_load(path, cfg, device) for path in cfg.model]
     infos, models = [i for i, _ in loaded], [m for _, m in loaded]
@@ -231,8 +233,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         pass
     result = {"models": infos, "rows": flat, "env": env, "config": cfg.model_dump(mode="json"),
               "table": bench_table(flat) + "".join(f"\n{n}" for m in infos for n in m["notes"])}
-    if cfg.out_json:
-        Path(cfg.out_json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cfg.out_json, result)
+    if out_json is not None:
+        atomic_write_json(out_json, result)
         result["table"] += f"\n\nwrote {cfg.out_json}"
     return result

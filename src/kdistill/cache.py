@@ -10,6 +10,10 @@ config, the tokenizer, the training texts and their token ids, max_length, the s
 and the format version. A cache that does not match is never used: under a cache root a matching one is
 built next to it, and a cache folder named directly must match or the run stops with the parts that differ.
 
+A cache is built in a hidden temporary folder beside its final one (`.FINGERPRINT.tmp-HOST-PID`) and renamed
+whole. The build removes its own temporary folder however it ends; one left by a killed build is removed by the
+next build or reuse in that root (`remove_stale_builds`), once its process is known to be gone.
+
 This module writes caches and decides which one serves a run; `kdistill.teachers.cached` reads one as a teacher.
 """
 
@@ -19,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,7 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
-from kdistill.atomic import atomic_write_json
+from kdistill.atomic import atomic_write_json, kill_point, usual_modes
 from kdistill.data import split_hash, tokenizer_hash
 from kdistill.errors import KDistillError
 from kdistill.features import FeatureRequest, forward_features
@@ -164,10 +169,56 @@ def _mismatch(man: dict[str, Any], spec: CacheSpec) -> list[str]:
     return diffs
 
 
+def _build_dir(folder: Path) -> Path:
+    """The temporary folder a build of `folder` writes into: hidden, and named by host and process."""
+    return folder.parent / f".{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+
+
+def _gone(name: str) -> bool:
+    """Whether the process that named temporary build folder `name` has ended (so its folder is stale).
+
+    Names are `.FP.tmp-HOST-PID` (older builds: `.FP.tmp-PID`, taken as this host's). A process on another host
+    cannot be asked, so its folder is kept; so is one whose name does not parse.
+    """
+    tail = name.rsplit(".tmp-", 1)[-1]
+    host, _, pid = tail.rpartition("-")
+    if not pid.isdigit() or (host and host != socket.gethostname()):
+        return False
+    if int(pid) == os.getpid():
+        return True  # this process is not building it now: callers run between builds
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # PermissionError: alive, another user's; anything else: unknown, so keep it
+    return False
+
+
+def remove_stale_builds(root: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Remove the temporary folders that killed builds left under cache root `root`; returns those removed.
+
+    A folder whose build is still running (its process is alive, or on another host) is kept, so two runs
+    sharing a root never delete each other's work.
+    """
+    removed = []
+    for tmp in sorted(root.glob(".*.tmp-*")) if root.is_dir() else []:
+        if tmp.is_dir() and _gone(tmp.name):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    if removed:
+        log(f"teacher cache: removed {len(removed)} unfinished build(s) left by a killed run in {root}")
+    return removed
+
+
 def find_cache(root: Path, spec: CacheSpec, log: Callable[[str], None] = print) -> Path | None:
-    """A sound cache under `root` that serves `spec`: its own fingerprint first, else one that stores more."""
+    """A sound cache under `root` that serves `spec`: its own fingerprint first, else one that stores more.
+
+    Hidden folders (builds in progress or cut short) are not caches and are not looked at.
+    """
     exact = root / spec.fingerprint
-    others = sorted(p.parent for p in root.glob(f"*/{MANIFEST}") if p.parent != exact)
+    others = sorted(p.parent for p in root.glob(f"*/{MANIFEST}")
+                    if p.parent != exact and not p.parent.name.startswith("."))
     for folder in [exact, *others]:
         if not (folder / MANIFEST).is_file():
             continue
@@ -220,7 +271,8 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
     """Run `teacher` (eval mode, float32) once over `train` and write the cache to `folder`; returns its manifest.
 
     Examples are batched longest first inside each shard, so padding is small; each is stored unpadded.
-    The folder appears only when complete (written under a temporary name, then renamed).
+    The folder appears only when complete (written under a temporary name, then renamed), with the file modes
+    `open()` gives (safetensors writes 0600). Temporary folders of killed builds in the same root are removed first.
     """
     if getattr(tokenizer, "padding_side", "right") != "right":
         raise KDistillError("the teacher cache needs a tokenizer that pads on the right: with left padding, "
@@ -237,6 +289,7 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
         + (f" ({spec.dtype})" if request else "") + f", about {human_bytes(sum(sizes))} unpadded "
         f"({human_bytes(sum(padded))} if padded to {max(lengths)} tokens); building {folder}")
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(folder.parent, log)  # before measuring free space: they may hold much of it
     free = shutil.disk_usage(folder.parent).free
     if sum(sizes) * 1.05 > free:
         raise KDistillError(f"not enough disk space for the teacher cache: it needs about {human_bytes(sum(sizes))}, "
@@ -252,7 +305,7 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
     collate = DataCollatorWithPadding(tokenizer)
     was_training = teacher.training
     teacher.eval().to(device)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    tmp = _build_dir(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     t0 = time.perf_counter()
@@ -291,6 +344,8 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
                "num_labels": int(cfg.num_labels), "hidden_size": hidden, "num_heads": heads, "shards": shards,
                "bytes": sum(s["bytes"] for s in shards), "build_seconds": seconds, **(note or {})}
         atomic_write_json(tmp / MANIFEST, man)  # the folder is renamed whole below; this keeps the file whole too
+        usual_modes(tmp)
+        kill_point("teacher-cache-built")  # test hook: a build killed before its rename leaves only `tmp`
         shutil.rmtree(folder, ignore_errors=True)  # a damaged copy under the same fingerprint
         os.rename(tmp, folder)
     finally:

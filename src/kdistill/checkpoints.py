@@ -3,21 +3,26 @@
 A checkpoint folder `OUT/checkpoints/step-N/` holds Accelerate's state (student + projections, optimizer,
 scheduler, RNG) and `run_state.json`. The state file is written last, atomically, after the other files are
 flushed to disk, so a checkpoint with a state file is complete; one without it was cut short and is ignored.
+A checkpoint that does not load is set aside as `damaged-step-N` (the run warns and falls back to an older one);
+once the run is finished, only the last checkpoint's `run_state.json` stays (`drop_resume_files`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdistill.atomic import atomic_write_json
+from kdistill.atomic import atomic_write_json, replace_dir
 
-__all__ = ["RUN_STATE", "RunState", "complete_checkpoints", "latest_checkpoint", "fsync_folder"]
+__all__ = ["RUN_STATE", "DAMAGED_PREFIX", "RunState", "complete_checkpoints", "latest_checkpoint", "fsync_folder",
+           "set_aside", "drop_resume_files"]
 
 RUN_STATE = "run_state.json"
+DAMAGED_PREFIX = "damaged-"
 
 
 @dataclass
@@ -64,3 +69,26 @@ def fsync_folder(folder: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def set_aside(ckpt: Path) -> Path:
+    """Rename checkpoint folder `step-N` to `damaged-step-N` beside it (replacing one set aside earlier at that step,
+    which a second damaged save at the same step would otherwise make the rename fail on); returns the new path."""
+    aside = ckpt.with_name(DAMAGED_PREFIX + ckpt.name)
+    replace_dir(ckpt, aside)
+    return aside
+
+
+def drop_resume_files(out: Path, final: Path) -> None:
+    """Keep of a finished run's checkpoints only `final/run_state.json`; remove `out/best` too.
+
+    Older checkpoints and damaged ones set aside (each was warned about when it was found) go, and so do the
+    final checkpoint's weights and optimizer moments (twice the student's size), which only a resume needs.
+    """
+    for old in (out / "checkpoints").iterdir():
+        if old != final and old.name.startswith(("step-", DAMAGED_PREFIX + "step-")):
+            shutil.rmtree(old, ignore_errors=True)
+    for f in final.iterdir():
+        if f.name != RUN_STATE:
+            shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
+    shutil.rmtree(out / "best", ignore_errors=True)

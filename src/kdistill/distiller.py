@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from kdistill.atomic import atomic_dir, atomic_path, kill_point
-from kdistill.checkpoints import RUN_STATE, RunState, complete_checkpoints, fsync_folder
+from kdistill.checkpoints import RUN_STATE, RunState, complete_checkpoints, drop_resume_files, fsync_folder, set_aside
 from kdistill.config import TrainConfig
 from kdistill.data import make_loader
 from kdistill.errors import KDistillError, TrainingDiverged
@@ -36,6 +36,7 @@ from kdistill.evaluate import predict
 from kdistill.features import FeatureRequest, Features, forward_features, masked_positions
 from kdistill.metrics import compute_metrics, primary, single_class_warning
 from kdistill.objective import Active, Objective
+from kdistill.outputs import save_tokenizer
 from kdistill.schedules import AllLayers, LayerSchedule
 from kdistill.teachers.source import TeacherSource
 
@@ -201,18 +202,8 @@ class Distiller:
             final.mkdir(parents=True, exist_ok=True)
             self.state.save(final / RUN_STATE)
             kill_point("finished-recorded")
-            self._drop_resume_files(final)
+            drop_resume_files(self.out, final)
         self.acc.wait_for_everyone()
-
-    def _drop_resume_files(self, final: Path) -> None:
-        """A finished run keeps only its JSON state: optimizer moments (twice the student) would fill the disk."""
-        for old in (self.out / "checkpoints").glob("step-*"):
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
-        for f in final.iterdir():
-            if f.name != RUN_STATE:
-                shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
-        shutil.rmtree(self.out / "best", ignore_errors=True)
 
     def _resume(self) -> None:
         """Load the newest checkpoint that loads; a damaged one is set aside (renamed `damaged-step-*`)."""
@@ -228,7 +219,7 @@ class Distiller:
             self.state = state
             self.was_finished = True
             if self.acc.is_main_process:
-                self._drop_resume_files(ckpts[-1])  # in case a kill cut the clean-up short
+                drop_resume_files(self.out, ckpts[-1])  # in case a kill cut the clean-up short
             return
         errors = []
         for ckpt in reversed(ckpts):
@@ -238,10 +229,10 @@ class Distiller:
             except Exception as err:  # noqa: BLE001 - any unreadable file: fall back to an older checkpoint
                 msg = " ".join(str(err).split())[:160]
                 errors.append(f"{ckpt.name}: {type(err).__name__}: {msg}")
-                self._log(f"warning: checkpoint {ckpt.name} is damaged ({type(err).__name__}: {msg}); "
-                          "falling back to the previous one")
+                self._log(f"warning: checkpoint {ckpt.name} is damaged ({type(err).__name__}: {msg}); falling "
+                          f"back to the previous one (set aside as damaged-{ckpt.name} until the run finishes)")
                 if self.acc.is_main_process:
-                    ckpt.rename(ckpt.with_name(f"damaged-{ckpt.name}"))
+                    set_aside(ckpt)
                 continue
             self.state = state
             self.schedule.load_state_dict(self.state.schedule)
@@ -264,7 +255,7 @@ class Distiller:
         try:
             with atomic_dir(path) as tmp:
                 student.save_pretrained(tmp, safe_serialization=True)
-                self.tokenizer.save_pretrained(tmp)
+                save_tokenizer(self.tokenizer, tmp)  # without the backend's training-time truncation
                 kill_point(f"save-{path.name}")
         finally:
             if impl == "kdistill":

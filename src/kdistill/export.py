@@ -28,6 +28,7 @@ from kdistill.errors import KDistillError
 from kdistill.labels import check_labels
 from kdistill.metrics import compute_metrics, primary
 from kdistill.models import load_classifier, load_tokenizer, resolve_model_path
+from kdistill.outputs import check_replaceable, output_folder, save_tokenizer
 
 _PIP_HINT = 'pip install onnx onnxruntime onnxscript "torch==2.13.0"'
 _EXTERNAL_DATA_BYTES = 1_800_000_000  # ONNX protobufs stop at 2 GB; larger weights go to model.onnx.data
@@ -149,7 +150,7 @@ def export_onnx(model_dir: str, out_dir: Path, *, opset: int = 18, model: PreTra
     out_dir.mkdir(parents=True, exist_ok=True)
     program.save(str(onnx_path), external_data=weight_bytes > _EXTERNAL_DATA_BYTES)
     model.config.save_pretrained(out_dir)
-    load_tokenizer(str(path)).save_pretrained(out_dir)
+    save_tokenizer(load_tokenizer(str(path)), out_dir)  # clean even when the source folder's copy is not
     return onnx_path
 
 
@@ -260,22 +261,31 @@ def _table(r: dict[str, Any]) -> str:
 
 
 def export_model(cfg: ExportConfig) -> dict[str, Any]:
-    """`kdistill export`: ONNX (+ int8) copy of a model folder, parity-checked, with a markdown table."""
+    """`kdistill export`: ONNX (+ int8) copy of a model folder, parity-checked, with a markdown table.
+
+    Raises `KDistillError` before any export work when `cfg.out` is a file, lies under one, cannot be written,
+    holds the model folder, or holds files that are not an earlier export (the folder is replaced whole).
+    """
     if not cfg.onnx:
         raise KDistillError("nothing to export: ONNX (--onnx) is the only format so far")
-    _require_onnx()
     model_dir = _model_dir(cfg.model)
-    final = Path(cfg.out) if cfg.out else model_dir / "onnx"
-    model = load_classifier(str(model_dir))
-    tokenizer = load_tokenizer(str(model_dir))
-    print(f"[export] {model.config.model_type} classifier {model_dir} -> {final / 'model.onnx'} (opset {cfg.opset})")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # Built under a temporary name and renamed whole: a kill or a failed parity check never leaves a partial
-    # or wrong model.onnx where `bench` would pick it up (an earlier export stays until the new one is complete).
-    with atomic_dir(final) as out:
-        result = _export_into(cfg, model_dir, model, tokenizer, out)
-        result = json.loads(json.dumps(result).replace(json.dumps(str(out))[1:-1], json.dumps(str(final))[1:-1]))
-        atomic_write_json(out / "export.json", result)
+    final = Path(cfg.out).expanduser() if cfg.out else model_dir / "onnx"
+    # The output place is checked before the export and parity check, which take minutes on a real model; the
+    # export replaces it whole, so only a new or empty folder or an earlier export is accepted.
+    check_replaceable(final, model_dir, ("export.json", "model.onnx"))
+    with output_folder(final):
+        _require_onnx()
+        model = load_classifier(str(model_dir))
+        tokenizer = load_tokenizer(str(model_dir))
+        print(f"[export] {model.config.model_type} classifier {model_dir} -> {final / 'model.onnx'} "
+              f"(opset {cfg.opset})")
+        # Built under a temporary name and renamed whole: a kill or a failed parity check never leaves a partial
+        # or wrong model.onnx where `bench` would pick it up (an earlier export stays until the new one is complete).
+        with atomic_dir(final) as out:
+            result = _export_into(cfg, model_dir, model, tokenizer, out)
+            result = json.loads(json.dumps(result).replace(json.dumps(str(out))[1:-1],
+                                                           json.dumps(str(final))[1:-1]))
+            atomic_write_json(out / "export.json", result)
     result["table"] = _table(result)
     return result
 

@@ -28,6 +28,7 @@ from kdistill.evaluate import RECORD, measure_models, model_facts, predict, read
 from kdistill.labels import check_labels
 from kdistill.metrics import compute_metrics, primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
+from kdistill.outputs import output_folder
 from kdistill.page import Block, Figure, to_html, to_markdown
 from kdistill.speed import comparison_rows
 
@@ -215,7 +216,16 @@ def _run_blocks(run: Run, name: str, figures: dict[str, Figure], curve_note: str
 
 
 def write_report(cfg: ReportConfig) -> dict[str, Any]:
-    """Score every run (and each distinct teacher once), draw the figures, write report.html and report.md."""
+    """Score every run (and each distinct teacher once), draw the figures, write report.html and report.md.
+
+    `cfg.out` is checked (and created) before any model is loaded or scored: a file there, a file above it or an
+    unwritable place is a one-line `KDistillError` at once, not after the scoring.
+    """
+    with output_folder(cfg.out) as out:
+        return _write_report(cfg, out)
+
+
+def _write_report(cfg: ReportConfig, out: Path) -> dict[str, Any]:
     runs = list({r.path: r for r in map(load_run, cfg.runs)}.values())  # a folder given twice counts once
     if cfg.teacher and not (Path(cfg.teacher).expanduser() / "config.json").is_file():
         raise KDistillError(f"teacher folder not found: {cfg.teacher}")
@@ -281,8 +291,6 @@ def write_report(cfg: ReportConfig) -> dict[str, Any]:
         blocks += [("h2", "Latency and throughput"), ("table", *_speed_rows(models)), ("p", speed_note)]
     blocks += run_blocks
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for key, (png, _) in figures.items():
         paths[key] = str(out / f"{key}.png")

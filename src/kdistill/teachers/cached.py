@@ -16,7 +16,17 @@ from datasets import Dataset
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from kdistill.cache import KINDS, MANIFEST, CacheSpec, build_cache, cache_spec, check_folder, find_cache, read_manifest
+from kdistill.cache import (
+    KINDS,
+    MANIFEST,
+    CacheSpec,
+    build_cache,
+    cache_spec,
+    check_folder,
+    find_cache,
+    read_manifest,
+    remove_stale_builds,
+)
 from kdistill.errors import KDistillError
 from kdistill.features import FeatureRequest, Features
 from kdistill.teachers.other_tokenizer import check_per_example
@@ -110,6 +120,7 @@ def open_cache(location: str | Path, spec: CacheSpec, build: Callable[[Path], di
 
     `build(folder)` writes a new cache; None (processes other than the main one) means it must exist.
     `per_example`: the source serves a student of another tokenizer (see `CachedTeacher`).
+    Once the cache is complete, the main process removes what killed builds left beside it (`remove_stale_builds`).
     Returns the source and a summary for metrics.json: folder, whether it was built, its size and build time.
     """
     location = Path(location).expanduser()
@@ -127,6 +138,8 @@ def open_cache(location: str | Path, spec: CacheSpec, build: Callable[[Path], di
         folder = found
     if not built:
         log(f"teacher cache: reusing {folder}")
+    if build is not None:
+        remove_stale_builds(folder.parent, log)
     source = CachedTeacher(folder, spec.request, per_example)
     man = source.manifest
     return source, {"folder": str(folder), "built": built, "bytes": man["bytes"],
