@@ -35,12 +35,12 @@ from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
 from kdistill.features import prepare_for_capture
 from kdistill.labels import check_labels
-from kdistill.limits import check_max_length
+from kdistill.limits import check_max_length, check_run_lengths
 from kdistill.metrics import primary
 from kdistill.modelcard import write_model_card
 from kdistill.models import load_classifier, load_tokenizer, pick_device, probe, resolve_model_path, same_vocabulary
 from kdistill.objective import Objective
-from kdistill.runfolder import CONFIG_FILE, check_out_dir, prepare_run_folder, record_config
+from kdistill.runfolder import CONFIG_FILE, check_out_guard, check_resumable, record_config, run_folder
 from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students import build_student
@@ -59,12 +59,11 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
 
     Every write is atomic and the checkpoints and `best/` are removed only after the finished record, so a
     kill at any point leaves a run that the same command completes with the same weights. A run found
-    finished returns its recorded metrics.
+    finished returns its recorded metrics (the distiller has already said so: not said twice).
     """
     if distiller.was_finished:
         recorded = out / "metrics.json"
         if distiller.acc.is_main_process and recorded.is_file():
-            distiller._log("already finished; nothing to do")
             return json.loads(recorded.read_text())
         return summary
     distiller.export_student(use_best=True)
@@ -103,8 +102,16 @@ def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: 
 
 
 def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
-    """Fine-tune a teacher classifier; returns validation/test metrics and writes `cfg.out`."""
-    out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
+    """Fine-tune a teacher classifier; returns validation/test metrics and writes `cfg.out`.
+
+    `cfg.out` is checked, created and locked first (`kdistill.runfolder.run_folder`): it must not be `cfg.model`'s
+    folder, nor a non-run folder holding model files; a second run into it meanwhile is refused.
+    """
+    with run_folder(cfg.out, cfg, cfg.train.resume) as out:
+        return _finetune(cfg, out, callbacks)
+
+
+def _finetune(cfg: FinetuneConfig, out: Path, callbacks: list[Callable[[Distiller], None]] | None) -> dict[str, Any]:
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
@@ -178,7 +185,14 @@ def distill_stages(cfg: DistillConfig, callbacks: list[Callable[[Distiller], Non
     losses do not train the classifier, so validation accuracy would pick an arbitrary epoch).
     """
     assert cfg.stages
-    out = check_out_dir(cfg.out)  # each stage checks its own folder's config when it starts
+    # OUT is guarded and locked for the whole pipeline; each stage checks its own folder's config when it starts
+    with run_folder(cfg.out, cfg, cfg.train.resume, start=False) as out:
+        return _distill_stages(cfg, out, callbacks)
+
+
+def _distill_stages(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller], None]] | None
+                    ) -> dict[str, Any]:
+    assert cfg.stages
     student, summaries = cfg.student, []
     for i, stage in enumerate(cfg.stages):
         last = i == len(cfg.stages) - 1
@@ -206,10 +220,18 @@ def distill_stages(cfg: DistillConfig, callbacks: list[Callable[[Distiller], Non
 
 
 def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
-    """Distill a student from a fine-tuned teacher; writes an ordinary HF model folder to `cfg.out`."""
+    """Distill a student from a fine-tuned teacher; writes an ordinary HF model folder to `cfg.out`.
+
+    `cfg.out` is checked, created and locked first (`kdistill.runfolder.run_folder`): it must not be the teacher's
+    or `student.path`'s folder, nor a non-run folder holding model files; a second run into it meanwhile is refused.
+    """
     if cfg.stages:
         return distill_stages(cfg, callbacks)
-    out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
+    with run_folder(cfg.out, cfg, cfg.train.resume) as out:
+        return _distill(cfg, out, callbacks)
+
+
+def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller], None]] | None) -> dict[str, Any]:
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     teacher = _teacher_model(cfg.teacher)
@@ -266,13 +288,37 @@ def _is_trained(out: str) -> bool:
     return all((Path(out) / f).is_file() for f in (*_WEIGHT_FILES, "metrics.json"))
 
 
+def _check_run(cfg: RunConfig, dcfg: DistillConfig, reuse: bool) -> None:
+    """`kdistill run`'s set-up checks of the later steps, made before the fine-tuning instead of after it.
+
+    Raises:
+        KDistillError: a `max_length` of any step past a model's positions (`check_run_lengths`, naming `run`'s
+            flags); an `--out` of either step that is refused (`check_out_guard`) or holds a run with another config
+            (`check_resumable`); a missing model folder.
+    """
+    check_run_lengths(cfg, reuse)
+    if not reuse:
+        check_out_guard(cfg.finetune.out, cfg.finetune)
+        if cfg.finetune.train.resume:
+            check_resumable(cfg.finetune.out, cfg.finetune)
+    check_out_guard(dcfg.out, dcfg)
+    if dcfg.train.resume and not dcfg.stages:
+        check_resumable(dcfg.out, dcfg)
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
-    """The whole job: fine-tune the teacher (unless already there), distill, compare."""
-    if cfg.skip_finetune_if_exists and _is_trained(cfg.finetune.out):
+    """The whole job: fine-tune the teacher (unless already there), distill, compare.
+
+    Every step's set-up checks that do not need the trained teacher run first (`_check_run`), so a bad
+    `--distill.*` value is refused before the fine-tuning, not after it.
+    """
+    reuse = cfg.skip_finetune_if_exists and _is_trained(cfg.finetune.out)
+    dcfg = cfg.distill.model_copy(update={"teacher": cfg.finetune.out})
+    _check_run(cfg, dcfg, reuse)
+    if reuse:
         print(f"[run] reusing the teacher in {cfg.finetune.out}")
     else:
         finetune(cfg.finetune)
-    dcfg = cfg.distill.model_copy(update={"teacher": cfg.finetune.out})
     distill(dcfg)
     ecfg = cfg.evaluate.model_copy(update={"model": dcfg.out, "teacher": cfg.finetune.out})
     return evaluate(ecfg)

@@ -11,6 +11,7 @@ The result is an ordinary masked-LM folder; task distillation takes it as `stude
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from accelerate.utils import set_seed
@@ -26,7 +27,7 @@ from kdistill.limits import check_max_length
 from kdistill.mlm import load_masked_lm, masked_accuracy
 from kdistill.models import load_tokenizer, probe
 from kdistill.objective import Objective
-from kdistill.runfolder import prepare_run_folder, record_config
+from kdistill.runfolder import record_config, run_folder
 from kdistill.speed import count_parameters
 from kdistill.students import default_layers, from_smaller_config, from_teacher_layers, narrowed
 
@@ -60,13 +61,18 @@ def build_general_student(cfg: GeneralConfig, teacher: PreTrainedModel) -> PreTr
 
 def general_distill(cfg: GeneralConfig) -> dict[str, Any]:
     """Run general distillation; writes the student (masked-LM folder), metrics.json and the run's config."""
-    out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
+    with run_folder(cfg.out, cfg, cfg.train.resume) as out:  # guarded and locked for the whole run
+        return _general_distill(cfg, out)
+
+
+def _general_distill(cfg: GeneralConfig, out: Path) -> dict[str, Any]:
     set_seed(cfg.train.seed)
     teacher = load_masked_lm(cfg.teacher)
-    check_max_length(cfg.corpus.max_length, teacher.config, "teacher", cfg.teacher)
+    check_max_length(cfg.corpus.max_length, teacher.config, "teacher", cfg.teacher, field="corpus.max_length")
     tokenizer = load_tokenizer(cfg.teacher)
     student = build_general_student(cfg, teacher)
-    check_max_length(cfg.corpus.max_length, student.config, "student", cfg.student.path or "built from the teacher")
+    check_max_length(cfg.corpus.max_length, student.config, "student", cfg.student.path or "built from the teacher",
+                     field="corpus.max_length")
     t_probe, s_probe = probe(teacher), probe(student)
     losses, masking = recipe(cfg, t_probe.num_layers, s_probe.num_layers)
     objective = Objective(losses, cfg.mapping, student=s_probe, teacher=t_probe, same_tokens=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from kdistill.features import score_masked_rows_only
 from kdistill.limits import check_max_length
 from kdistill.models import load_tokenizer, model_load_error, pick_device, probe, resolve_model_path
 from kdistill.objective import Objective
-from kdistill.runfolder import prepare_run_folder, record_config
+from kdistill.runfolder import record_config, run_folder
 
 
 def load_masked_lm(name: str) -> PreTrainedModel:
@@ -73,9 +74,13 @@ def masked_accuracy(model: PreTrainedModel, batches: list[dict[str, torch.Tensor
 
 def fit_mlm_head(cfg: MLMHeadConfig) -> dict[str, Any]:
     """Fit the head on `cfg.corpus`; writes an ordinary masked-LM folder with metrics.json (accuracy before/after)."""
-    out = prepare_run_folder(cfg.out, cfg, cfg.train.resume)
+    with run_folder(cfg.out, cfg, cfg.train.resume) as out:  # guarded and locked for the whole run
+        return _fit_mlm_head(cfg, out)
+
+
+def _fit_mlm_head(cfg: MLMHeadConfig, out: Path) -> dict[str, Any]:
     model = load_masked_lm(cfg.encoder)
-    check_max_length(cfg.corpus.max_length, model.config, "encoder", cfg.encoder)
+    check_max_length(cfg.corpus.max_length, model.config, "encoder", cfg.encoder, field="corpus.max_length")
     tokenizer = load_tokenizer(cfg.encoder)
     model.base_model.requires_grad_(False)
     trainable = head_parameters(model)
