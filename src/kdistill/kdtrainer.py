@@ -1,0 +1,224 @@
+"""Distillation inside an existing Hugging Face `Trainer` script: `KDTrainer`, a `Trainer` whose loss is kdistill's.
+
+Users with a `Trainer` fine-tuning script add a teacher in a few lines, as NVIDIA ModelOpt's and TRL's distillation
+trainers allow: only the loss changes. The loss is kdistill's own `Objective` (the same registered losses, layer
+maps, projections and layer schedules as `kdistill distill`; no second implementation), so a run here and a
+`kdistill distill` run with the same settings, data order and seed train the same student.
+
+What the Trainer trains, wraps (DDP) and checkpoints is `KDModule`: the student plus the objective's projections,
+so projections are optimised with the student and restored by `resume_from_checkpoint`. The teacher is frozen,
+kept outside that module (never in a checkpoint), and run under `no_grad`. `trainer.save_model()` writes the
+student alone, an ordinary model folder that `AutoModel*` and `pipeline()` load. Every loss term is averaged over
+the logging window and passed to `Trainer.log` as `kd/<term>`, so TensorBoard, W&B and the other integrations
+receive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+
+from kdistill.config import LossConfig, MappingConfig, ScheduleConfig
+from kdistill.errors import KDistillError
+from kdistill.features import Features, forward_features, prepare_for_capture
+from kdistill.models import probe, same_vocabulary
+from kdistill.objective import Active, Objective
+from kdistill.schedules import AllLayers, LayerSchedule, build_schedule
+
+__all__ = ["DistillSpec", "KDModule", "KDTrainer"]
+
+SCHEDULE_FILE = "kdistill_schedule.json"
+"""Written into each Trainer checkpoint: the layer schedule's state and the epoch's per-layer loss sums."""
+
+
+def _soft_targets_and_labels() -> list[LossConfig]:
+    return [LossConfig(name="kl", weight=0.5, temperature=2.0), LossConfig(name="ce", weight=0.5)]
+
+
+class DistillSpec(BaseModel):
+    """What `KDTrainer` distils: the same `losses`, `mapping` and `schedule` fields as `kdistill distill`'s config.
+
+    The default is soft targets (KL at T=2, weight 0.5) plus hard-label cross-entropy (weight 0.5), Hinton et al.
+    2015, the same default as `kdistill distill`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    losses: list[LossConfig] = Field(default_factory=_soft_targets_and_labels, min_length=1)
+    mapping: MappingConfig = Field(default_factory=MappingConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+
+class KDModule(nn.Module):
+    """The student and the objective's projections as one module (never the teacher).
+
+    `forward` takes the student's usual inputs plus `teacher_features` (the teacher's `Features` for the same
+    batch) and `active` (the layer schedule's choice), and returns a dict with `loss` (scalar), `logits`
+    (B, C), `terms` (unweighted, detached) and `layer_terms` (term -> student layer -> value).
+    """
+
+    def __init__(self, student: PreTrainedModel, objective: Objective) -> None:
+        super().__init__()
+        self.student = student
+        self.objective = objective
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
+                labels: Tensor | None = None, teacher_features: Features | None = None,
+                active: Active | None = None) -> dict[str, Any]:
+        # Named inputs (not **kwargs) so that Trainer's column filter and label detection read them off the signature.
+        batch = {k: v for k, v in {"input_ids": input_ids, "attention_mask": attention_mask,
+                                   "token_type_ids": token_type_ids, "position_ids": position_ids}.items()
+                 if v is not None}
+        feats = forward_features(self.student, batch, self.objective.student_request)
+        out = self.objective(feats, teacher_features, labels, active=active)
+        return {"loss": out.total, "logits": feats.logits, "terms": out.terms, "layer_terms": out.layer_terms}
+
+
+class _EpochEnd(TrainerCallback):
+    """Tells the layer schedule that an epoch ended (what `Distiller` does at its epoch end)."""
+
+    def __init__(self, trainer: KDTrainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.end_epoch(int(round(state.epoch)) - 1)
+
+
+class KDTrainer(Trainer):
+    """A `transformers.Trainer` that trains `model` (the student) against `teacher` with kdistill's objective.
+
+    Args:
+        teacher: a fine-tuned model with the student's vocabulary (it reads the student's batches); frozen, put in
+            eval mode and moved to the Trainer's device.
+        distill: losses, layer map and schedule (`DistillSpec`; a dict is validated into one).
+        teacher_tokenizer: the teacher's tokenizer, when given compared with `processing_class` (same vocabulary).
+        *args, **kwargs: everything `Trainer` takes (`model=student`, `args=TrainingArguments(...)`, datasets,
+            `processing_class`, `data_collator`, callbacks, ...). `compute_loss_func` is not accepted: the loss is
+            the objective's.
+
+    Raises:
+        KDistillError: no model; a teacher with another vocabulary; a loss, map or schedule the two models cannot
+            take (the same set-up checks as `kdistill distill`).
+    """
+
+    def __init__(self, *args: Any, teacher: PreTrainedModel, distill: DistillSpec | Mapping[str, Any] | None = None,
+                 teacher_tokenizer: Any = None, **kwargs: Any) -> None:
+        student = kwargs.pop("model", None)
+        if student is None and args:
+            student, args = args[0], args[1:]
+        if student is None:
+            raise KDistillError("KDTrainer needs model=the student")
+        if kwargs.get("compute_loss_func") is not None:
+            raise KDistillError("KDTrainer computes the loss with kdistill's objective: drop compute_loss_func")
+        spec = distill if isinstance(distill, DistillSpec) else DistillSpec.model_validate(dict(distill or {}))
+        tokenizer = kwargs.get("processing_class")
+        other = (teacher_tokenizer is not None and tokenizer is not None
+                 and not same_vocabulary(teacher_tokenizer, tokenizer))
+        if other or teacher.config.vocab_size != student.config.vocab_size:
+            raise KDistillError("KDTrainer runs the teacher on the student's batches: the two need the same "
+                                "vocabulary (use `kdistill distill` for a student with its own tokenizer)")
+        t_probe, s_probe = probe(teacher), probe(student)
+        self.objective = Objective(spec.losses, spec.mapping, student=s_probe, teacher=t_probe, same_tokens=True)
+        prepare_for_capture(teacher, t_probe, self.objective.teacher_request, "teacher")
+        prepare_for_capture(student, s_probe, self.objective.student_request, "student")
+        layers = sorted({p.student for t in self.objective.terms for p in t.pairs})
+        if spec.schedule.name != "all" and not layers:
+            raise KDistillError(f"schedule.name '{spec.schedule.name}' needs per-layer losses")
+        self.schedule: LayerSchedule = build_schedule(spec.schedule, layers)
+        training_args = kwargs.get("args")
+        if training_args is not None and not isinstance(self.schedule, AllLayers) \
+                and training_args.ddp_find_unused_parameters is None:
+            training_args.ddp_find_unused_parameters = True  # idle projections in early stages
+        super().__init__(KDModule(student, self.objective), *args, **kwargs)
+        self.teacher = teacher.requires_grad_(False).eval().to(self.args.device)
+        self.label_names = ["labels"]
+        self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean: Trainer scales it for accumulation
+        self.spec = spec
+        self._window: dict[str, list[float]] = {}
+        self._epoch_losses: dict[str, dict[str, list[float]]] = {}
+        self.add_callback(_EpochEnd(self))
+
+    @property
+    def student(self) -> PreTrainedModel:
+        """The student being trained (unwrapped from DDP and the projections)."""
+        return self.accelerator.unwrap_model(self.model).student
+
+    # ---- the loss --------------------------------------------------------------------------------------------
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """The objective's weighted total for one batch; the teacher runs on the same batch under no_grad."""
+        del num_items_in_batch  # the objective's losses are per-batch means
+        batch = {k: v for k, v in inputs.items() if k != "labels"}
+        t_feats = None
+        if self.objective.needs_teacher:
+            with torch.no_grad():
+                t_feats = forward_features(self.teacher, batch, self.objective.teacher_request)
+        active = self.schedule.active()
+        out = model(**inputs, teacher_features=t_feats, active=active)
+        if model.training:
+            for k, v in out["terms"].items():
+                self._window.setdefault(k, []).append(float(v))
+            for k, per_layer in out["layer_terms"].items():
+                for layer, v in per_layer.items():
+                    acc = self._epoch_losses.setdefault(k, {}).setdefault(str(layer), [0.0, 0])
+                    acc[0] += v
+                    acc[1] += 1
+        loss = out["loss"]
+        return (loss, {"logits": out["logits"]}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add each loss term's mean since the last training log as `kd/<term>`."""
+        if "loss" in logs and self._window:
+            logs = {**logs, **{f"kd/{k}": sum(v) / len(v) for k, v in self._window.items()}}
+            self._window = {}
+        super().log(logs, start_time)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Feed the epoch's mean per-layer losses to the layer schedule (0-based `epoch`); log its events."""
+        means = {k: {int(layer): total / n for layer, (total, n) in d.items()} for k, d in self._epoch_losses.items()}
+        self._epoch_losses = {}
+        for event in self.schedule.observe(epoch, means):
+            print(f"[kdtrainer] {event}", flush=True)
+
+    # ---- checkpoints and the exported student ----------------------------------------------------------------
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:  # after the Trainer's files: a checkpoint without it resumes the schedule at 0
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            state = {"schedule": self.schedule.state_dict(), "epoch_losses": self._epoch_losses}
+            tmp = folder / f".{SCHEDULE_FILE}.tmp"
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, folder / SCHEDULE_FILE)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = Path(resume_from_checkpoint) / SCHEDULE_FILE
+        if saved.is_file():
+            state = json.loads(saved.read_text())
+            self.schedule.load_state_dict(state["schedule"])
+            self._epoch_losses = state["epoch_losses"]
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """A checkpoint keeps the student and the projections; any other save writes the student alone.
+
+        The student's folder is an ordinary Hugging Face model (plus the tokenizer, when the Trainer has one), so
+        `AutoModelForSequenceClassification` and `pipeline()` load it; projections and teacher are not in it.
+        """
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call=True)
+        out = Path(output_dir or self.args.output_dir)
+        if self.args.should_save:
+            out.mkdir(parents=True, exist_ok=True)
+            self.student.save_pretrained(out, safe_serialization=True)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(out)
+        return None

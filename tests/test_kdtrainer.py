@@ -1,0 +1,121 @@
+"""KDTrainer: kdistill's objective inside transformers.Trainer, checked against `kdistill distill` itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tiny_bert
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, TrainingArguments, pipeline
+
+from kdistill import api
+from kdistill.config import DataConfig, DistillConfig, StudentConfig, build
+from kdistill.data import load_task_data, tokenize_splits
+from kdistill.errors import KDistillError
+from kdistill.kdtrainer import KDTrainer
+from kdistill.models import load_classifier, load_tokenizer
+from kdistill.students import build_student
+
+LOSSES = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5},
+          {"name": "hidden_mse", "weight": 1.0}]
+DATA = {"task": "sst2", "max_train_examples": 16, "max_eval_examples": 16, "max_length": 24}
+
+
+@pytest.fixture(scope="module")
+def still_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny teacher without dropout: two training loops can then agree to float rounding."""
+    out = make_tiny_bert(tmp_path_factory.mktemp("kdt") / "teacher", seed=3)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+    model.save_pretrained(out)
+    return out
+
+
+def _train_set(teacher: Path):
+    data = load_task_data(build(DataConfig, DATA))
+    return tokenize_splits(data, load_tokenizer(str(teacher)), DATA["max_length"], None)["train"]
+
+
+def _args(out: Path, epochs: int, batch: int, **more) -> TrainingArguments:
+    return TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, num_train_epochs=epochs,
+                             learning_rate=1e-3, weight_decay=0.01, warmup_steps=0.1, max_grad_norm=1.0,
+                             optim="adamw_torch", lr_scheduler_type="linear", seed=42, report_to=[],
+                             logging_steps=1, use_cpu=True, disable_tqdm=True, **{"save_strategy": "no", **more})
+
+
+def _trainer(teacher: Path, out: Path, student_cfg: dict, epochs: int, batch: int, **more) -> KDTrainer:
+    t = load_classifier(str(teacher))
+    torch.manual_seed(0)  # projections, when a narrowed student needs them, are drawn from here
+    student = build_student(build(StudentConfig, student_cfg), t, single_sentence=True)
+    return KDTrainer(model=student, teacher=t, distill={"losses": LOSSES}, args=_args(out, epochs, batch, **more),
+                     train_dataset=_train_set(teacher), processing_class=load_tokenizer(str(teacher)))
+
+
+def test_kdtrainer_trains_the_same_student_as_kdistill_distill(still_teacher: Path, tmp_path: Path) -> None:
+    # One full batch per epoch: both loops then see the same examples per step whatever their sampler; no dropout.
+    # Observed here: identical weights (difference 0.0); the tolerance 1e-5 leaves room for another optimizer
+    # kernel (fused/foreach AdamW) on other hardware. 10 steps
+    # also make the warm-up 1 step in both (Trainer rounds 10% of the steps up, kdistill down).
+    cfg = build(DistillConfig, {
+        "teacher": str(still_teacher), "student": {"num_layers": 2}, "data": DATA, "losses": LOSSES,
+        "out": str(tmp_path / "cli"), "train": {"epochs": 10, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01,
+                                                "warmup_ratio": 0.1, "eval_every_epoch": False, "progress": False,
+                                                "device": "cpu", "seed": 42}})
+    api.distill(cfg)
+    via_cli = load_file(str(tmp_path / "cli" / "model.safetensors"))
+    trainer = _trainer(still_teacher, tmp_path / "trainer", {"num_layers": 2}, epochs=10, batch=16)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "exported"))
+    via_trainer = load_file(str(tmp_path / "exported" / "model.safetensors"))
+    assert via_cli.keys() == via_trainer.keys()
+    initial = AutoModelForSequenceClassification.from_pretrained(still_teacher).state_dict()
+    moved = max(float((via_cli[k] - initial[k]).abs().max()) for k in via_cli if k in initial
+                and "layer.1." not in k)
+    assert moved > 1e-3  # training changed the weights, so agreeing below is not agreeing on the start
+    gap = max(float((via_trainer[k] - via_cli[k]).abs().max()) for k in via_cli)
+    print(f"largest weight difference, KDTrainer vs kdistill distill: {gap:.2e}")
+    assert gap < 1e-5
+    logged = [r for r in trainer.state.log_history if "loss" in r]
+    assert logged and all({"kd/kl", "kd/ce", "kd/hidden_mse"} <= r.keys() for r in logged)
+
+
+def test_resume_from_a_trainer_checkpoint_restores_projections_and_gives_the_same_student(
+        still_teacher: Path, tmp_path: Path) -> None:
+    narrow = {"num_layers": 2, "hidden_size": 16}  # hidden_mse then needs a 16 -> 32 projection
+    full = _trainer(still_teacher, tmp_path / "full", narrow, epochs=3, batch=8, save_strategy="steps", save_steps=2)
+    full.train()
+    ckpt = tmp_path / "full" / "checkpoint-4"
+    saved = load_file(str(ckpt / "model.safetensors"))
+    assert any(k.startswith("objective.") for k in saved)  # projections are in the checkpoint
+    assert not any("teacher" in k for k in saved)
+    resumed = _trainer(still_teacher, tmp_path / "resumed", narrow, epochs=3, batch=8, save_strategy="no")
+    with torch.no_grad():  # a different start, so only the checkpoint can make the two agree
+        for p in resumed.model.objective.parameters():
+            p.add_(1.0)
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_the_exported_student_is_a_plain_model_that_pipeline_loads(still_teacher: Path, tmp_path: Path) -> None:
+    trainer = _trainer(still_teacher, tmp_path / "t", {"num_layers": 2, "hidden_size": 16}, epochs=1, batch=16)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "student"))
+    keys = load_file(str(tmp_path / "student" / "model.safetensors")).keys()
+    assert not any(k.startswith(("objective", "student.")) for k in keys)
+    clf = pipeline("text-classification", model=str(tmp_path / "student"), device=-1)
+    out = clf("a gripping , funny film")
+    assert out[0]["label"] in {"LABEL_0", "LABEL_1"} and 0.0 <= out[0]["score"] <= 1.0
+
+
+def test_a_teacher_with_another_vocabulary_is_refused(still_teacher: Path, tmp_path: Path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    other = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                                     num_attention_heads=2, intermediate_size=64))
+    student = load_classifier(str(still_teacher))
+    with pytest.raises(KDistillError, match="same vocabulary"):
+        KDTrainer(model=student, teacher=other, args=_args(tmp_path, 1, 8))
