@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,12 @@ class ChatServer:
 
     'twice' -> an answer naming both labels; 'shrug' -> no label; 'busy' -> 429 (Retry-After 0) on the first
     try; 'drop' -> the connection closed without a reply on the first try; 'down' -> 500 until `down` is False.
+    A prompt starting with "Write " (a generation request) is answered by `writer(request body)`.
     With `logprobs`, first-token alternatives give the chosen label 0.8.
     """
 
-    def __init__(self, logprobs: bool = True) -> None:
-        self.logprobs, self.down = logprobs, True
+    def __init__(self, logprobs: bool = True, writer: Callable[[dict[str, Any]], str] | None = None) -> None:
+        self.logprobs, self.down, self.writer = logprobs, True, writer
         self.requests: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
         self.seen: set[str] = set()
@@ -43,7 +44,11 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
                 server.auth.append(self.headers.get("Authorization"))
-                text = body["messages"][0]["content"].rsplit("Text: ", 1)[-1]
+                content = body["messages"][0]["content"]
+                if server.writer is not None and content.startswith("Write "):
+                    self._reply({"index": 0, "message": {"role": "assistant", "content": server.writer(body)}})
+                    return
+                text = content.rsplit("Text: ", 1)[-1]
                 first = text not in server.seen
                 server.seen.add(text)
                 if "busy" in text and first:
@@ -69,6 +74,9 @@ class ChatServer:
                     choice["logprobs"] = {"content": [{"token": label[:3], "logprob": math.log(0.8), "top_logprobs": [
                         {"token": label[:3], "logprob": math.log(0.8)}, {"token": other, "logprob": math.log(0.2)},
                         {"token": "The", "logprob": math.log(0.01)}]}]}
+                self._reply(choice)
+
+            def _reply(self, choice: dict[str, Any]) -> None:
                 payload = json.dumps({"id": "x", "object": "chat.completion", "choices": [choice]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -132,12 +132,15 @@ class ChatTeacher(Teacher):
     def raw(self, requests: list[dict[str, str]]) -> list[Any]:
         return [self._one(r) for r in requests]
 
-    def _one(self, request: dict[str, str]) -> Any:
-        body: dict[str, Any] = {
-            "model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-            "messages": [{"role": "user", "content": render_prompt(self.prompt, request, self.label_names,
-                                                                   self.few_shot)}]}
-        if self.logprobs:
+    def chat(self, prompt: str, *, temperature: float = 0.0, max_tokens: int | None = None, seed: int | None = None,
+             logprobs: bool = False) -> tuple[str, dict[str, Any]]:
+        """One user message -> (the reply's text, `choices[0]`). Raises `KDistillError` for a reply without text."""
+        body: dict[str, Any] = {"model": self.model, "temperature": temperature,
+                                "max_tokens": max_tokens or self.max_tokens,
+                                "messages": [{"role": "user", "content": prompt}]}
+        if seed is not None:
+            body["seed"] = seed
+        if logprobs:
             body.update(logprobs=True, top_logprobs=20)
         reply = self._post(json.dumps(body, ensure_ascii=False).encode())
         try:
@@ -148,6 +151,11 @@ class ChatTeacher(Teacher):
                                 f"{shorten(json.dumps(reply))}") from None
         if not isinstance(content, str):
             raise KDistillError(f"{self.where} replied with a non-text message: {shorten(json.dumps(content))}")
+        return content, choice
+
+    def _one(self, request: dict[str, str]) -> Any:
+        prompt = render_prompt(self.prompt, request, self.label_names, self.few_shot)
+        content, choice = self.chat(prompt, logprobs=self.logprobs)
         answer: Any = content
         stripped = content.strip()
         if stripped.startswith("{"):
