@@ -1,0 +1,76 @@
+"""AdaBERT: the search space, the search (architecture weights move, beta lowers the cost), the derived student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from kdistill.adabert import OPS, AdaBertConfig, AdaBertForSequenceClassification, derive_genotype, num_edges
+from kdistill.config import DataConfig, build
+from kdistill.data import load_task_data, tokenize_splits
+from kdistill.export import export_onnx, onnx_logits, onnx_session
+from kdistill.models import load_classifier, load_tokenizer
+from kdistill.search import SearchSettings, derived_student, run_search
+
+
+@pytest.fixture(scope="module")
+def train(tiny_teacher: Path):
+    data = load_task_data(build(DataConfig, {"task": "sst2", "max_train_examples": 64, "max_length": 24}))
+    return tokenize_splits(data, load_tokenizer(str(tiny_teacher)), 24, None)["train"]
+
+
+def _search(tiny_teacher: Path, train, beta: float, epochs: float = 2.0):
+    s = SearchSettings(num_cells=2, num_nodes=2, hidden_size=16, epochs=epochs, batch_size=16, arch_lr=0.05,
+                       efficiency_weight=beta, progress=False, seed=1)
+    return run_search(load_classifier(str(tiny_teacher)), load_tokenizer(str(tiny_teacher)), train, s)
+
+
+def test_the_search_moves_the_architecture_and_beta_lowers_its_cost(tiny_teacher: Path, train) -> None:
+    cfg0, free = _search(tiny_teacher, train, beta=0.0)
+    _, thrifty = _search(tiny_teacher, train, beta=20.0)
+    start = torch.tensor(free["alpha"])
+    assert start.shape == (num_edges(2), len(OPS)) and float(start.abs().max()) > 0.02  # moved from ~1e-3
+    assert thrifty["expected_cost_end"] < thrifty["expected_cost_start"]
+    assert thrifty["expected_cost_end"] < free["expected_cost_end"]
+    assert len(cfg0.genotype) == 2 and all(len(node) == 2 for node in cfg0.genotype)
+    assert all(op != "zero" for node in cfg0.genotype for op, _ in node)
+    assert free["steps"] == 4 and len(free["history"]) == 4
+
+
+def test_derivation_keeps_each_nodes_two_strongest_edges() -> None:
+    alpha = torch.full((num_edges(2), len(OPS)), -5.0)
+    alpha[0, OPS.index("zero")] = 9.0  # edge 0 (node 0 <- input 0): zero wins, its best real op is weak
+    alpha[0, OPS.index("conv3")] = 1.0
+    alpha[1, OPS.index("maxpool3")] = 3.0  # node 0 <- input 1
+    alpha[2, OPS.index("conv7")] = 4.0  # node 1 <- input 0
+    alpha[3, OPS.index("identity")] = 2.0  # node 1 <- input 1
+    alpha[4, OPS.index("dilconv5")] = 6.0  # node 1 <- node 0 (state 2)
+    assert derive_genotype(alpha, 2) == [[("maxpool3", 1), ("conv3", 0)], [("dilconv5", 2), ("conv7", 0)]]
+
+
+def test_the_derived_student_is_a_plain_model_that_ignores_padding_and_exports(tiny_teacher: Path,
+                                                                                tmp_path: Path) -> None:
+    genotype = [[["conv3", 0], ["avgpool3", 1]], [["maxpool3", 2], ["dilconv5", 0]]]
+    teacher = load_classifier(str(tiny_teacher))
+    cfg = AdaBertConfig(vocab_size=teacher.config.vocab_size, embedding_size=32, hidden_size=16, num_cells=2,
+                        genotype=genotype, num_labels=2)
+    model = derived_student(cfg, teacher).eval()
+    assert torch.equal(model.embeddings.weight, teacher.get_input_embeddings().weight)
+    ids = torch.tensor([[2, 40, 41, 42, 3, 0, 0], [2, 50, 51, 52, 53, 54, 3]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        both = model(input_ids=ids, attention_mask=mask).logits
+        alone = model(input_ids=ids[:1, :5], attention_mask=mask[:1, :5]).logits
+    torch.testing.assert_close(both[:1], alone, atol=1e-6, rtol=0)  # padding after a row changes nothing
+    model.save_pretrained(tmp_path / "ada")
+    load_tokenizer(str(tiny_teacher)).save_pretrained(tmp_path / "ada")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ada").eval()
+    assert isinstance(again, AdaBertForSequenceClassification) and again.config.genotype == genotype
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids, attention_mask=mask).logits, both)
+    path = export_onnx(str(tmp_path / "ada"), tmp_path / "onnx")
+    got = onnx_logits(onnx_session(path), {"input_ids": ids, "attention_mask": mask})
+    assert abs(got - both.numpy()).max() < 1e-4
