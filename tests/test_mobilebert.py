@@ -1,0 +1,73 @@
+"""MobileBERT-style students: built from a size spec, feature-map and attention transfer, save/load, ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, MobileBertForSequenceClassification
+
+from kdistill import api
+from kdistill.config import DistillConfig, build
+from kdistill.errors import KDistillError
+from kdistill.export import export_onnx, onnx_logits, onnx_session
+from kdistill.features import forward_features
+from kdistill.mobilebert import MobileBertSpec, mobilebert_student, svd_embeddings
+from kdistill.models import load_classifier, load_tokenizer, probe
+
+SPEC = MobileBertSpec(num_layers=2, hidden_size=32, intra_bottleneck_size=16, num_heads=2, intermediate_size=32,
+                      num_feedforward_networks=2, embedding_size=16)
+
+
+def test_svd_embeddings_keep_the_teachers_geometry() -> None:
+    torch.manual_seed(0)
+    low_rank = torch.randn(200, 4) @ torch.randn(4, 32)  # rank 4: 4 dimensions hold all of it
+    reduced = svd_embeddings(low_rank, 4)
+    assert reduced.shape == (200, 4)
+    centred = low_rank - low_rank.mean(0)
+    r_centred = reduced - reduced.mean(0)
+    scale = (r_centred.norm() / centred.norm()) ** 2
+    torch.testing.assert_close(r_centred @ r_centred.T, scale * centred @ centred.T, atol=1e-3, rtol=1e-3)
+    with pytest.raises(KDistillError, match="wider than the teacher"):
+        svd_embeddings(low_rank, 64)
+
+
+def test_a_mobilebert_student_is_built_trained_by_feature_maps_saved_and_exported(tiny_teacher: Path,
+                                                                                  tmp_path: Path) -> None:
+    teacher = load_classifier(str(tiny_teacher))
+    student = mobilebert_student(teacher, SPEC)
+    assert isinstance(student, MobileBertForSequenceClassification)
+    p = probe(student)
+    assert (p.family, p.num_layers, p.hidden_size, p.num_heads) == ("mobilebert", 2, 32, 2)
+    assert student.config.normalization_type == "no_norm" and student.config.num_feedforward_networks == 2
+    # feature-map transfer (hidden MSE, same 32 width here) and attention transfer (per-head KL) on one batch
+    cfg = build(DistillConfig, {"teacher": str(tiny_teacher), "losses": [
+        {"name": "kl", "temperature": 2.0}, {"name": "hidden_mse"}, {"name": "attn_kl"}]})
+    objective = api.build_objective(cfg, teacher, student, True)
+    tok = load_tokenizer(str(tiny_teacher))
+    batch = dict(tok(["a gripping , funny film", "dull"], padding=True, return_tensors="pt"))
+    student.train()
+    with torch.no_grad():
+        t = forward_features(teacher.eval(), batch, objective.teacher_request)
+    out = objective(forward_features(student, batch, objective.student_request), t, None)
+    assert {"kl", "hidden_mse", "attn_kl"} <= set(out.terms) and torch.isfinite(out.total)
+    out.total.backward()
+    grads = [q.grad for n, q in student.named_parameters() if "encoder.layer.0." in n and q.grad is not None]
+    assert grads and any(float(g.abs().max()) > 0 for g in grads)
+    student.eval()
+    student.save_pretrained(tmp_path / "mobile")
+    tok.save_pretrained(tmp_path / "mobile")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "mobile").eval()
+    ids = batch["input_ids"]
+    with torch.no_grad():
+        want = student(input_ids=ids, attention_mask=batch["attention_mask"]).logits
+        torch.testing.assert_close(again(input_ids=ids, attention_mask=batch["attention_mask"]).logits, want)
+    path = export_onnx(str(tmp_path / "mobile"), tmp_path / "onnx")
+    got = onnx_logits(onnx_session(path), {k: v for k, v in batch.items()})
+    assert abs(got - want.numpy()).max() < 1e-4
+
+
+def test_a_bottleneck_that_heads_do_not_divide_is_refused(tiny_teacher: Path) -> None:
+    with pytest.raises(KDistillError, match="not a multiple of student.num_heads"):
+        mobilebert_student(load_classifier(str(tiny_teacher)), MobileBertSpec(intra_bottleneck_size=10, num_heads=4))
