@@ -37,8 +37,12 @@ def write_vocab(path: Path, n_words: int = 600) -> Path:
 
 
 def make_tiny_bert(out: Path, *, num_layers: int = 4, hidden: int = 32, heads: int = 2,
-                   num_labels: int = 2, seed: int = 0) -> Path:
-    """Save a tiny BertForSequenceClassification + tokenizer as an ordinary HF folder."""
+                   num_labels: int = 2, seed: int = 0, problem_type: str | None = None,
+                   label_names: list[str] | None = None) -> Path:
+    """Save a tiny BertForSequenceClassification + tokenizer as an ordinary HF folder.
+
+    `problem_type` ("regression", "multi_label_classification") makes a head of that task type.
+    """
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     out.mkdir(parents=True, exist_ok=True)
@@ -49,7 +53,9 @@ def make_tiny_bert(out: Path, *, num_layers: int = 4, hidden: int = 32, heads: i
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=num_layers,
                      num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=128,
-                     num_labels=num_labels, architectures=["BertForSequenceClassification"])
+                     num_labels=num_labels, architectures=["BertForSequenceClassification"],
+                     problem_type=problem_type,
+                     **({"id2label": dict(enumerate(label_names))} if label_names else {}))
     model = BertForSequenceClassification(cfg)
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -59,6 +65,12 @@ def make_tiny_bert(out: Path, *, num_layers: int = 4, hidden: int = 32, heads: i
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "teacher")
+
+
+@pytest.fixture(scope="session")
+def regression_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny regression model (one output, problem_type regression): the wrong teacher for class data."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-reg") / "teacher", num_labels=1, problem_type="regression")
 
 
 @pytest.fixture

@@ -74,3 +74,25 @@ def test_the_derived_student_is_a_plain_model_that_ignores_padding_and_exports(t
     path = export_onnx(str(tmp_path / "ada"), tmp_path / "onnx")
     got = onnx_logits(onnx_session(path), {"input_ids": ids, "attention_mask": mask})
     assert abs(got - both.numpy()).max() < 1e-4
+
+
+def test_kdistill_search_writes_a_student_that_kdistill_distill_retrains(tiny_teacher: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from kdistill.cli import main
+
+    data = ["--data.task", "sst2", "--data.max_train_examples", "32", "--data.max_eval_examples", "16",
+            "--data.max_length", "24"]
+    assert main(["search", "--teacher", str(tiny_teacher), *data, "--cells", "1", "--nodes", "2",
+                 "--hidden_size", "16", "--batch_size", "16", "--progress", "false", "--out", "ada"]) == 0
+    out = capsys.readouterr().out
+    assert "genotype (every cell)" in out and "node 2:" in out
+    genotype = json.loads((tmp_path / "ada" / "genotype.json").read_text())["genotype"]
+    assert json.loads((tmp_path / "ada" / "config.json").read_text())["genotype"] == genotype
+    assert main(["distill", "--teacher", str(tiny_teacher), "--student.init", "path", "--student.path", "ada",
+                 *data, "--losses", "[{name: kl, temperature: 1.0}, {name: ce}]", "--epochs", "1",
+                 "--batch_size", "16", "--progress", "false", "--out", "retrained"]) == 0
+    assert json.loads((tmp_path / "retrained" / "config.json").read_text())["model_type"] == "kdistill-adabert"
+    assert main(["search", "--teacher", str(tiny_teacher), *data, "--out", "ada", "--cells", "1",
+                 "--progress", "false"]) == 0  # its own earlier output is a folder it may write again

@@ -178,3 +178,21 @@ def test_label_probs_from_first_token_alternatives() -> None:
     assert label_probs(alts, NAMES) == pytest.approx([0.1 / 0.8, 0.7 / 0.8])
     assert label_probs([{"token": "the", "logprob": -0.1}], NAMES) is None
     assert label_probs([{"token": "not", "logprob": -0.1}], ["not_entailment", "not_sure"]) is None  # ambiguous
+
+
+def test_kdistill_label_speaks_to_a_chat_server_from_the_command_line(server: ChatServer, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdistill.cli import main
+
+    monkeypatch.setenv("MY_KEY", "sk-cli-456")
+    template = tmp_path / "prompt.txt"
+    template.write_text("Sentiment ({labels})? Text: {text}", encoding="utf-8")
+    args = ["label", "--teacher", f"openai:{server.url}", "--teacher_model", "tiny-llm", "--label_names",
+            "[negative, positive]", "--input", _input(tmp_path, ["good stuff", "awful"]), "--out",
+            str(tmp_path / "cli.jsonl"), "--prompt", str(template), "--api_key_env", "MY_KEY"]
+    assert main(args) == 0
+    lines = [json.loads(x) for x in (tmp_path / "cli.jsonl").read_text().splitlines()]
+    assert [x["label"] for x in lines] == ["positive", "negative"] and lines[0]["probs"] == pytest.approx([0.2, 0.8])
+    assert server.requests[0]["messages"][0]["content"] == "Sentiment (negative, positive)? Text: good stuff"
+    assert set(server.auth) == {"Bearer sk-cli-456"}
+    assert main([*args[:-4], "--prompt", str(tmp_path / "missing.txt")]) == 2  # one line, no traceback

@@ -98,3 +98,25 @@ def test_reply_splitting_and_near_duplicates() -> None:
     kept, _ = filter_generations([("a", "seen before , yes")], min_words=1, max_words=50, near_duplicate=0.9,
                                  seen=["Seen before, yes!"])
     assert kept == []
+
+
+def test_kdistill_generate_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from kdistill.cli import main
+
+    calls: list[dict[str, Any]] = []
+    server = ChatServer(writer=_writer(calls))
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"text": "the worst two hours of my year", "label": "negative"}\n', encoding="utf-8")
+    try:
+        code = main(["generate", "--teacher", f"openai:{server.url}", "--teacher_model", "tiny-llm", "--label_names",
+                     "[negative, positive]", "--per_label", "5", "--per_request", "5", "--seed_examples", str(seeds),
+                     "--progress", "false", "--out", str(tmp_path / "gen.jsonl")])
+        assert main(["generate", "--teacher", "http://x", "--teacher_model", "m", "--label_names", "[a]",
+                     "--out", str(tmp_path / "bad.jsonl")]) == 2
+    finally:
+        server.httpd.shutdown()
+    assert code == 0
+    texts = [json.loads(x)["text"] for x in (tmp_path / "gen.jsonl").read_text().splitlines()]
+    assert "the worst two hours of my year" not in texts  # a seed example is never output as generated
+    assert "Examples:\nthe worst two hours of my year" in calls[0]["messages"][0]["content"]
+    assert '"kept"' in capsys.readouterr().out

@@ -71,3 +71,35 @@ def test_a_mobilebert_student_is_built_trained_by_feature_maps_saved_and_exporte
 def test_a_bottleneck_that_heads_do_not_divide_is_refused(tiny_teacher: Path) -> None:
     with pytest.raises(KDistillError, match="not a multiple of student.num_heads"):
         mobilebert_student(load_classifier(str(tiny_teacher)), MobileBertSpec(intra_bottleneck_size=10, num_heads=4))
+
+
+def test_progressive_transfer_freezes_the_layers_below_and_trains_all_in_the_final_stage(
+        tiny_teacher: Path, tmp_path: Path) -> None:
+    cfg = build(DistillConfig, {
+        "teacher": str(tiny_teacher), "out": str(tmp_path / "pkt"),
+        "student": {"init": "mobilebert", "num_layers": 2, "hidden_size": 32, "intra_bottleneck_size": 16,
+                    "num_heads": 2, "intermediate_size": 32, "num_feedforward_networks": 2, "embedding_size": 16},
+        "losses": [{"name": "hidden_mse"}, {"name": "attn_kl"}, {"name": "kl", "temperature": 2.0}],
+        "schedule": {"name": "pid", "epochs_per_layer": 1, "freeze_below": True},
+        "data": {"task": "sst2", "max_train_examples": 32, "max_eval_examples": 16, "max_length": 24},
+        "train": {"epochs": 3, "batch_size": 16, "lr": 1e-3, "progress": False, "device": "cpu",
+                  "eval_every_epoch": False}})
+    seen: list[tuple[int, dict[str, torch.Tensor]]] = []
+
+    def snapshot(d) -> None:
+        groups = {"embeddings": "mobilebert.embeddings.", "layer 1": "mobilebert.encoder.layer.0.",
+                  "layer 2": "mobilebert.encoder.layer.1."}
+        params = dict(d.student.named_parameters())
+        seen.append((d.schedule.state_dict()["stage"], {g: torch.cat([p.detach().flatten().clone() for n, p in
+                                                                      params.items() if n.startswith(prefix)])
+                                                         for g, prefix in groups.items()}))
+
+    api.distill(cfg, callbacks=[snapshot])
+    moved: dict[int, set[str]] = {}
+    for (stage, a), (stage_b, b) in zip(seen, seen[1:], strict=False):
+        if stage == stage_b:  # two steps within one stage
+            moved.setdefault(stage, set()).update(g for g in a if not torch.equal(a[g], b[g]))
+    assert moved[1] == {"layer 2"}  # training layer 2: the embeddings and layer 1 are frozen
+    assert moved[2] == {"embeddings", "layer 1", "layer 2"}  # the final stage trains the whole student
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "pkt")
+    assert isinstance(student, MobileBertForSequenceClassification)

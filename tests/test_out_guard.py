@@ -376,3 +376,20 @@ def test_a_finished_run_rerun_says_so_once(finished: DistillConfig, capsys: pyte
     out = capsys.readouterr().out
     assert out.count("already finished; nothing to do") == 1, out
     assert "test" in summary
+
+
+def test_run_reuses_a_teacher_only_when_it_was_fine_tuned_with_the_same_config(tiny_teacher: Path,
+                                                                               tmp_path: Path) -> None:
+    data = {"task": "sst2", "max_train_examples": 32, "max_eval_examples": 16, "max_length": 32}
+    train = {"epochs": 1, "batch_size": 16, "lr": 1e-3, "progress": False, "device": "cpu"}
+    ft = {"model": str(tiny_teacher), "out": str(tmp_path / "t"), "data": data, "train": train}
+    api.finetune(build(FinetuneConfig, ft))
+    before = _listing(tmp_path / "t")
+    changed = build(RunConfig, {"finetune": {**ft, "train": {**train, "lr": 0.5, "epochs": 7}},
+                                "distill": {"out": str(tmp_path / "s")}})
+    with pytest.raises(KDistillError, match=r"holds a teacher fine-tuned with another config \(.*train\.epochs: 1\.0 "
+                                            r"\(run\) -> 7\.0 \(now\).*--finetune\.train\.resume false"):
+        api.run(changed)
+    assert _listing(tmp_path / "t") == before and not (tmp_path / "s").exists()
+    same = build(RunConfig, {"finetune": ft, "distill": {"out": str(tmp_path / "s")}})
+    assert api.reusable_teacher(same)

@@ -224,3 +224,17 @@ def test_report_shows_the_speed_figures_of_the_runs_own_table(runs: dict[str, Pa
     assert res["speed_note"].startswith("Measured now: all 2 models timed in the same window")
     assert "kd measured other weights, shapes or a different device" in res["speed_note"]
     assert [s["batch_size"] for s in {m["name"]: m for m in res["models"]}["kd"]["speedup"]] == [2]
+
+
+@pytest.mark.parametrize(("metrics", "message"), [("[]", "holds a JSON list, not an object"),
+                                                  ('{"history": "x", "test": 5}', "'test' is not an object of numbers"),
+                                                  ('{"history": [1, 2]}', "'history' is not a list of objects")])
+def test_a_metrics_file_of_the_wrong_shape_is_one_line(tmp_path: Path, metrics: str, message: str,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(metrics)
+    (run / "kdistill.yaml").write_text("{}\n")
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "rep"), "--speed", "false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err and "\n" not in err, err

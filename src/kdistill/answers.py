@@ -28,6 +28,7 @@ from typing import IO, Any
 from kdistill.atomic import atomic_write_text
 from kdistill.cells import is_missing
 from kdistill.errors import KDistillError
+from kdistill.tasks import Task, get_task
 
 __all__ = ["TeacherAnswer", "to_answer", "text_to_label", "read_examples", "read_numbered_examples", "write_labeled",
            "AnswerLog", "check_out_file", "partial_path", "row_key", "shorten", "parse_json"]
@@ -92,8 +93,13 @@ def _numbers(raw: Any, key: str, names: Sequence[str] | None, where: str) -> lis
     return [float(x) for x in raw]
 
 
-def to_answer(raw: Any, names: Sequence[str] | None, where: str) -> TeacherAnswer:
-    """One raw answer (any shape in `kdistill.blackbox`'s docstring) -> `TeacherAnswer`; bad shapes name `where`."""
+def to_answer(raw: Any, names: Sequence[str] | None, where: str, task: Task | None = None) -> TeacherAnswer:
+    """One raw answer (any shape in `kdistill.blackbox`'s docstring) -> `TeacherAnswer`; bad shapes name `where`.
+
+    `task` (default classification) turns logits into probabilities: softmax over classes, a sigmoid per label
+    (multi-label), or none at all (regression: the one logit is the score).
+    """
+    task = task or get_task("classification")
     probs = logits = None
     if isinstance(raw, dict):
         if "probs" in raw:
@@ -103,9 +109,9 @@ def to_answer(raw: Any, names: Sequence[str] | None, where: str) -> TeacherAnswe
                                     "send unnormalised scores as 'logits'")
         elif "logits" in raw:
             logits = _numbers(raw["logits"], "logits", names, where)
-            top = max(logits)
-            exp = [math.exp(x - top) for x in logits]
-            probs = [e / sum(exp) for e in exp]
+            probs = task.answer_probs(logits)
+            if probs is None:  # a score: no classes to choose from
+                return TeacherAnswer(0, None, logits)
         elif "label" in raw:
             raw = raw["label"]
         else:
@@ -133,7 +139,7 @@ def read_examples(path: str, text_columns: Sequence[str | int] | None = None) ->
 def read_numbered_examples(path: str, text_columns: Sequence[str | int] | None = None
                            ) -> tuple[list[tuple[str, ...]], list[int]]:
     """`read_examples` plus each example's line number in the file (1-based), for messages and resuming."""
-    from kdistill.data import column_index, default_text_columns, read_rows
+    from kdistill.tasks.readers import column_index, default_text_columns, read_rows
 
     p = Path(path)
     if not p.is_file():
@@ -177,34 +183,42 @@ def read_numbered_examples(path: str, text_columns: Sequence[str | int] | None =
 
 
 def write_labeled(out: Path, examples: Sequence[Sequence[str]], answers: Sequence[TeacherAnswer],
-                  label_names: Sequence[str] | None, min_confidence: float | None = None) -> dict[str, Any]:
+                  label_names: Sequence[str] | None, min_confidence: float | None = None,
+                  task: Task | None = None) -> dict[str, Any]:
     """Write the labelled JSONL (the format `kdistill.blackbox.label_file` documents) to `out` atomically.
 
     Rows whose top probability is under `min_confidence` are left out; label ids are named by `label_names`
-    (else "0", "1", ...). Returns kept (rows written), labels (rows per label name) and
+    (else "0", "1", ...). `task` (default classification) writes each row's label fields (`Task.labeled_fields`):
+    a class name and id, a score (regression) or the list of labels at probability >= 0.5 (multi-label). Returns
+    kept (rows written), labels (rows per label name; none for scores), scores (regression: mean, min, max) and
     warning (set when `kdistill distill` would number the labels differently from the teacher).
     """
+    task = task or get_task("classification")
     width = max([len(a.probs) for a in answers if a.probs] + [a.label_id + 1 for a in answers])
     names = list(label_names or [str(i) for i in range(width)])
-    kept: Counter[int] = Counter()
+    counts: Counter[str] = Counter()
+    scores: list[float] = []
     lines = []
     for ex, a in zip(examples, answers, strict=True):
         if min_confidence is not None and (a.confidence or 0.0) < min_confidence:
             continue
         row: dict[str, Any] = {"text": ex[0], **({"text_pair": ex[1]} if len(ex) > 1 else {}),
-                               "label": names[a.label_id], "label_id": a.label_id}
-        if a.probs is not None:
-            row.update(probs=[round(p, 6) for p in a.probs], confidence=round(max(a.probs), 6))
+                               **task.labeled_fields(a.label_id, a.probs, a.logits, names)}
         if a.logits is not None:
             row["logits"] = [round(x, 6) for x in a.logits]
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-        kept[a.label_id] += 1
+        label = row["label"]
+        if isinstance(label, int | float):
+            scores.append(float(label))
+        counts.update([label] if isinstance(label, str) else label if isinstance(label, list) else [])
     atomic_write_text(out, "".join(lines))
-    present, warning = [names[i] for i in sorted(kept)], None
-    if present != sorted(present) or len(present) < len(names):  # training numbers string labels alphabetically
+    present, warning = [n for n in names if counts[n]], None
+    if not scores and (present != sorted(present) or len(present) < len(names)):  # string labels get sorted ids
         warning = (f"kdistill distill will number these labels {', '.join(sorted(present))} (alphabetically, only "
                    f"those present), not as the teacher does ({', '.join(names)}): class ids will differ")
-    return {"kept": sum(kept.values()), "labels": {names[i]: kept[i] for i in range(len(names))}, "warning": warning}
+    summary = {"mean": sum(scores) / len(scores), "min": min(scores), "max": max(scores)} if scores else None
+    return {"kept": len(lines), "labels": {} if scores else {n: counts[n] for n in names}, "scores": summary,
+            "warning": warning}
 
 
 def partial_path(out: str | Path) -> Path:

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
 from kdistill.atomic import atomic_write_json, kill_point
+from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import (
     AugmentConfig,
     BenchConfig,
@@ -21,12 +23,14 @@ from kdistill.config import (
     ExportConfig,
     FinetuneConfig,
     GeneralConfig,
+    GenerateConfig,
     LabelConfig,
     LossConfig,
     MappingConfig,
     MLMHeadConfig,
     ReportConfig,
     RunConfig,
+    SearchConfig,
     StudentConfig,
 )
 from kdistill.data import TaskData, load_task_data, tokenize_splits
@@ -34,20 +38,28 @@ from kdistill.distiller import Distiller
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
 from kdistill.features import prepare_for_capture
-from kdistill.labels import check_labels
 from kdistill.limits import check_max_length, check_run_lengths
 from kdistill.metrics import primary
 from kdistill.modelcard import write_model_card
 from kdistill.models import load_classifier, load_tokenizer, pick_device, probe, resolve_model_path, same_vocabulary
 from kdistill.objective import Objective
-from kdistill.runfolder import CONFIG_FILE, check_out_guard, check_resumable, record_config, run_folder
+from kdistill.runfolder import (
+    CONFIG_FILE,
+    check_out_guard,
+    check_resumable,
+    config_differences,
+    describe_difference,
+    record_config,
+    run_folder,
+)
 from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students import build_student
+from kdistill.tasks import Task
 from kdistill.teachers import choose_teacher_source
 
 __all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label", "mlm_head", "general",
-           "augment"]
+           "augment", "generate", "search"]
 
 _WEIGHT_FILES = ("model.safetensors", "config.json")
 
@@ -91,14 +103,14 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
     return summary
 
 
-def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: str,
+def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: str, data: TaskData,
           teacher_summary: dict[str, Any] | None = None) -> None:
     scores = summary.get("test") or summary.get("validation") or {}
     t_scores = (teacher_summary or {}).get("test") or (teacher_summary or {}).get("validation")
     write_model_card(out, base_model=base, method=method, task=summary["task"], metrics=scores,
                      teacher_metrics=t_scores, params=summary.get("params"),
                      teacher_params=(teacher_summary or {}).get("params"), speed=summary.get("speed"),
-                     config_yaml=cfg_yaml)
+                     config_yaml=cfg_yaml, task_type=data.task_type, pair=data.is_pair)
 
 
 def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
@@ -115,11 +127,13 @@ def _finetune(cfg: FinetuneConfig, out: Path, callbacks: list[Callable[[Distille
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_classifier(cfg.model, num_labels=data.num_labels, label_names=data.label_names)
-    check_labels(data, model.config.num_labels, model.config.id2label, model_name=cfg.model)
+    model = load_classifier(cfg.model, num_labels=data.num_labels, label_names=data.label_names,
+                            problem_type=data.task.problem_type)
+    data.task.check_model(data, model.config, cfg.model)
     check_max_length(cfg.data.max_length, model.config, "model", cfg.model)
     splits = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)
-    objective = Objective([LossConfig(name="ce")], MappingConfig(), student=probe(model), teacher=None)
+    # `ce` is the task's gold-label loss: cross-entropy, MSE to the score, or BCE per label
+    objective = Objective([LossConfig(name="ce")], MappingConfig(), student=probe(model), teacher=None, task=data.task)
     record_config(out, cfg)
     d = Distiller(student=model, tokenizer=tokenizer, objective=objective, train_cfg=cfg.train, out_dir=out,
                   train_set=splits["train"], eval_set=splits.get("validation"), metric=data.metric,
@@ -132,7 +146,7 @@ def _finetune(cfg: FinetuneConfig, out: Path, callbacks: list[Callable[[Distille
                "wall_seconds": result.wall_seconds}
 
     def card(summary: dict[str, Any]) -> None:
-        _card(out, summary, (out / CONFIG_FILE).read_text(), summary["base_model"], "fine-tuning")
+        _card(out, summary, (out / CONFIG_FILE).read_text(), summary["base_model"], "fine-tuning", data)
 
     return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, card)
 
@@ -149,9 +163,11 @@ def _teacher_model(name: str) -> PreTrainedModel:
 
 
 def build_objective(cfg: DistillConfig, teacher: PreTrainedModel, student: PreTrainedModel,
-                    same_tokens: bool) -> Objective:
+                    same_tokens: bool, task: Task | None = None) -> Objective:
+    """The run's objective, checked against both models and the task type; both models set up to capture."""
     t_probe, s_probe = probe(teacher), probe(student)
-    objective = Objective(cfg.losses, cfg.mapping, student=s_probe, teacher=t_probe, same_tokens=same_tokens)
+    objective = Objective(cfg.losses, cfg.mapping, student=s_probe, teacher=t_probe, same_tokens=same_tokens,
+                          task=task)
     prepare_for_capture(teacher, t_probe, objective.teacher_request, "teacher")
     prepare_for_capture(student, s_probe, objective.student_request, "student")
     return objective
@@ -235,14 +251,14 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     teacher = _teacher_model(cfg.teacher)
-    check_labels(data, teacher.config.num_labels, teacher.config.id2label, model_name=cfg.teacher)
+    data.task.check_model(data, teacher.config, cfg.teacher)  # a regression teacher on classes is refused here
     check_max_length(cfg.data.max_length, teacher.config, "teacher", cfg.teacher)
     t_tok = load_tokenizer(cfg.teacher)
     student = build_student(cfg.student, teacher, single_sentence=not data.is_pair, tokenizer=t_tok)
     check_max_length(cfg.data.max_length, student.config, "student", cfg.student.path or "built from the teacher")
     s_tok = load_tokenizer(cfg.student.path) if cfg.student.init == "path" and cfg.student.path else t_tok
     same = same_vocabulary(t_tok, s_tok)
-    objective = build_objective(cfg, teacher, student, same)
+    objective = build_objective(cfg, teacher, student, same, data.task)
     if cfg.student.init in ("bilstm", "cnn") and objective.student_request:
         raise KDistillError(f"a {cfg.student.init} student has no transformer layers to match: use response losses "
                             "(logit_mse as in Tang et al., kl, soft_ce, ce), not hidden or attention losses")
@@ -278,7 +294,7 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
         if teacher_summary and summary.get("test") and teacher_summary.get("test"):
             key = primary(data.metric)
             summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
-        _card(out, summary, (out / CONFIG_FILE).read_text(), cfg.teacher, f"distillation: {objective}",
+        _card(out, summary, (out / CONFIG_FILE).read_text(), cfg.teacher, f"distillation: {objective}", data,
               teacher_summary)
 
     return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, complete)
@@ -286,6 +302,31 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
 
 def _is_trained(out: str) -> bool:
     return all((Path(out) / f).is_file() for f in (*_WEIGHT_FILES, "metrics.json"))
+
+
+def reusable_teacher(cfg: RunConfig) -> bool:
+    """Whether `kdistill run` may skip fine-tuning: `finetune.out` holds a finished fine-tune of this same config.
+
+    A fine-tune killed during its finish is not reused (fine-tuning again resumes and completes it). A finished one
+    recorded with another result-changing config raises `KDistillError` naming each field, rather than silently
+    distilling from a teacher trained with other settings.
+    """
+    out = Path(cfg.finetune.out).expanduser()
+    if not cfg.skip_finetune_if_exists or not _is_trained(str(out)):
+        return False
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None and not RunState.load(ckpt / RUN_STATE).finished:
+        return False
+    recorded = out / CONFIG_FILE
+    if recorded.is_file():
+        before = yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}
+        diffs = config_differences(before, cfg.finetune.model_dump(mode="json")) if isinstance(before, dict) else []
+        if diffs:
+            listed = "; ".join(describe_difference(*d) for d in diffs)
+            raise KDistillError(f"{out} holds a teacher fine-tuned with another config ({listed}): rerun with those "
+                                "settings to reuse it, retrain it with --finetune.train.resume false, or give "
+                                "--finetune.out another folder")
+    return True
 
 
 def _check_run(cfg: RunConfig, dcfg: DistillConfig, reuse: bool) -> None:
@@ -312,7 +353,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     Every step's set-up checks that do not need the trained teacher run first (`_check_run`), so a bad
     `--distill.*` value is refused before the fine-tuning, not after it.
     """
-    reuse = cfg.skip_finetune_if_exists and _is_trained(cfg.finetune.out)
+    reuse = reusable_teacher(cfg)
     dcfg = cfg.distill.model_copy(update={"teacher": cfg.finetune.out})
     _check_run(cfg, dcfg, reuse)
     if reuse:
@@ -364,6 +405,20 @@ def augment(cfg: AugmentConfig) -> dict[str, Any]:
     from kdistill.augment import augment_task
 
     return augment_task(cfg)
+
+
+def generate(cfg: GenerateConfig) -> dict[str, Any]:
+    """A chat LLM teacher writes examples of each label (imitation data); see `kdistill.generate`."""
+    from kdistill.generate import generate_file
+
+    return generate_file(cfg)
+
+
+def search(cfg: SearchConfig) -> dict[str, Any]:
+    """AdaBERT's architecture search with KD; writes the derived student to retrain; see `kdistill.search`."""
+    from kdistill.search import search_architecture
+
+    return search_architecture(cfg)
 
 
 def label(cfg: LabelConfig) -> dict[str, Any]:

@@ -198,6 +198,7 @@ def replace_words(sentence: Sentence, p_t: float, n_a: int, rng: np.random.Gener
 def augment_task(cfg: AugmentConfig, augmenter: Augmenter | None = None) -> dict[str, Any]:
     """Augment the task's training split (after the validation carve, so no validation text leaks) into JSONL."""
     data = load_task_data(cfg.data)
+    data.task.check_augment()  # multi-label sets are not kept through augmentation (yet): refused before any work
     train = data.splits["train"]
     n = min(len(train), cfg.max_examples or len(train))
     if augmenter is None:
@@ -225,12 +226,12 @@ def augment_task(cfg: AugmentConfig, augmenter: Augmenter | None = None) -> dict
                 a = replace_words(sent, cfg.p_t, cfg.n_a, rng)
                 b = (replace_words(seconds[j], cfg.p_t, cfg.n_a, rng) if seconds is not None
                      else [rows["text_b"][j]] * cfg.n_a if data.is_pair else None)
-                label = int(rows["label"][j])
+                label = data.task.augment_fields(rows["label"][j], data.label_names)  # a class, or a score
                 for c in range(cfg.n_a):
                     row: dict[str, Any] = {"text": a[c]}
                     if b is not None:
                         row["text_pair"] = b[c]
-                    row.update(label=data.label_names[label], label_id=label, source=i, copy=c)
+                    row.update(**label, source=i, copy=c)
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 for s in [sent] + ([seconds[j]] if seconds is not None else []):
                     for w, cands in zip(s.words, s.candidates, strict=True):

@@ -63,6 +63,7 @@ from kdistill.answers import (
 )
 from kdistill.config import LabelConfig
 from kdistill.errors import KDistillError
+from kdistill.tasks import Task, get_task, task_of_config
 
 # read_examples, TeacherAnswer and text_to_label live in kdistill.answers; re-exported for callers
 __all__ = ["Teacher", "CallableTeacher", "CommandTeacher", "HttpTeacher", "ModelTeacher", "make_source", "label_file",
@@ -84,6 +85,7 @@ class Teacher:
     where = "teacher"
     concurrency = 1
     label_names: list[str] | None = None
+    task: Task = get_task("classification")  # a model teacher's own task type (its head) replaces it
 
     def raw(self, requests: list[dict[str, str]]) -> list[Any]:
         raise NotImplementedError
@@ -102,7 +104,7 @@ class Teacher:
         out = []
         for r, ex, name in zip(raw, examples, names, strict=True):
             try:
-                out.append(to_answer(r, self.label_names, self.where))
+                out.append(to_answer(r, self.label_names, self.where, self.task))
             except KDistillError as err:
                 raise KDistillError(f"{name} {shorten(' / '.join(ex), 60)}: {err}") from None
         return out
@@ -261,7 +263,11 @@ class HttpTeacher(Teacher):
 
 
 class ModelTeacher(Teacher):
-    """A local or hub sequence classifier (white-box); answers logits, hence probabilities."""
+    """A local or hub sequence classifier (white-box); answers logits, hence probabilities.
+
+    Its head says its task type (`kdistill.tasks.task_of_config`): a regression model answers scores and a
+    multi-label model a probability per label, which `label_file` writes as a score or a list of labels.
+    """
 
     kind = "model"
 
@@ -271,6 +277,7 @@ class ModelTeacher(Teacher):
 
         self.device, self.max_length = pick_device(device), max_length
         self.model = load_classifier(name).eval().to(self.device)
+        self.task = get_task(task_of_config(self.model.config))
         self.tokenizer = load_tokenizer(name)
         n, id2label = self.model.config.num_labels, self.model.config.id2label or {}
         if label_names and len(label_names) != n:
@@ -290,9 +297,16 @@ class ModelTeacher(Teacher):
 
 
 def make_source(spec: str, *, label_names: Sequence[str] | None = None, timeout: float = 30.0, retries: int = 3,
-                concurrency: int = 4, max_length: int = 128, device: str = "auto") -> Teacher:
-    """`LabelConfig.teacher` -> a source: http(s)://, command:, python:module:function, else a model."""
+                concurrency: int = 4, max_length: int = 128, device: str = "auto",
+                chat: dict[str, Any] | None = None) -> Teacher:
+    """`LabelConfig.teacher` -> a source: http(s)://, command:, python:module:function, openai:BASE_URL (`chat`
+    holds `kdistill.teachers.chat.ChatTeacher`'s model, prompt, few_shot and api_key_env), else a model."""
     s = spec.strip()
+    if s.startswith("openai:"):
+        from kdistill.teachers.chat import ChatTeacher  # imports this module: load it only when asked for
+
+        return ChatTeacher(s[len("openai:"):], label_names=label_names, timeout=timeout, retries=retries,
+                           concurrency=concurrency, **(chat or {}))
     if s.startswith(("http://", "https://")):
         return HttpTeacher(s, timeout=timeout, retries=retries, concurrency=concurrency, label_names=label_names)
     if s.startswith("command:"):
@@ -328,6 +342,8 @@ def _ask(cfg: LabelConfig, teacher: Teacher, examples: list[tuple[str, ...]], li
 
 
 def _check_probs(cfg: LabelConfig, teacher: Teacher, answers: Sequence[TeacherAnswer | None]) -> None:
+    if cfg.min_confidence is not None and teacher.task.name != "classification":  # scores or label sets
+        raise KDistillError(f"min_confidence keeps confident class predictions; {teacher.where} is {teacher.task.doc}")
     if cfg.min_confidence is not None and any(a is not None and a.probs is None for a in answers):
         raise KDistillError(f"min_confidence needs probabilities, but {teacher.where} answered only labels; "
                             "drop min_confidence or have the teacher answer 'probs' or 'logits'")
@@ -347,11 +363,18 @@ def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any
     examples, lines = read_numbered_examples(cfg.input, cfg.text_columns)
     examples, lines = examples[:cfg.max_examples], lines[:cfg.max_examples]
     out = check_out_file(cfg.out)  # before any teacher is built or asked: its answers may be paid for
+    chat = None
+    if cfg.teacher.strip().startswith("openai:"):
+        from kdistill.teachers.chat import chat_settings
+
+        chat = chat_settings(cfg.teacher_model, cfg.prompt, cfg.few_shot, cfg.api_key_env)
     teacher = source or make_source(cfg.teacher, label_names=cfg.label_names, timeout=cfg.timeout,
                                     retries=cfg.retries, concurrency=cfg.concurrency,
-                                    max_length=cfg.max_length, device=cfg.device)
+                                    max_length=cfg.max_length, device=cfg.device, chat=chat)
     header = {"teacher": cfg.teacher, "label_names": teacher.label_names,
-              **({"max_length": cfg.max_length} if teacher.kind == "model" else {})}
+              **({"max_length": cfg.max_length} if teacher.kind == "model" else {}),
+              **({"teacher_model": chat["model"], "prompt": chat["prompt"], "few_shot": chat["few_shot"]}
+                 if chat and teacher.kind == "openai" else {})}
     log = AnswerLog(partial_path(out), header)
     keys = [row_key(n, ex) for n, ex in zip(lines, examples, strict=True)]
     answers: list[TeacherAnswer | None] = [log.answers.get(k) for k in keys]
@@ -376,7 +399,7 @@ def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any
         log.close()
     seconds = time.perf_counter() - start
     done = [a for a in answers if a is not None]
-    result = write_labeled(out, examples, done, teacher.label_names, cfg.min_confidence)
+    result = write_labeled(out, examples, done, teacher.label_names, cfg.min_confidence, teacher.task)
     log.remove()
     asked = len(examples) - reused
     rate = asked / seconds if seconds > 0 else float("inf")
@@ -386,8 +409,10 @@ def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any
     rows.append(("kept", result["kept"]))
     if cfg.min_confidence is not None:
         rows.append((f"dropped (confidence < {cfg.min_confidence:g})", len(examples) - result["kept"]))
-    rows += [("labels", ", ".join(f"{k} {v} ({v / max(result['kept'], 1):.1%})" for k, v in result["labels"].items())),
-             ("seconds", f"{seconds:.2f}"), ("examples/s", f"{rate:.1f}"), ("written to", str(out))]
+    shares = ", ".join(f"{k} {v} ({v / max(result['kept'], 1):.1%})" for k, v in result["labels"].items())
+    scores = "mean {mean:.3f}, min {min:.3f}, max {max:.3f}".format(**result["scores"]) if result["scores"] else ""
+    rows += [("scores", scores) if scores else ("labels", shares), ("seconds", f"{seconds:.2f}"),
+             ("examples/s", f"{rate:.1f}"), ("written to", str(out))]
     if result["warning"]:
         rows.append(("warning", result["warning"]))
     table = "\n".join(["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])

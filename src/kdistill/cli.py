@@ -28,10 +28,12 @@ from kdistill.config import (
     ExportConfig,
     FinetuneConfig,
     GeneralConfig,
+    GenerateConfig,
     LabelConfig,
     MLMHeadConfig,
     ReportConfig,
     RunConfig,
+    SearchConfig,
     build,
     load_yaml,
     merge_dicts,
@@ -51,6 +53,8 @@ COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
     "mlm-head": (MLMHeadConfig, "fit a masked-LM head onto a frozen encoder; masked-token accuracy before/after"),
     "general": (GeneralConfig, "general distillation on unlabeled text (DistilBERT triple loss or TinyBERT)"),
     "augment": (AugmentConfig, "TinyBERT word-replacement augmentation of a task's training split (JSONL)"),
+    "generate": (GenerateConfig, "a chat LLM teacher writes new examples of each label (imitation data, JSONL)"),
+    "search": (SearchConfig, "AdaBERT: search a small convolutional student's architecture with KD"),
 }
 
 
@@ -272,7 +276,8 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
         print(result["table"])
         return
     keys = ("task", "validation", "test", "retention", "params", "wall_seconds", "stages", "before", "after",
-            "teacher_validation", "examples", "written", "out", "seconds", "examples_per_second")
+            "teacher_validation", "examples", "written", "out", "seconds", "examples_per_second", "asked",
+            "reused", "kept", "rejected", "genotype", "expected_cost")
     shown = {k: result[k] for k in keys if k in result}
     print(json.dumps(shown, indent=1))
 

@@ -26,7 +26,12 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where examples come from: a shipped task, a local file, or a `datasets` hub name."""
 
-    task: str | None = Field("sst2", description="shipped task name (sst2, cola, mrpc, rte); null with files")
+    task: str | None = Field("sst2", description="shipped task name (sst2, cola, mrpc, rte, stsb, goemotions); "
+                             "null with files")
+    task_type: Literal["classification", "regression", "multilabel"] | None = Field(
+        None, description="how labels are read: class ids or names, scores (one output), or comma-separated label "
+        "sets (one sigmoid per label); null = detect (numbers that are not all integers: regression; lists: "
+        "multilabel)")
     train_file: str | None = Field(None, description="local CSV/TSV/JSONL training file")
     validation_file: str | None = Field(None, description="local validation file (else carved from train)")
     test_file: str | None = Field(None, description="local test file")
@@ -35,7 +40,8 @@ class DataConfig(_Strict):
     text_columns: list[str | int] | None = Field(None, description="one text column or a pair, by name or index")
     label_column: str | int | None = Field(None, description="label column by name or index")
     header: bool | None = Field(None, description="file has a header row; null = detect")
-    metric: Literal["accuracy", "matthews", "f1"] | None = Field(None, description="task metric for files")
+    metric: Literal["accuracy", "matthews", "f1", "pearson", "spearman", "macro_f1", "micro_f1"] | None = Field(
+        None, description="task metric (default: the shipped task's, else accuracy, pearson or macro_f1 by task type)")
     label_names: list[str] | None = Field(None, description="files: class names in id order (text labels map to "
                                           "them, integer labels index them); default: sorted text labels")
     max_length: int = Field(128, gt=1, description="tokens per example after truncation")
@@ -125,14 +131,19 @@ class ScheduleConfig(_Strict):
     watch: str = Field("cls_cosine", description="loss term whose per-layer value is compared to threshold")
     prediction: Literal["top", "always"] = Field(
         "top", description="prediction losses from the top layer's stage on, or in every stage")
+    freeze_below: bool = Field(
+        False, description="pid/sid: freeze the layers below the one being trained (and the embeddings), as "
+        "MobileBERT's progressive knowledge transfer does; all layers train again in the final stage")
 
 
 class StudentConfig(_Strict):
     """How the student is built: from teacher layers, from a smaller config, or loaded from a path."""
 
-    init: Literal["teacher_layers", "config", "path", "bilstm", "cnn"] = Field(
-        "teacher_layers", description="copy teacher layers, random init from a config, load `path`, or a BiLSTM / "
-        "CNN student with the teacher's word embeddings (response losses only)")
+    init: Literal["teacher_layers", "config", "path", "bilstm", "cnn", "mobilebert"] = Field(
+        "teacher_layers", description="copy teacher layers, random init from a config, load `path`, a BiLSTM / "
+        "CNN student with the teacher's word embeddings (response losses only), or a MobileBERT-style bottleneck "
+        "student (num_layers, hidden_size = inter-block width, intra_bottleneck_size, num_heads, "
+        "intermediate_size, num_feedforward_networks, embedding_size)")
     layers: list[int] | None = Field(None, description="teacher layers to keep (1-based)")
     num_layers: int | None = Field(3, gt=0, description="layers (teacher_layers: spread evenly; config)")
     hidden_size: int | None = Field(None, gt=0, description="config: hidden width (default teacher's); "
@@ -144,6 +155,12 @@ class StudentConfig(_Strict):
     intermediate_size: int | None = Field(None, gt=0, description="config: FFN width (default 4x hidden); "
                                           "teacher_layers: the teacher's scaled with the width")
     path: str | None = Field(None, description="path: an existing student model folder")
+    intra_bottleneck_size: int | None = Field(None, gt=0, description="mobilebert: attention/FFN bottleneck width "
+                                              "(default hidden_size / 4)")
+    num_feedforward_networks: int | None = Field(None, gt=0, description="mobilebert: stacked FFNs per layer "
+                                                 "(default 2)")
+    embedding_size: int | None = Field(None, gt=0, description="mobilebert: word-vector width, from the teacher's "
+                                       "by SVD (default 128)")
     drop_token_types: bool = Field(True, description="single-sentence tasks keep one token-type row")
     embeddings: Literal["teacher", "glove-6b-50d"] | str = Field(
         "teacher", description="bilstm/cnn word embeddings: 'teacher' copies the teacher's word-piece rows; "
@@ -367,7 +384,14 @@ class LabelConfig(_Strict):
     """`kdistill label`: a teacher labels unlabeled text (pseudo-labelling, imitation of a black box)."""
 
     teacher: str = Field(description="a model folder or hub name; 'http(s)://URL' (JSON in, JSON out); "
-                         "'command:CMD' (JSONL on stdin -> JSONL on stdout); 'python:module:function'")
+                         "'command:CMD' (JSONL on stdin -> JSONL on stdout); 'python:module:function'; "
+                         "'openai:BASE_URL' (an OpenAI-compatible chat-completions API, e.g. openai:http://host:8000/v1)")
+    teacher_model: str | None = Field(None, description="openai: the served model's name")
+    prompt: str | None = Field(None, description="openai: prompt template file (str.format fields {labels}, {text}, "
+                               "{text_pair}, {examples}); default: a one-line classification instruction")
+    few_shot: str | None = Field(None, description="openai: text file put in the template's {examples} field")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key "
+                             "(sent only in the Authorization header, never logged or written)")
     input: str = Field(description="unlabeled text: .txt (one example a line) or .csv/.tsv/.jsonl")
     text_columns: list[str | int] | None = Field(None, description="for tables: one text column or a pair")
     out: str = Field("runs/labeled.jsonl", description="JSONL written: texts, label, probabilities when given")
@@ -380,6 +404,54 @@ class LabelConfig(_Strict):
     retries: int = Field(3, ge=0, description="retries of a failed HTTP request, with exponential backoff")
     concurrency: int = Field(4, gt=0, description="HTTP requests in flight at once")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="model teachers: auto = GPU when present")
+
+
+class GenerateConfig(_Strict):
+    """`kdistill generate`: a chat LLM teacher writes new examples of each label (imitation data)."""
+
+    teacher: str = Field(description="'openai:BASE_URL', an OpenAI-compatible chat-completions API")
+    teacher_model: str = Field(description="the served model's name")
+    label_names: list[str] = Field(min_length=1, description="the labels to write examples of")
+    out: str = Field("runs/generated.jsonl", description="JSONL written: one {text, label} per kept example")
+    per_label: int = Field(100, gt=0, description="examples wanted per label")
+    per_request: int = Field(10, gt=0, description="examples asked for in one request")
+    prompt: str | None = Field(None, description="prompt template file (str.format fields {n}, {label}, {labels}, "
+                               "{examples}); default: an instruction to write realistic examples")
+    seed_examples: str | None = Field(None, description="JSONL of {text, label} shown to the teacher per label "
+                                      "(and never output again)")
+    relabel: bool = Field(False, description="ask the teacher to label each kept example; drop those it puts "
+                          "under another label")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature of the generation requests")
+    seed: int = Field(42, description="seeds the requests (servers that honour `seed` repeat themselves)")
+    min_words: int = Field(3, gt=0, description="shorter generations are dropped")
+    max_words: int = Field(128, gt=0, description="longer generations are dropped")
+    near_duplicate: float = Field(0.8, gt=0, le=1, description="word-set Jaccard similarity at which a generation "
+                                  "counts as a near duplicate of a kept one")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    timeout: float = Field(60.0, gt=0, description="seconds per request")
+    retries: int = Field(3, ge=0, description="retries of a failed request, with exponential backoff")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+class SearchConfig(_Strict):
+    """`kdistill search`: AdaBERT's task-adaptive architecture search with knowledge distillation."""
+
+    teacher: str = Field("runs/teacher", description="fine-tuned teacher folder (its logits and word embeddings)")
+    data: DataConfig = Field(default_factory=DataConfig)
+    out: str = Field("runs/adabert", description="folder for the derived (untrained) student, genotype.json and "
+                     "search.json")
+    cells: int = Field(3, gt=0, description="stacked cells (AdaBERT's K)")
+    nodes: int = Field(3, gt=0, description="intermediate nodes per cell")
+    hidden_size: int = Field(128, gt=0, description="cell width")
+    epochs: float = Field(1.0, gt=0, description="passes over each half of the training split")
+    batch_size: int = Field(32, gt=0, description="examples per step")
+    lr: float = Field(1e-3, gt=0, description="weight learning rate")
+    arch_lr: float = Field(3e-3, gt=0, description="architecture learning rate")
+    kd_weight: float = Field(0.8, ge=0, le=1, description="share of the KD loss against CE (AdaBERT's gamma)")
+    temperature: float = Field(1.0, gt=0, description="soft-target temperature")
+    efficiency_weight: float = Field(0.1, ge=0, description="weight of the expected-size loss (AdaBERT's beta)")
+    seed: int = Field(42, description="seed of the search")
+    progress: bool = Field(True, description="show a progress bar")
 
 
 class BenchConfig(_Strict):

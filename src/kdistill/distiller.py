@@ -33,8 +33,10 @@ from kdistill.config import TrainConfig
 from kdistill.data import make_loader
 from kdistill.errors import KDistillError, TrainingDiverged
 from kdistill.evaluate import predict
-from kdistill.features import FeatureRequest, Features, forward_features, masked_positions
-from kdistill.metrics import compute_metrics, primary, single_class_warning
+from kdistill.features import FeatureRequest, Features, forward_features
+from kdistill.freezing import drop_frozen_grads, layer_parameters
+from kdistill.metrics import primary
+from kdistill.models import probe
 from kdistill.objective import Active, Objective
 from kdistill.outputs import save_tokenizer
 from kdistill.schedules import AllLayers, LayerSchedule
@@ -63,10 +65,8 @@ class DistillModule(nn.Module):
     def forward(self, batch: dict[str, Tensor], teacher: Features | None, active: Active
                 ) -> tuple[Tensor, dict[str, Tensor], dict[str, dict[int, float]]]:
         feats = forward_features(self.student, batch, self.objective.student_request)
-        labels = batch.get("labels")
-        if labels is not None and labels.dim() == 2:  # masked LM: score the masked positions only
-            feats, teacher, labels = masked_positions(feats, teacher, labels)
-        out = self.objective(feats, teacher, labels, active=active)
+        # the objective's task picks what the prediction losses compare (masked LM: the masked positions only)
+        out = self.objective(feats, teacher, batch.get("labels"), active=active)
         return out.total, out.terms, out.layer_terms  # a tuple, so DDP finds the tensors
 
 
@@ -85,7 +85,8 @@ class Distiller:
 
     `teacher_source` replaces the live teacher (e.g. a `CachedTeacher`); its batches then carry `idx`.
     `collate_fn` replaces padding-only batching (masked-LM runs mask there, anew each epoch);
-    `evaluator` replaces the classification metric (masked-token accuracy for general distillation).
+    `evaluator` replaces the task's metric (masked-token accuracy for general distillation); otherwise validation is
+    scored by the objective's task (`Task.score`, `Task.collapse_warning`).
     """
 
     def __init__(self, *, student: PreTrainedModel, tokenizer: Any, objective: Objective,
@@ -125,6 +126,7 @@ class Distiller:
             teacher.eval()
             teacher.to(self.acc.device)
         self.teacher_request = objective.teacher_request if teacher is not None else FeatureRequest()
+        self.task = objective.task  # scores validation (metric, collapse warning) as the objective trains
         module = DistillModule(student, objective)
         decay, no_decay = [], []
         for name, p in module.named_parameters():
@@ -148,6 +150,7 @@ class Distiller:
         self.state = RunState()
         self.was_finished = False  # set when this call found the run already done: nothing to export
         self._resumed_step: int | None = None
+        self._frozen: tuple[frozenset[int], list[nn.Parameter]] = (frozenset(), [])
         self.writer = None
         self.last_loss: float | None = None
         self.last_warning: str | None = None  # set by `evaluate` when all predictions are one class
@@ -291,8 +294,9 @@ class Distiller:
             return self.evaluator(self)
         assert self.eval_loader is not None
         logits, labels = predict(self.student, self.eval_loader, self.acc)
-        metrics = compute_metrics(self.metric, logits, labels)
-        self.last_warning = single_class_warning(logits, labels)
+        task = self.task
+        metrics = task.score(self.metric, logits, labels)
+        self.last_warning = task.collapse_warning(logits, labels)
         return metrics
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -338,6 +342,7 @@ class Distiller:
                         total, terms, layer_terms = self.module(batch, t_feats, active)
                     self._check_finite(terms, total)
                     self.acc.backward(total)
+                    drop_frozen_grads(self._frozen_parameters())  # before clipping: frozen grads do not count
                     if self.acc.sync_gradients and self.cfg.max_grad_norm:
                         self.acc.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
                     self.optimizer.step()
@@ -378,6 +383,13 @@ class Distiller:
         if self.writer is not None:
             self.writer.close()
         return self._result()
+
+    def _frozen_parameters(self) -> list[nn.Parameter]:
+        """The student parameters the schedule freezes in this stage (see `kdistill.freezing`), cached per stage."""
+        layers = self.schedule.frozen()
+        if layers != self._frozen[0]:
+            self._frozen = (layers, layer_parameters(self.student, probe(self.student), layers) if layers else [])
+        return self._frozen[1]
 
     def _check_finite(self, terms: dict[str, Tensor], total: Tensor) -> None:
         for name, value in {**terms, "total": total.detach()}.items():

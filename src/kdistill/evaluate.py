@@ -21,9 +21,8 @@ from tqdm.auto import tqdm
 from kdistill.atomic import atomic_write_json
 from kdistill.config import EvaluateConfig
 from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
-from kdistill.labels import check_labels
 from kdistill.limits import check_max_length
-from kdistill.metrics import compute_metrics, primary
+from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
 from kdistill.speed import comparison_table, count_parameters, measure_speeds, size_on_disk
 from kdistill.timing import speedup_of
@@ -51,10 +50,11 @@ def predict(model: nn.Module, loader: Any, accelerator: Any = None, progress: bo
 def score_split(model: nn.Module, tokenizer: Any, data: TaskData, split: str, max_length: int,
                 batch_size: int = 64, cache_dir: str | None = None, progress: bool = True,
                 desc: str = "eval") -> dict[str, float]:
+    """`data.metric` of `model` on `split`, scored by the data's task type (headline figure first)."""
     splits = tokenize_splits(data, tokenizer, max_length, cache_dir)
     loader = make_loader(splits[split], tokenizer, batch_size)
     logits, labels = predict(model, loader, progress=progress, desc=desc)
-    return compute_metrics(data.metric, logits, labels)
+    return data.task.score(data.metric, logits, labels)
 
 
 def load_scored(path: str, data: TaskData, cfg: Any, name: str, device: str) -> tuple[dict[str, Any], nn.Module]:
@@ -65,7 +65,7 @@ def load_scored(path: str, data: TaskData, cfg: Any, name: str, device: str) -> 
     """
     tokenizer = load_tokenizer(path)
     model = load_classifier(path)
-    check_labels(data, model.config.num_labels, model.config.id2label, model_name=path)
+    data.task.check_model(data, model.config, path)
     check_max_length(cfg.data.max_length, model.config, name, path)
     model.to(device)
     split = cfg.split if cfg.split in data.splits else "validation"

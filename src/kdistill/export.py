@@ -25,8 +25,7 @@ from kdistill.cache import weights_hash
 from kdistill.config import DataConfig, ExportConfig, build, load_yaml
 from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
-from kdistill.labels import check_labels
-from kdistill.metrics import compute_metrics, primary
+from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, resolve_model_path
 from kdistill.outputs import check_replaceable, output_folder, save_tokenizer
 
@@ -219,12 +218,13 @@ def _data_config(cfg: ExportConfig, model_dir: Path) -> DataConfig | None:
     return build(DataConfig, data, source=f"data section of {run_cfg}") if isinstance(data, dict) else None
 
 
-def _score(session: Any, loader: Any, metric: str) -> dict[str, float]:
+def _score(session: Any, loader: Any, data: TaskData) -> dict[str, float]:
+    """`data.metric` of an ONNX Runtime session's outputs, scored by the data's task type."""
     logits, labels = [], []
     for batch in loader:
         logits.append(onnx_logits(session, {k: v for k, v in batch.items() if k != "labels"}))
         labels.append(batch["labels"].numpy())
-    return compute_metrics(metric, np.concatenate(logits), np.concatenate(labels))
+    return data.task.score(data.metric, np.concatenate(logits), np.concatenate(labels))
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
@@ -321,11 +321,11 @@ def _export_into(cfg: ExportConfig, model_dir: Path, model: Any, tokenizer: Any,
         q_diff = check_parity(model, q_session, batches, float("inf"), name="int8 ONNX Runtime")  # NaN only
         result["int8"] = {"path": str(q_path), "size_bytes": _file_bytes(q_path), "max_abs_diff": q_diff}
         if note is None:
-            check_labels(data, model.config.num_labels, model.config.id2label, model_name=str(model_dir))
+            data.task.check_model(data, model.config, str(model_dir))
             loader = make_loader(tokens, tokenizer, 64)
             key = primary(data.metric)
             print(f"[export] scoring fp32 and int8 ONNX on {len(tokens)} {split} examples")
-            fp32, int8 = _score(session, loader, data.metric)[key], _score(q_session, loader, data.metric)[key]
+            fp32, int8 = _score(session, loader, data)[key], _score(q_session, loader, data)[key]
             result.update(metric=key, split=split, scored_examples=len(tokens),
                           scores={"fp32": fp32, "int8": int8}, change=int8 - fp32)
     if note and cfg.quantize:

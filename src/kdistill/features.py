@@ -17,7 +17,6 @@ those; MPNet gets forward hooks on its q/k/v Linear modules instead; DeBERTa is 
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import functools
 import inspect
 from collections.abc import Iterator, Mapping
@@ -343,22 +342,6 @@ def _collect_qkv(rec: _Recorder, layers: frozenset[int], interface: bool, model:
     return {i: rec.qkv[i] for i in layers}
 
 
-def masked_positions(student: Features, teacher: Features | None, labels: Tensor
-                     ) -> tuple[Features, Features | None, Tensor]:
-    """Masked-LM runs: keep only the positions the collator masked (labels != -100), as rows.
-
-    Token-level logits [B, L, V] become [N, V] (a head hooked by `score_masked_rows_only` already gives
-    [N, V]) and labels [B, L] become [N], so the prediction losses (ce, kl, soft_ce) apply unchanged:
-    DistilBERT's soft targets are taken at masked tokens. Hidden states and attention keep their shape.
-    """
-    keep = labels != -100
-    s = dataclasses.replace(student, logits=student.logits[keep]) if student.logits.dim() == 3 else student
-    t = teacher
-    if teacher is not None and teacher.logits.dim() == 3:
-        t = dataclasses.replace(teacher, logits=teacher.logits[keep])
-    return s, t, labels[keep]
-
-
 _ROWS: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar("kdistill_rows", default=None)
 _MLM_HEADS = ("cls", "lm_head", "vocab_transform", "generator_predictions")
 
@@ -396,4 +379,5 @@ def only_rows(rows: Tensor | None) -> Iterator[None]:
 
 def _token_rows(batch: Mapping[str, Tensor]) -> Any:
     labels = batch.get("labels")
-    return only_rows(labels != -100 if labels is not None and labels.dim() == 2 else None)
+    token_labels = labels is not None and labels.dim() == 2 and not labels.is_floating_point()  # not 0/1 label rows
+    return only_rows(labels != -100 if token_labels else None)

@@ -30,6 +30,7 @@ from kdistill.objective import Objective
 from kdistill.runfolder import record_config, run_folder
 from kdistill.speed import count_parameters
 from kdistill.students import default_layers, from_smaller_config, from_teacher_layers, narrowed
+from kdistill.tasks import get_task
 
 
 def recipe(cfg: GeneralConfig, n_teacher: int, n_student: int) -> tuple[list[LossConfig], float]:
@@ -75,7 +76,8 @@ def _general_distill(cfg: GeneralConfig, out: Path) -> dict[str, Any]:
                      field="corpus.max_length")
     t_probe, s_probe = probe(teacher), probe(student)
     losses, masking = recipe(cfg, t_probe.num_layers, s_probe.num_layers)
-    objective = Objective(losses, cfg.mapping, student=s_probe, teacher=t_probe, same_tokens=True)
+    objective = Objective(losses, cfg.mapping, student=s_probe, teacher=t_probe, same_tokens=True,
+                          task=get_task("masked_lm"))
     prepare_for_capture(teacher, t_probe, objective.teacher_request, "teacher")
     prepare_for_capture(student, s_probe, objective.student_request, "student")
     for model in (teacher, student):

@@ -30,8 +30,8 @@ from kdistill.atomic import atomic_write_text
 from kdistill.errors import KDistillError
 from kdistill.teachers.chat import ChatTeacher
 
-__all__ = ["DEFAULT_GENERATE_PROMPT", "GenerationLog", "generate_examples", "split_reply", "normalise",
-           "filter_generations"]
+__all__ = ["DEFAULT_GENERATE_PROMPT", "GenerationLog", "generate_examples", "generate_file", "load_generate_prompt",
+           "split_reply", "normalise", "filter_generations"]
 
 DEFAULT_GENERATE_PROMPT = (
     "Write {n} different, realistic examples of text whose label is \"{label}\" (labels: {labels}).\n"
@@ -176,3 +176,61 @@ def generate_examples(teacher: ChatTeacher, *, out: str | Path, per_label: int, 
     return {"out": str(out), "asked": len(todo), "reused": reused, "candidates": len(candidates),
             "kept": {label: min(per[label], per_label) for label in labels}, "rejected": dict(rejected),
             "requests_sent": teacher.requests_sent}
+
+
+def _seed_examples(path: str | None, labels: Sequence[str]) -> dict[str, list[str]]:
+    if path is None:
+        return {}
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise KDistillError(f"seed examples file not found: {p}")
+    out: dict[str, list[str]] = {}
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise KDistillError(f"{p} line {n}: not valid JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or row.get("label") not in labels:
+            raise KDistillError(f"{p} line {n}: needs {{\"text\": ..., \"label\": one of {list(labels)}}}")
+        out.setdefault(row["label"], []).append(row["text"])
+    return out
+
+
+def generate_file(cfg: Any) -> dict[str, Any]:
+    """`kdistill generate` (a `GenerateConfig`): build the chat teacher from the config and run `generate_examples`."""
+    from kdistill.answers import check_out_file
+    from kdistill.teachers.chat import chat_settings
+
+    if not cfg.teacher.startswith("openai:"):
+        raise KDistillError(f"teacher '{cfg.teacher}': generation needs a chat teacher, openai:BASE_URL")
+    check_out_file(cfg.out)
+    settings = chat_settings(cfg.teacher_model, None, None, cfg.api_key_env)
+    teacher = ChatTeacher(cfg.teacher[len("openai:"):], label_names=cfg.label_names, timeout=cfg.timeout,
+                          retries=cfg.retries, **settings)
+    prompt = DEFAULT_GENERATE_PROMPT if cfg.prompt is None else load_generate_prompt(cfg.prompt)
+    return generate_examples(teacher, out=cfg.out, per_label=cfg.per_label, per_request=cfg.per_request,
+                             prompt=prompt, seed_examples=_seed_examples(cfg.seed_examples, cfg.label_names),
+                             relabel=cfg.relabel, temperature=cfg.temperature, seed=cfg.seed,
+                             min_words=cfg.min_words, max_words=cfg.max_words, near_duplicate=cfg.near_duplicate,
+                             progress=cfg.progress)
+
+
+def load_generate_prompt(path: str) -> str:
+    """A generation template: the file's text; unknown `{fields}` or unbalanced braces are a `KDistillError`."""
+    import string
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise KDistillError(f"prompt template not found: {p}")
+    template = p.read_text(encoding="utf-8")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as err:
+        raise KDistillError(f"prompt template {p}: {err} (write literal braces as {{{{ and }}}})") from None
+    unknown = fields - {"n", "label", "labels", "examples"}
+    if unknown:
+        raise KDistillError(f"prompt template {p} has unknown field(s) {sorted(unknown)}; valid: examples, label, "
+                            "labels, n")
+    return template

@@ -32,6 +32,7 @@ from kdistill.features import Features, forward_features, prepare_for_capture
 from kdistill.models import probe, same_vocabulary
 from kdistill.objective import Active, Objective
 from kdistill.schedules import AllLayers, LayerSchedule, build_schedule
+from kdistill.tasks import get_task, task_of_config
 
 __all__ = ["DistillSpec", "KDModule", "KDTrainer"]
 
@@ -127,7 +128,9 @@ class KDTrainer(Trainer):
             raise KDistillError("KDTrainer runs the teacher on the student's batches: the two need the same "
                                 "vocabulary (use `kdistill distill` for a student with its own tokenizer)")
         t_probe, s_probe = probe(teacher), probe(student)
-        self.objective = Objective(spec.losses, spec.mapping, student=s_probe, teacher=t_probe, same_tokens=True)
+        task = get_task(task_of_config(student.config))  # the student's head: classes, a score or label sets
+        self.objective = Objective(spec.losses, spec.mapping, student=s_probe, teacher=t_probe, same_tokens=True,
+                                   task=task)
         prepare_for_capture(teacher, t_probe, self.objective.teacher_request, "teacher")
         prepare_for_capture(student, s_probe, self.objective.student_request, "student")
         layers = sorted({p.student for t in self.objective.terms for p in t.pairs})

@@ -44,6 +44,8 @@ class LossSpec:
     # set-up check (student probe, teacher probe, loss params) -> None, raising KDistillError: refuses at
     # set-up what would fail at step 1 (e.g. head counts or relation heads that do not fit both models)
     check: Callable[[Any, Any, dict[str, Any]], None] | None = None
+    # task types whose outputs the loss can compare (`kdistill.tasks`); None = every one (feature losses, logit MSE)
+    tasks: frozenset[str] | None = None
 
     def accepts(self, param: str) -> bool:
         """Whether `fn` takes keyword `param`, so the trainer passes `temperature` only where it applies."""
@@ -63,12 +65,15 @@ def register_loss(
     projectable: bool = False,
     token_aligned: bool | None = None,
     check: Callable[[Any, Any, dict[str, Any]], None] | None = None,
+    tasks: set[str] | frozenset[str] | None = None,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Decorator registering `fn` under `name`; returns `fn` unchanged so one function can carry two names.
 
     `token_aligned` defaults to True for every feature except "logits" and "labels", since only the
     prediction-level losses can compare models with different tokenisers. `check(student, teacher, params)`
-    (two `ModelProbe`s and the loss's keyword arguments) runs when the objective is built.
+    (two `ModelProbe`s and the loss's keyword arguments) runs when the objective is built. `tasks` names the task
+    types the loss fits ("classification", "regression", "multilabel"; None = all): a softmax KL compares class
+    distributions, which a regression task does not have, so the objective refuses it there at set-up.
     """
     if feature not in FEATURES:
         raise KDistillError(f"loss '{name}': unknown feature '{feature}' (valid: {', '.join(FEATURES)})")
@@ -77,7 +82,7 @@ def register_loss(
     def deco(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         LOSSES.add(name, LossSpec(name=name, fn=fn, feature=feature, needs_teacher=needs_teacher,
                                   per_layer=per_layer, projectable=projectable, token_aligned=aligned,
-                                  check=check))
+                                  check=check, tasks=frozenset(tasks) if tasks is not None else None))
         return fn
 
     return deco
@@ -141,7 +146,7 @@ def _pair_mask(mask: Tensor | None, s: Tensor, loss: str) -> tuple[Tensor, Tenso
 # ------------------------------------------------------------------------------------- prediction losses
 
 
-@register_loss("kl", feature="logits")
+@register_loss("kl", feature="logits", tasks={"classification"})
 def kl_div(s_logits: Tensor, t_logits: Tensor, *, temperature: float = 1.0) -> Tensor:
     """Hinton KD: KL(p_t || p_s) with p = softmax(logits / T), summed over classes, mean over rows, times T².
 
@@ -155,7 +160,7 @@ def kl_div(s_logits: Tensor, t_logits: Tensor, *, temperature: float = 1.0) -> T
     return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * temperature**2
 
 
-@register_loss("soft_ce", feature="logits")
+@register_loss("soft_ce", feature="logits", tasks={"classification"})
 def soft_cross_entropy(s_logits: Tensor, t_logits: Tensor, *, temperature: float = 1.0,
                        t2_scale: bool = False) -> Tensor:
     """Cross-entropy with soft targets, -sum_c p_t log p_s, summed over classes and mean over rows.
@@ -179,10 +184,49 @@ def logit_mse(s_logits: Tensor, t_logits: Tensor) -> Tensor:
     return F.mse_loss(as_f32(s_logits), as_f32(t_logits), reduction="mean")
 
 
-@register_loss("ce", feature="labels", needs_teacher=False)
+@register_loss("ce", feature="labels", needs_teacher=False, tasks={"classification"})
 def hard_ce(s_logits: Tensor, labels: Tensor) -> Tensor:
-    """Ordinary cross-entropy with the gold labels, mean over examples (labels -100 are ignored)."""
+    """Ordinary cross-entropy with the gold labels, mean over examples (labels -100 are ignored).
+
+    In a run, `ce` names the task's gold-label loss: this one for classification, `mse` for regression and `bce`
+    for multi-label (`kdistill.tasks.Task.loss_spec`).
+    """
     return F.cross_entropy(as_f32(s_logits), labels.long(), reduction="mean")
+
+
+@register_loss("bce_soft", feature="logits", tasks={"multilabel"})
+def bce_soft(s_logits: Tensor, t_logits: Tensor, *, temperature: float = 1.0) -> Tensor:
+    """Multi-label soft targets: binary cross-entropy of sigmoid(s/T) against the teacher's sigmoid(t/T), per label.
+
+    -[p_t log p_s + (1 - p_t) log(1 - p_s)] with p = sigmoid(logits / T), mean over rows and labels (as
+    `BCEWithLogitsLoss`), times T²: for large T, sigmoid(s/T) - sigmoid(t/T) ~ (s - t) / 4T, so without T² the
+    gradient would shrink as 1/T², as Hinton et al. (2015) argue for the softmax. Each label is its own two-class
+    distribution; a softmax across labels (`kl`) would make them compete.
+    """
+    _same_shape("bce_soft", s_logits, t_logits)
+    pt = torch.sigmoid(as_f32(t_logits) / temperature)
+    loss = F.binary_cross_entropy_with_logits(as_f32(s_logits) / temperature, pt, reduction="mean")
+    return loss * temperature**2
+
+
+@register_loss("mse", feature="labels", needs_teacher=False, tasks={"regression"})
+def gold_mse(s_logits: Tensor, labels: Tensor) -> Tensor:
+    """Regression: squared error between the student's one output (B, 1) and the gold score (B,), mean over rows.
+
+    What Hugging Face's `problem_type="regression"` head computes (`MSELoss` on the squeezed output).
+    """
+    s = as_f32(s_logits).reshape(labels.shape[0], -1)
+    if s.shape[1] != 1:
+        raise KDistillError(f"mse: a regression model has one output, got {s.shape[1]}")
+    return F.mse_loss(s[:, 0], labels.to(s.dtype), reduction="mean")
+
+
+@register_loss("bce", feature="labels", needs_teacher=False, tasks={"multilabel"})
+def gold_bce(s_logits: Tensor, labels: Tensor) -> Tensor:
+    """Multi-label: binary cross-entropy of sigmoid(logits) (B, K) against the gold 0/1 rows (B, K), mean over all
+    elements, as Hugging Face's `problem_type="multi_label_classification"` head (`BCEWithLogitsLoss`)."""
+    _same_shape("bce", s_logits, labels)
+    return F.binary_cross_entropy_with_logits(as_f32(s_logits), labels.to(torch.float32), reduction="mean")
 
 
 # ---------------------------------------------------------------------------------------- feature losses

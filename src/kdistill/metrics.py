@@ -1,14 +1,18 @@
 """Task metrics by name, so a task (or a user's file) picks its headline figure with one string.
 
 Every metric returns plain floats with its own name as the first key (the headline figure) and,
-where useful, accuracy as a second figure that reads the same across tasks.
+where useful, a second figure: accuracy for classification (it reads the same across tasks), the other
+correlation for regression, the other F1 average for multi-label. A metric takes predictions in its task's
+form (`kdistill.tasks`): class ids (N,), scores (N,) or 0/1 rows (N, K).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from kdistill.errors import KDistillError
@@ -46,10 +50,51 @@ def f1(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> 
     return {"f1": float(score), "accuracy": float(accuracy_score(labels, preds))}
 
 
+def _correlation(fn: Callable[..., Any], preds: np.ndarray, labels: np.ndarray) -> float:
+    """A correlation, 0.0 (not NaN) when either side is constant: a collapsed model must still compare as worst."""
+    p, g = np.asarray(preds, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if len(p) < 2 or np.ptp(p) == 0 or np.ptp(g) == 0:
+        return 0.0
+    return float(fn(p, g)[0])
+
+
+@METRICS.register("pearson")
+def pearson(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    """Pearson correlation of predicted and gold scores (STS-B's official measure), with Spearman beside it."""
+    return {"pearson": _correlation(pearsonr, preds, labels), "spearman": _correlation(spearmanr, preds, labels)}
+
+
+@METRICS.register("spearman")
+def spearman(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    """Spearman rank correlation (average ranks for ties), with Pearson beside it."""
+    return {"spearman": _correlation(spearmanr, preds, labels), "pearson": _correlation(pearsonr, preds, labels)}
+
+
+def _label_f1(preds: np.ndarray, labels: np.ndarray, average: str) -> float:
+    if preds.ndim != 2 or preds.shape != labels.shape:
+        raise KDistillError(f"multi-label F1 needs 0/1 rows of equal shape, got {preds.shape} and {labels.shape}")
+    return float(f1_score(labels, preds, average=average, zero_division=0))
+
+
+@METRICS.register("macro_f1")
+def macro_f1(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    """Multi-label: F1 per label (0 for a label never predicted nor present), averaged over labels; micro F1 beside."""
+    return {"macro_f1": _label_f1(preds, labels, "macro"), "micro_f1": _label_f1(preds, labels, "micro")}
+
+
+@METRICS.register("micro_f1")
+def micro_f1(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    """Multi-label: F1 over all (example, label) decisions pooled; macro F1 beside."""
+    return {"micro_f1": _label_f1(preds, labels, "micro"), "macro_f1": _label_f1(preds, labels, "macro")}
+
+
 def compute_metrics(
     metric: str, logits_or_preds: np.ndarray | Sequence, labels: np.ndarray | Sequence
 ) -> dict[str, float]:
-    """Score predictions (or logits, argmax taken over the last axis) against integer labels."""
+    """Classification: score predictions (or logits, argmax taken over the last axis) against integer labels.
+
+    Other task types score through their task (`kdistill.tasks.Task.score`), which turns outputs into predictions.
+    """
     fn = METRICS.get(metric)
     arr = np.asarray(logits_or_preds)
     num_labels = None

@@ -27,6 +27,7 @@ from kdistill.limits import check_max_length
 from kdistill.models import load_tokenizer, model_load_error, pick_device, probe, resolve_model_path
 from kdistill.objective import Objective
 from kdistill.runfolder import record_config, run_folder
+from kdistill.tasks import get_task
 
 
 def load_masked_lm(name: str) -> PreTrainedModel:
@@ -97,7 +98,8 @@ def _fit_mlm_head(cfg: MLMHeadConfig, out: Path) -> dict[str, Any]:
     before = masked_accuracy(model, val, device)
     print(f"[mlm-head] before: masked-token accuracy {before['mlm_accuracy']:.4f} on {int(before['masked_tokens'])} "
           f"masked tokens ({len(blocks['train'])} training blocks of {cfg.corpus.max_length})", flush=True)
-    objective = Objective([LossConfig(name="ce")], MappingConfig(), student=probe(model), teacher=None)
+    objective = Objective([LossConfig(name="ce")], MappingConfig(), student=probe(model), teacher=None,
+                          task=get_task("masked_lm"))
     record_config(out, cfg)
     d = Distiller(student=model, tokenizer=tokenizer, objective=objective, train_cfg=cfg.train, out_dir=out,
                   train_set=blocks["train"], eval_set=None, metric="mlm_accuracy", run_name="mlm-head",

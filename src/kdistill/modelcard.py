@@ -25,6 +25,8 @@ GLUE_TASKS: dict[str, tuple[str | None, str, str]] = {
     "cola": ("cola", "GLUE COLA", "validation"),  # GLUE dev files serve as our test split
     "mrpc": ("mrpc", "GLUE MRPC", "validation"),
     "rte": ("rte", "GLUE RTE", "validation"),
+    "stsb": (None, "STS Benchmark (STS-B)", "test"),  # the benchmark's own test split, with public scores
+    "goemotions": (None, "GoEmotions", "test"),
 }
 """Shipped kdistill tasks -> (config of the Hub's GLUE dataset or None, display name, split scored)."""
 GLUE_DATASET = "nyu-mll/glue"
@@ -40,6 +42,10 @@ _METRIC_NAMES: dict[str, tuple[str, str]] = {
     "matthews_correlation": ("matthews_correlation", "Matthews Correlation"),
     "precision": ("precision", "Precision"),
     "recall": ("recall", "Recall"),
+    "pearson": ("pearsonr", "Pearson Correlation"),
+    "spearman": ("spearmanr", "Spearman Correlation"),
+    "micro_f1": ("f1", "Micro F1"),
+    "macro_f1": ("f1", "Macro F1"),
 }
 # Bookkeeping values an evaluation loop reports that are not task metrics.
 _NOT_METRICS = {"loss", "runtime", "samples_per_second", "steps_per_second", "epoch", "step", "examples"}
@@ -157,12 +163,19 @@ def render_model_card(
     extra: str | None = None,
     model_path: str | None = None,
     base_model_origin: str | None = None,
+    task_type: str = "classification",
+    pair: bool = False,
 ) -> str:
     """The README.md text: YAML front matter, then a short markdown body.
 
     `model_path` is what the usage snippet loads (default `model_name`); `base_model_origin` is the model the
-    base model was itself fine-tuned from, when known.
+    base model was itself fine-tuned from, when known. `task_type` (`kdistill.tasks`) picks the pipeline call's
+    arguments: a regression model's output is the score itself (`function_to_apply="none"`), a multi-label model
+    gives every label's sigmoid probability (`function_to_apply="sigmoid", top_k=None`); `pair` shows a text pair.
     """
+    from kdistill.tasks import get_task
+
+    task_obj = get_task(task_type)
     clean = _clean_metrics(metrics)
     teacher = _clean_metrics(teacher_metrics)
     front = yaml.safe_dump(
@@ -180,7 +193,8 @@ def render_model_card(
         f"# {model_name}",
         "",
         f"This model was distilled with kdistill (knowledge distillation) from "
-        f"{source} using the `{method}` method on the {task_text} text-classification task.",
+        f"{source} using the `{method}` method on the {task_text} text-classification task, "
+        f"{task_obj.doc}.",
         "",
     ]
     body += _metrics_section(clean, teacher)
@@ -192,13 +206,24 @@ def render_model_card(
         "## Usage", "", "```python", "from transformers import pipeline", "",
         "# this folder; once uploaded, its Hub id (user/name) instead",
         f'classifier = pipeline("text-classification", model={json.dumps(model_path or model_name)})',
-        'print(classifier("Replace me with any text you like."))', "```", "",
+        f"print(classifier({_example(pair)}{_call_kwargs(task_obj.pipeline_kwargs)}))", "```", "",
     ]
     if config_yaml:
         body += ["## Distillation config", "", "```yaml", config_yaml.strip("\n"), "```", ""]
     if extra:
         body += [extra.strip("\n"), ""]
     return f"---\n{front}---\n\n" + "\n".join(body)
+
+
+def _example(pair: bool) -> str:
+    if pair:
+        return '{"text": "A man is playing a guitar.", "text_pair": "Someone plays an instrument."}'
+    return '"Replace me with any text you like."'
+
+
+def _call_kwargs(kwargs: Mapping[str, Any]) -> str:
+    """`, function_to_apply="none"` for the pipeline call (Python literals, so None stays None)."""
+    return "".join(f", {k}={'None' if v is None else json.dumps(v)}" for k, v in kwargs.items())
 
 
 def write_model_card(
@@ -214,6 +239,8 @@ def write_model_card(
     speed: list[dict] | None = None,
     config_yaml: str | None = None,
     extra: str | None = None,
+    task_type: str = "classification",
+    pair: bool = False,
 ) -> Path:
     """Write `out_dir/README.md` (creating the folder, atomically) so the saved model folder is Hub-ready.
 
@@ -241,6 +268,8 @@ def write_model_card(
         speed=speed,
         config_yaml=config_yaml,
         extra=extra,
+        task_type=task_type,
+        pair=pair,
     )
     path = out / "README.md"
     atomic_write_text(path, text)

@@ -26,7 +26,8 @@ from kdistill.errors import KDistillError
 
 
 def _register_simple_students() -> None:
-    """BiLSTM/CNN student folders load through the Auto classes once kdistill has registered them."""
+    """BiLSTM/CNN and AdaBERT student folders load through the Auto classes once kdistill has registered them."""
+    import kdistill.adabert  # noqa: F401
     import kdistill.rnn_students  # noqa: F401
 
 
@@ -220,14 +221,18 @@ def load_classifier(
     *,
     num_labels: int | None = None,
     label_names: list[str] | None = None,
+    problem_type: str | None = None,
 ) -> PreTrainedModel:
     """Load any `AutoModelForSequenceClassification`; a bare encoder gets a fresh head for the task.
 
+    `problem_type` (Hugging Face's: "single_label_classification", "regression", "multi_label_classification") is
+    what a new head is built for and saved with, so `pipeline()` applies softmax, nothing or a sigmoid per label.
     transformers' per-key loading table is replaced by one line when only the head is new (the normal
     case when fine-tuning an encoder); other missing weights are still listed, in one line.
 
     Raises:
-        KDistillError: see `resolve_model_path`; the data's class count differs from the model's head; the
+        KDistillError: see `resolve_model_path`; the model's head is of another task type than `problem_type`
+            (a classifier where a regression head is asked for) or its class count differs from the data's; the
             weights fail to load.
     """
     path = resolve_model_path(name)
@@ -236,8 +241,16 @@ def load_classifier(
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise model_load_error(name, err) from None
+    has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if problem_type is not None:
+        from kdistill.tasks import PROBLEM_TYPES, get_task, task_of_config
+
+        want, have = PROBLEM_TYPES[problem_type], task_of_config(config)
+        if has_head and want != have:
+            raise KDistillError(f"model '{name}' is {get_task(have).doc}, but the data is {get_task(want).doc}: "
+                                f"start from an encoder without a head, or a {want} model")
+        kwargs["problem_type"] = problem_type
     if num_labels is not None:
-        has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         if has_head and config.num_labels != num_labels:
             raise KDistillError(
                 f"labels outside the model's classes: the data has {num_labels} classes, "

@@ -1,8 +1,10 @@
 """The objective: named, weighted loss terms over mapped layer pairs, with the projections they own.
 
 Everything a run will need is checked here, when the run is set up: loss names, their parameters,
+whether each prediction loss fits the task type (`kdistill.tasks`: no softmax KL on a regression task),
 layers the mapping names, whether teacher and student tokenise alike for token-level losses, and each
-loss's own set-up check (e.g. relation heads that must divide both widths).
+loss's own set-up check (e.g. relation heads that must divide both widths). The task also says what the
+prediction losses compare (`Task.targets`) and what `ce` means (cross-entropy, MSE or BCE on the gold labels).
 Projections live here (not on the student), so exporting the student never carries them.
 """
 
@@ -20,6 +22,7 @@ from kdistill.features import FeatureRequest, Features
 from kdistill.losses import LOSSES, LossSpec
 from kdistill.mapping import LayerPair, build_map
 from kdistill.models import ModelProbe
+from kdistill.tasks import Task, get_task
 
 RESPONSE_FEATURES = ("logits", "labels")
 
@@ -42,12 +45,13 @@ class Term:
     takes_mask: bool = False  # resolved once: the step loop must not inspect signatures
 
     def describe(self) -> str:
+        name = self.cfg.name if self.spec.name == self.cfg.name else f"{self.cfg.name}:{self.spec.name}"
         extra = f"T={self.cfg.temperature:g}" if "temperature" in self.kwargs else ""
         if self.pairs:
             pairs = ", ".join(f"{p.student}<-{'+'.join(map(str, p.teacher))}" for p in self.pairs)
             extra = f"{extra}; " if extra else ""
             extra += f"layers {pairs}"
-        return f"{self.cfg.weight:g}*{self.cfg.name}" + (f"[{extra}]" if extra else "")
+        return f"{self.cfg.weight:g}*{name}" + (f"[{extra}]" if extra else "")
 
 
 @dataclass
@@ -72,20 +76,26 @@ def _loss_kwargs(cfg: LossConfig, spec: LossSpec) -> dict:
 
 
 class Objective(nn.Module):
-    """A weighted sum of loss terms; `str(objective)` prints the formula."""
+    """A weighted sum of loss terms; `str(objective)` prints the formula.
+
+    `task` (default: classification) decides which prediction losses fit, what `ce` means and what the prediction
+    losses compare (`Task.targets`); a loss that does not fit the task is refused here, naming the ones that do.
+    """
 
     def __init__(self, losses: list[LossConfig], mapping: MappingConfig, *, student: ModelProbe,
-                 teacher: ModelProbe | None, same_tokens: bool = True) -> None:
+                 teacher: ModelProbe | None, same_tokens: bool = True, task: Task | None = None) -> None:
         super().__init__()
+        self.task = task or get_task("classification")
         self.terms: list[Term] = []
         self.projections = nn.ModuleDict()
         seen: dict[str, int] = {}
         for cfg in losses:
-            spec = LOSSES.get(cfg.name)
+            spec = self.task.loss_spec(LOSSES.get(cfg.name))
             if spec.needs_teacher and teacher is None:
                 raise KDistillError(f"loss '{cfg.name}' needs a teacher")
             if spec.token_aligned and not same_tokens:
-                works = ", ".join(n for n in LOSSES if not LOSSES.get(n).token_aligned)
+                works = ", ".join(n for n, other in ((n, LOSSES.get(n)) for n in LOSSES)
+                                  if not other.token_aligned and self.task.fits(other))
                 raise KDistillError(
                     f"loss '{cfg.name}' compares token by token, but the teacher and student tokenizers have "
                     f"different vocabularies; across tokenizers use per-example losses: {works}")
@@ -148,18 +158,22 @@ class Objective(nn.Module):
         total = s.logits.new_zeros(())
         terms: dict[str, Tensor] = {}
         layer_terms: dict[str, dict[int, float]] = {}
+        targets = None
         for term in self.terms:
             feature = term.spec.feature
             if feature in RESPONSE_FEATURES:
                 if not active.prediction:
                     continue
-                if feature == "labels":
-                    if labels is None:
-                        raise KDistillError(f"loss '{term.cfg.name}' needs labels but the batch has none")
-                    value = term.spec.fn(s.logits, labels, **term.kwargs)
-                else:
-                    assert t is not None
-                    value = term.spec.fn(s.logits, t.logits, **term.kwargs)
+                if feature == "labels" and labels is None:
+                    raise KDistillError(f"loss '{term.cfg.name}' needs labels but the batch has none")
+                if targets is None:  # what the prediction losses compare: the task decides (rows, masks, spans)
+                    targets = self.task.targets(s.logits, t.logits if t is not None else None, labels)
+                values = []
+                for target in targets:
+                    other = target.labels if feature == "labels" else target.teacher
+                    assert other is not None
+                    values.append(term.spec.fn(target.student, other, **term.kwargs))
+                value = values[0] if len(values) == 1 else torch.stack(values).mean()
             else:
                 assert t is not None
                 pairs = [p for p in term.pairs if active.layers is None or p.student in active.layers]

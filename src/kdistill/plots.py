@@ -1,4 +1,5 @@
-"""The report's figures as PNG bytes: confusion matrices, training curves, metric vs parameters.
+"""The report's figures as PNG bytes: confusion matrices, predicted vs gold scores, training curves, metric vs
+parameters.
 
 Every function returns the encoded PNG instead of a file so the report can both embed it in a
 self-contained HTML page and write it next to the markdown. matplotlib runs on the Agg backend:
@@ -48,6 +49,23 @@ def confusion_png(matrix: np.ndarray, class_names: Sequence[str], title: str) ->
     ax.set_yticks(range(n), names)
     ax.set(xlabel="predicted", ylabel="gold", title=title)
     ax.title.set_fontsize(10)
+    return _png(fig)
+
+
+def scatter_png(gold: Sequence[float], predicted: Sequence[float], title: str) -> bytes:
+    """Regression: one point per example, gold score (x) vs the model's (y), with the y = x line a perfect model
+    lies on; drawn translucent so that thousands of overlapping pairs still show where they concentrate."""
+    g, p = np.asarray(gold, dtype=float), np.asarray(predicted, dtype=float)
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    ax.scatter(g, p, s=8, alpha=0.35, color="C0", edgecolors="none")
+    both = np.concatenate([g, p]) if len(g) else np.zeros(1)
+    lo, hi = float(both.min()), float(both.max())
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", linestyle="--", linewidth=0.8)
+    ax.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), xlabel="gold score", ylabel="predicted score",
+           title=title)
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
     return _png(fig)
 
 

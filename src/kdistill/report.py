@@ -1,8 +1,9 @@
 """`kdistill report`: one self-contained HTML page (and the same as markdown) for one or more runs.
 
 A run folder holds numbers, a config and logs, but whether a student is worth shipping shows only
-side by side with its teacher: what it kept (retention), where it errs (confusion matrices), what it
-costs (size, latency) and how training went (every loss term). The HTML embeds its PNGs so the page
+side by side with its teacher: what it kept (retention), where it errs (the task type's figure: confusion
+matrices for classes, predicted vs gold scores for regression, per-label F1 for label sets), what it costs (size,
+latency) and how training went (every loss term). The HTML embeds its PNGs so the page
 is one file to mail or attach to a CI run; the markdown links the same PNGs written next to it.
 """
 
@@ -16,21 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from sklearn.metrics import confusion_matrix
-
 from kdistill import plots
 from kdistill.atomic import atomic_write_bytes, atomic_write_text
 from kdistill.config import DistillConfig, FinetuneConfig, ReportConfig, build, load_yaml
 from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
 from kdistill.evaluate import RECORD, measure_models, model_facts, predict, read_record
-from kdistill.labels import check_labels
-from kdistill.metrics import compute_metrics, primary
+from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
 from kdistill.outputs import output_folder
 from kdistill.page import Block, Figure, to_html, to_markdown
 from kdistill.speed import comparison_rows
+from kdistill.tasks import get_task
 
 Key = tuple[Path, str, str]
 """A scored model: (folder, data config as JSON, split)."""
@@ -51,6 +49,23 @@ class Run:
     teacher: dict[str, Any] | None = None
 
 
+def _check_metrics(mfile: Path, metrics: Any) -> None:
+    """Refuse a metrics.json whose shape is not the one finetune/distill write (one line naming the part)."""
+    def bad(what: str) -> KDistillError:
+        return KDistillError(f"{mfile} is not a kdistill metrics file: {what}; rerun the command that wrote it")
+
+    if not isinstance(metrics, dict):
+        raise bad(f"it holds a JSON {type(metrics).__name__}, not an object")
+    for key in ("test", "validation"):
+        value = metrics.get(key)
+        if value is not None and not (isinstance(value, dict) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value.values())):
+            raise bad(f"'{key}' is not an object of numbers")
+    history = metrics.get("history")
+    if history is not None and not (isinstance(history, list) and all(isinstance(r, dict) for r in history)):
+        raise bad("'history' is not a list of objects")
+
+
 def load_run(folder: str) -> Run:
     """Read a run folder's metrics.json and kdistill.yaml; a folder that is not a run is a one-line error."""
     path = Path(folder).expanduser()
@@ -65,6 +80,7 @@ def load_run(folder: str) -> Run:
         metrics = json.loads(mfile.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise KDistillError(f"{mfile} is not valid JSON: {err}") from None
+    _check_metrics(mfile, metrics)
     raw = load_yaml(cfile)
     cfg = build(DistillConfig if "teacher" in raw else FinetuneConfig, raw, source=f"config {cfile}")
     if isinstance(cfg, DistillConfig):
@@ -92,22 +108,22 @@ def _teacher_path(run: Run, override: str | None, notes: list[str]) -> Path | No
 
 def _score(path: Path, data: TaskData, run_cfg: FinetuneConfig | DistillConfig, split: str,
            device: str) -> tuple[dict[str, Any], Any]:
-    """Predictions on `split` -> metric and confusion matrix, parameters and bytes; and the model (timed later)."""
+    """Predictions on `split` -> metric and the task's detail (confusion matrix, score pairs or per-label F1),
+    parameters and bytes; and the model (timed later)."""
     print(f"[report] scoring {path} on the {split} split")
     tokenizer, model = load_tokenizer(str(path)), load_classifier(str(path))
-    check_labels(data, model.config.num_labels, model.config.id2label, model_name=str(path))
+    data.task.check_model(data, model.config, str(path))
     model.to(device)
     ds = tokenize_splits(data, tokenizer, run_cfg.data.max_length, run_cfg.data.cache_dir)[split]
     logits, labels = predict(model, make_loader(ds, tokenizer, 64))
     n = int(model.config.num_labels)
     id2label = model.config.id2label or {}
-    metrics = compute_metrics(data.metric, logits, labels)
+    metrics = data.task.score(data.metric, logits, labels)
     return {
-        "path": str(path), "split": split, "task": data.name, "metric": data.metric, "metrics": metrics,
-        "score": metrics[primary(data.metric)],
+        "path": str(path), "split": split, "task": data.name, "task_type": data.task_type, "metric": data.metric,
+        "metrics": metrics, "score": metrics[primary(data.metric)],
         "classes": [str(id2label.get(i, id2label.get(str(i), i))) for i in range(n)],
-        "confusion": confusion_matrix(labels, logits.argmax(-1), labels=list(range(n))).tolist(),
-        **model_facts(model, path),
+        **data.task.detail(logits, labels), **model_facts(model, path),
     }, model
 
 
@@ -199,15 +215,20 @@ def _run_blocks(run: Run, name: str, figures: dict[str, Figure], curve_note: str
         rows = [[x["name"], *(f"{x['metrics'][k]:.4f}" if k in x["metrics"] else "-" for k in keys)]
                 for x in (t, s) if x]
         blocks += [("p", "Every metric of the re-scored models:"), ("table", ["Model", *keys], rows)]
-    blocks += [("h3", "Confusion matrices"), ("figs", [f"cm_{_slug(x['name'])}" for x in (t, s) if x]),
-               ("h3", "Training curves")]
+    shown = [x for x in (t, s) if x]
+    if data.task.figure_heading:  # confusion matrices, or predicted vs gold scores
+        blocks += [("h3", data.task.figure_heading), ("figs", [f"fig_{_slug(x['name'])}" for x in shown])]
+    for x in shown:  # e.g. per-label F1 of a multi-label model
+        for caption, headers, rows in data.task.tables(x, x["classes"]):
+            blocks += [("h3", f"{caption}: {x['name']}"), ("table", headers, rows)]
+    blocks += [("h3", "Training curves")]
     curves = f"curves_{_slug(name)}"
     blocks += [("figs", [curves]), ("p", curve_note)] if curves in figures else [("p", curve_note)]
     sizes = [str(len(data.splits[k])) if k in data.splits else "-" for k in ("train", "validation", "test")]
     blocks += [("h3", "Data"),
-               ("table", ["Task", "Metric", "Classes", "Inputs", "Train", "Validation", "Test", "Max length"],
-                [[data.name, data.metric, ", ".join(data.label_names), "pair" if data.is_pair else "single",
-                  *sizes, str(run.cfg.data.max_length)]]),
+               ("table", ["Task", "Type", "Metric", "Labels", "Inputs", "Train", "Validation", "Test", "Max length"],
+                [[data.name, data.task_type, data.metric, ", ".join(data.label_names),
+                  "pair" if data.is_pair else "single", *sizes, str(run.cfg.data.max_length)]]),
                ("h3", "Config (kdistill.yaml)"), ("pre", run.cfg_yaml)]
     return blocks
 
@@ -266,8 +287,10 @@ def _write_report(cfg: ReportConfig, out: Path) -> dict[str, Any]:
                                                        "metric vs parameters, one line per method")}
     for m in models:
         title = f"{m['name']}: {m['metric']} {_pct(m['score'])} on {m['split']}"
-        figures[f"cm_{_slug(m['name'])}"] = (plots.confusion_png(np.array(m["confusion"]),
-                                                                 m["classes"], title), f"{m['name']} confusion")
+        task = get_task(m["task_type"])
+        png = task.figure(m, m["classes"], title)
+        if png is not None:
+            figures[f"fig_{_slug(m['name'])}"] = (png, f"{m['name']} {task.figure_caption}")
     run_blocks: list[Block] = []
     for run in runs:
         name = run.student["name"]

@@ -81,8 +81,15 @@ class SimpleStudentForSequenceClassification(PreTrainedModel):
             h = h.transpose(1, 2)
         h = h.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(h.dtype).min).max(dim=1).values
         logits = self.classifier(self.dropout(h))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=self._loss(logits, labels) if labels is not None else None, logits=logits)
+
+    def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The loss a Hugging Face classifier of this `problem_type` computes (regression, multi-label, classes)."""
+        if self.config.problem_type == "regression" or (self.config.problem_type is None and logits.size(-1) == 1):
+            return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+        if self.config.problem_type == "multi_label_classification":
+            return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return nn.functional.cross_entropy(logits, labels)
 
 
 def _bilstm(lstm: nn.LSTM, x: Tensor, mask: Tensor) -> Tensor:
@@ -165,7 +172,7 @@ def simple_student(kind: str, teacher: PreTrainedModel, hidden_size: int | None 
     cfg = SimpleStudentConfig(kind=kind, vocab_size=words.size(0), embedding_size=words.size(1),
                               hidden_size=hidden_size or 2 * words.size(1), num_labels=teacher.config.num_labels,
                               id2label=teacher.config.id2label, label2id=teacher.config.label2id,
-                              pad_token_id=pad,
+                              problem_type=teacher.config.problem_type, pad_token_id=pad,
                               max_position_embeddings=getattr(teacher.config, "max_position_embeddings", 512),
                               architectures=[SimpleStudentForSequenceClassification.__name__])
     cfg.kdistill_init = init

@@ -35,6 +35,10 @@ class LayerSchedule(Protocol):
 
     def describe(self) -> str: ...
 
+    def frozen(self) -> frozenset[int]:
+        """Student layers (0 = embeddings) whose weights the loop must leave unchanged in this stage."""
+        ...
+
 
 SCHEDULES: Registry[type] = Registry("schedule")
 
@@ -60,6 +64,9 @@ class AllLayers:
 
     def describe(self) -> str:
         return "all layers"
+
+    def frozen(self) -> frozenset[int]:
+        return frozenset()
 
 
 class _BottomUp:
@@ -111,6 +118,14 @@ class _BottomUp:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage = int(state.get("stage", 0))
         self.epochs_in_stage = int(state.get("epochs_in_stage", 0))
+
+    def frozen(self) -> frozenset[int]:
+        """Student layers whose weights must not change now (0 = embeddings): with `freeze_below`, every layer
+        under the one being trained (MobileBERT's progressive knowledge transfer, Sun et al. 2020); none in the
+        final stage, where task distillation trains the whole student."""
+        if not self.cfg.freeze_below or self.stage == 0 or self.stage >= self.n:
+            return frozenset()  # the first layer trains with the embeddings
+        return frozenset(range(0, self.layers[self.stage]))
 
     def describe(self) -> str:
         if self.stage >= self.n:

@@ -38,7 +38,7 @@ from kdistill.adabert import (
 )
 from kdistill.errors import KDistillError
 
-__all__ = ["SearchSettings", "Supernet", "derived_student", "run_search", "teacher_logits"]
+__all__ = ["SearchSettings", "Supernet", "derived_student", "run_search", "search_architecture", "teacher_logits"]
 
 
 @dataclass
@@ -182,3 +182,43 @@ def derived_student(cfg: AdaBertConfig, teacher: PreTrainedModel) -> AdaBertForS
     with torch.no_grad():
         model.embeddings.weight.copy_(teacher.get_input_embeddings().weight)
     return model
+
+
+def search_architecture(cfg: Any) -> dict[str, Any]:
+    """`kdistill search` (a `SearchConfig`): search on the task's training split, then write OUT: the derived
+    student (untrained, with the teacher's embeddings and tokenizer), `genotype.json` and `search.json`."""
+    from kdistill.atomic import atomic_dir, atomic_write_json
+    from kdistill.config import save_config
+    from kdistill.data import load_task_data, tokenize_splits
+    from kdistill.models import load_classifier, load_tokenizer
+    from kdistill.outputs import save_tokenizer
+    from kdistill.runfolder import check_out_dir, check_out_guard
+
+    check_out_guard(cfg.out, cfg)
+    out = check_out_dir(cfg.out)
+    teacher = load_classifier(cfg.teacher)
+    tokenizer = load_tokenizer(cfg.teacher)
+    data = load_task_data(cfg.data)
+    train = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)["train"]
+    s = SearchSettings(num_cells=cfg.cells, num_nodes=cfg.nodes, hidden_size=cfg.hidden_size, epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, lr=cfg.lr, arch_lr=cfg.arch_lr, kd_weight=cfg.kd_weight,
+                       temperature=cfg.temperature, efficiency_weight=cfg.efficiency_weight, seed=cfg.seed,
+                       progress=cfg.progress)
+    student_cfg, summary = run_search(teacher, tokenizer, train, s)
+    model = derived_student(student_cfg, teacher)
+    params = sum(p.numel() for p in model.parameters())
+    with atomic_dir(out) as tmp:  # the folder appears whole; its kdistill.yaml makes it a run folder to rerun into
+        model.save_pretrained(tmp, safe_serialization=True)
+        save_tokenizer(tokenizer, tmp)
+        atomic_write_json(tmp / "genotype.json", {"genotype": summary["genotype"], "ops": summary["ops"]})
+        atomic_write_json(tmp / "search.json", {**summary, "teacher": cfg.teacher, "task": data.name,
+                                                "params": params})
+        save_config(cfg, tmp / "kdistill.yaml")
+    lines = [f"node {j + 1}: " + " + ".join(f"{op}(state {i})" for op, i in node)
+             for j, node in enumerate(summary["genotype"])]
+    print("[search] genotype (every cell):\n  " + "\n  ".join(lines), flush=True)
+    print(f"[search] expected cost {summary['expected_cost_start']:.3f} -> {summary['expected_cost_end']:.3f}; "
+          f"{summary['wall_seconds']:.0f} s; retrain it: kdistill distill --student.init path --student.path "
+          f"{out} --losses \"[{{name: kl, temperature: 1.0}}, {{name: ce}}]\"", flush=True)
+    return {"out": str(out), "genotype": summary["genotype"], "expected_cost": summary["expected_cost_end"],
+            "params": params, "wall_seconds": summary["wall_seconds"]}

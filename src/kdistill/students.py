@@ -14,6 +14,7 @@ from kdistill.config import StudentConfig
 from kdistill.errors import KDistillError
 from kdistill.mapping import uniform_map
 from kdistill.models import load_classifier, probe
+from kdistill.tasks import get_task, task_of_config
 
 
 def default_layers(n_teacher: int, n_student: int) -> list[int]:
@@ -136,11 +137,23 @@ def build_student(cfg: StudentConfig, teacher: PreTrainedModel, *, single_senten
                             f"'{cfg.init}' student keeps its transformer embeddings (set student.embeddings: teacher)")
     if cfg.init == "path":
         assert cfg.path is not None
+        problem = get_task(task_of_config(teacher.config)).problem_type  # the student's head answers as the teacher's
         student = load_classifier(cfg.path, num_labels=teacher.config.num_labels,
-                                  label_names=[teacher.config.id2label[i] for i in range(teacher.config.num_labels)])
+                                  label_names=[teacher.config.id2label[i] for i in range(teacher.config.num_labels)],
+                                  problem_type=problem)
         return student
     if cfg.init == "config":
         return from_smaller_config(teacher, cfg)
+    if cfg.init == "mobilebert":
+        from kdistill.mobilebert import MobileBertSpec, mobilebert_student
+
+        width = cfg.hidden_size or 256
+        spec = MobileBertSpec(num_layers=cfg.num_layers or 6, hidden_size=width,
+                              intra_bottleneck_size=cfg.intra_bottleneck_size or max(1, width // 4),
+                              num_heads=cfg.num_heads or 4, intermediate_size=cfg.intermediate_size or width,
+                              num_feedforward_networks=cfg.num_feedforward_networks or 2,
+                              embedding_size=cfg.embedding_size or 128)
+        return mobilebert_student(teacher, spec)
     if cfg.init in ("bilstm", "cnn"):
         from kdistill.rnn_students import simple_student
 

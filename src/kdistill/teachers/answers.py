@@ -11,17 +11,20 @@ import torch
 from kdistill.answers import parse_json
 from kdistill.errors import KDistillError
 from kdistill.features import Features
+from kdistill.tasks import Task, get_task
 
 
 class StoredAnswers:
     """Gray-box distillation: a labelled file's probabilities (or logits) as the teacher's logits.
 
-    Rows of a training batch are matched to the file by their token ids (the text tokenised as in training), so the
-    order, shuffling and validation carve of the training data do not matter. A row the file does not answer, or
-    answers without probabilities, is an error, never a silent hard label.
+    The task type reads each row's answer (`Task.answer_logits`: class probabilities, logits, or a score). Rows of a
+    training batch are matched to the file by their token ids (the text tokenised as in training), so the order,
+    shuffling and validation carve of the training data do not matter. A row the file does not answer, or answers
+    without probabilities, is an error, never a silent hard label.
     """
 
-    def __init__(self, path: str, tokenizer: Any, max_length: int) -> None:
+    def __init__(self, path: str, tokenizer: Any, max_length: int, task: Task | None = None) -> None:
+        task = task or get_task("classification")
         p = Path(path)
         if not p.is_file():
             raise KDistillError(f"teacher_answers file not found: {path}")
@@ -32,13 +35,7 @@ class StoredAnswers:
             row = parse_json(line, f"{path} line {n} is not JSON")
             if not isinstance(row, dict) or "text" not in row:
                 raise KDistillError(f"{path} line {n}: expected an object with 'text' (written by kdistill label)")
-            if row.get("logits") is not None:
-                logits = torch.tensor(row["logits"], dtype=torch.float32)
-            elif row.get("probs") is not None:
-                logits = torch.tensor(row["probs"], dtype=torch.float32).clamp_min(1e-12).log()
-            else:
-                raise KDistillError(f"{path} line {n} has no probs or logits: that teacher gave labels only "
-                                    "(train on the label column with the ce loss instead)")
+            logits = task.answer_logits(row, f"{path} line {n}")  # probs, logits or a score, as the task reads them
             pair = [row["text"]] + ([row["text_pair"]] if row.get("text_pair") is not None else [])
             ids = tokenizer(*pair, truncation=True, max_length=max_length)["input_ids"]
             self.by_ids[tuple(ids)] = logits

@@ -32,7 +32,7 @@ from kdistill.answers import parse_json, shorten
 from kdistill.blackbox import Teacher
 from kdistill.errors import KDistillError
 
-__all__ = ["DEFAULT_PROMPT", "ChatTeacher", "load_prompt", "render_prompt", "label_probs"]
+__all__ = ["DEFAULT_PROMPT", "ChatTeacher", "chat_settings", "load_prompt", "render_prompt", "label_probs"]
 
 DEFAULT_PROMPT = ("Classify the text into exactly one of these labels: {labels}.\n"
                   "Answer with the label only.\n\nText: {text}")
@@ -62,6 +62,17 @@ def load_prompt(path: str | None) -> str:
     if "text" not in fields:
         raise KDistillError(f"prompt template {p} never uses {{text}}: the teacher would not see the example")
     return template
+
+
+def chat_settings(model: str | None, prompt: str | None, few_shot: str | None, api_key_env: str) -> dict[str, Any]:
+    """`ChatTeacher` keyword arguments from the config's fields: the template and few-shot text read from files."""
+    shots = ""
+    if few_shot is not None:
+        path = Path(few_shot).expanduser()
+        if not path.is_file():
+            raise KDistillError(f"few-shot examples file not found: {path}")
+        shots = path.read_text(encoding="utf-8")
+    return {"model": model or "", "prompt": load_prompt(prompt), "few_shot": shots, "api_key_env": api_key_env}
 
 
 def render_prompt(template: str, request: dict[str, str], labels: Sequence[str], examples: str = "") -> str:

@@ -14,7 +14,6 @@ from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import DistillConfig
 from kdistill.data import TaskData, tokenize_splits
 from kdistill.errors import KDistillError
-from kdistill.labels import check_labels
 from kdistill.models import load_tokenizer, same_vocabulary
 from kdistill.objective import Objective
 from kdistill.teachers.answers import StoredAnswers
@@ -56,7 +55,7 @@ def _several(cfg: DistillConfig, teacher: PreTrainedModel, teacher_tokenizer: An
     others = []
     for name in cfg.extra_teachers:
         other = load_teacher(name)
-        check_labels(data, other.config.num_labels, other.config.id2label, model_name=name)
+        data.task.check_model(data, other.config, name)
         if other.config.num_labels != teacher.config.num_labels:
             raise KDistillError(f"extra teacher '{name}' has {other.config.num_labels} classes, "
                                 f"teacher '{cfg.teacher}' has {teacher.config.num_labels}")
@@ -65,7 +64,7 @@ def _several(cfg: DistillConfig, teacher: PreTrainedModel, teacher_tokenizer: An
                                 "extra_teachers must share the teacher's vocabulary")
         others.append(other)
     weights = cfg.teacher_weights or [1.0] * (1 + len(others))
-    return MultiTeacher([teacher, *others], weights, objective.teacher_request)
+    return MultiTeacher([teacher, *others], weights, objective.teacher_request, data.task)
 
 
 def choose_teacher_source(cfg: DistillConfig, *, teacher: PreTrainedModel, teacher_tokenizer: Any,
@@ -94,7 +93,8 @@ def choose_teacher_source(cfg: DistillConfig, *, teacher: PreTrainedModel, teach
                                 "(kl, soft_ce, logit_mse, ce), not hidden or attention losses")
         # matched by the student's tokenization of the same texts, so any student tokenizer works
         return TeacherPlan("answers", train, note="answered by teacher_answers",
-                           source=StoredAnswers(cfg.teacher_answers, student_tokenizer, cfg.data.max_length))
+                           source=StoredAnswers(cfg.teacher_answers, student_tokenizer, cfg.data.max_length,
+                                                data.task))
     caching = cfg.teacher_cache is not False and not finished_run(out, cfg.train.resume)
     if same_tokens and not caching:
         return TeacherPlan("live", train, live=teacher)

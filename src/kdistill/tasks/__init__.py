@@ -1,0 +1,50 @@
+"""Task types behind one interface (`Task`): how labels are read, which head and losses fit, how outputs are scored.
+
+- `classification.Classification`: one class per example (SST-2, CoLA, MRPC, RTE); `MaskedLM` for pretraining;
+- `regression.Regression`: one score per example (STS-B);
+- `multilabel.MultiLabel`: a set of labels per example (GoEmotions).
+
+`get_task(name)` gives the registered instance; `detect_task_type` reads a task type off a file's label cells when
+`data.task_type` is null; `task_of_config` reads it off a model's config. `readers` reads tables into raw splits
+and `shipped` lists the tasks shipped with kdistill (`--task sst2`, `--task stsb`, `--task goemotions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kdistill.labels import label_key
+from kdistill.registry import Registry
+from kdistill.tasks.base import PROBLEM_TYPES, Target, Task, task_of_config
+from kdistill.tasks.classification import Classification, MaskedLM
+from kdistill.tasks.multilabel import MultiLabel
+from kdistill.tasks.regression import Regression, as_score
+
+__all__ = ["TASK_TYPES", "PROBLEM_TYPES", "Task", "Target", "get_task", "task_of_config", "detect_task_type",
+           "Classification", "Regression", "MultiLabel", "MaskedLM"]
+
+TASK_TYPES: Registry[Task] = Registry("task type")
+for _task in (Classification(), Regression(), MultiLabel(), MaskedLM()):
+    TASK_TYPES.add(_task.name, _task)
+
+
+def get_task(name: str) -> Task:
+    """The registered task type `name` ("classification", "regression", "multilabel", "masked_lm")."""
+    return TASK_TYPES.get(name)
+
+
+def detect_task_type(labels: Sequence[Any]) -> str:
+    """The task type a column of label cells implies when `data.task_type` is null.
+
+    A list in any cell (a JSON array, a `datasets` sequence) means multi-label; labels that are all numbers and not
+    all integers (3.8, "4.25") mean regression; anything else is classification (integer ids or text labels).
+    A comma-separated cell is not taken as a label set on its own: set data.task_type: multilabel for that.
+    """
+    if any(isinstance(v, list | tuple) for v in labels):
+        return "multilabel"
+    keys = [label_key(v) for v in labels]
+    if keys and not all(isinstance(k, int) for k in keys) and all(
+            isinstance(k, int) or as_score(k) is not None for k in keys):
+        return "regression"
+    return "classification"

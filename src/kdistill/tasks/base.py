@@ -1,0 +1,220 @@
+"""The Task seam: what a task type decides, so the rest of kdistill never branches on task names.
+
+A task type says how labels are read and checked, which head the model has (`problem_type`, number of outputs),
+which response losses are valid and what they compare (`targets`), how outputs become predictions, and how they
+are scored, reported and served. The distiller, objective, evaluation, export, report and model card ask
+`data.task` (or `task_of_config(model.config)`); each type is one module (`classification`, `regression`,
+`multilabel`) registered by name in `kdistill.tasks.TASK_TYPES`.
+
+Room for the later task types: `targets` returns a list of `Target`s, so a token-level task (NER) returns the
+labelled tokens' rows (a mask of labelled positions, as `MaskedLM` does for masked-LM pretraining), and a span task
+(QA) returns one target for start and one for end logits; the objective averages a response loss over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kdistill.errors import KDistillError
+from kdistill.losses import LOSSES, LossSpec
+from kdistill.metrics import METRICS
+
+if TYPE_CHECKING:
+    from kdistill.data import TaskData
+    from kdistill.tasks.readers import RawSplit
+
+__all__ = ["Target", "Task", "task_of_config", "PROBLEM_TYPES"]
+
+PROBLEM_TYPES = {"single_label_classification": "classification", "regression": "regression",
+                 "multi_label_classification": "multilabel"}
+"""Hugging Face `config.problem_type` -> kdistill task type."""
+
+
+def task_of_config(config: Any) -> str:
+    """The task type a model's head was built for, read as Hugging Face reads it.
+
+    `problem_type` when set; otherwise one output means regression and more mean single-label classification
+    (what `*ForSequenceClassification` infers from the output count when it computes a loss).
+    """
+    problem = getattr(config, "problem_type", None)
+    if problem in PROBLEM_TYPES:
+        return PROBLEM_TYPES[problem]
+    return "regression" if int(getattr(config, "num_labels", 2)) == 1 else "classification"
+
+
+@dataclass
+class Target:
+    """What the response losses compare for one output: student and teacher logits as rows (N, C), gold labels.
+
+    A sequence task has one target, the whole batch; a token task would keep its labelled tokens' rows; a span
+    task would give one target for start and one for end logits.
+    """
+
+    student: Tensor
+    teacher: Tensor | None
+    labels: Tensor | None
+
+
+class Task:
+    """One task type. Subclasses set the class attributes and the label, scoring and reporting methods."""
+
+    name: ClassVar[str] = ""
+    problem_type: ClassVar[str] = ""  # Hugging Face `config.problem_type` of the head
+    loss_type: ClassVar[str] = ""  # the task type whose losses fit (`LossSpec.tasks`); default `name`
+    metrics: ClassVar[tuple[str, ...]] = ()  # valid metric names; the first is the default
+    gold_loss: ClassVar[str] = "ce"  # the registered gold-label loss that the name `ce` means for this task
+    figure_heading: ClassVar[str | None] = None  # the report's heading for `figure`, None = no figure
+    figure_caption: ClassVar[str] = ""  # the figure's caption after the model's name
+    pipeline_kwargs: ClassVar[dict[str, Any]] = {}  # what a `pipeline("text-classification")` call should add
+    doc: ClassVar[str] = ""  # one phrase for messages: "a regression task (one score per example)"
+
+    # ---------------------------------------------------------------------------------------- labels
+
+    def label_feature(self, num_labels: int) -> Any:
+        """The `datasets` feature of the "label" column (class id, score, or a 0/1 row of `num_labels`)."""
+        raise NotImplementedError
+
+    def read_labels(self, raw: dict[str, RawSplit], names: list[str] | None,
+                    named: bool) -> tuple[list[str], dict[str, RawSplit]]:
+        """Raw label cells -> label values, plus the label names in id order.
+
+        `names` comes from the source (shipped task, `datasets` ClassLabel, `data.label_names`); `named` says the
+        user gave it (`data.label_names`). Raises `KDistillError` naming the file and line of a bad cell.
+        """
+        raise NotImplementedError
+
+    def num_labels(self, names: Sequence[str]) -> int:
+        """Outputs of the model's head for these label names."""
+        return len(names)
+
+    def augment_fields(self, label: Any, names: Sequence[str]) -> dict[str, Any]:
+        """The label of a `kdistill augment` row, as written to its JSONL."""
+        raise NotImplementedError
+
+    def augment_label(self, row: dict[str, Any], names: Sequence[str], where: str) -> Any:
+        """The label value of one `data.augment_file` row (written by `augment_fields`); `where` names the line."""
+        raise NotImplementedError
+
+    def check_augment(self) -> None:
+        """Raise `KDistillError` when `kdistill augment` cannot keep this task's labels."""
+
+    def check_metric(self, metric: str) -> None:
+        """Raise a one-line `KDistillError` for a metric that does not score this task type."""
+        METRICS.get(metric)
+        if metric not in self.metrics:
+            raise KDistillError(f"metric '{metric}' does not score {self.doc} (valid: {', '.join(self.metrics)})")
+
+    # ----------------------------------------------------------------------------------------- model
+
+    def check_model(self, data: TaskData, config: Any, model_name: str) -> None:
+        """Fail before training when a model's head does not fit the data: another task type, or other labels.
+
+        Raises `KDistillError` naming both task types (e.g. a regression teacher on a classification task), or
+        the classes that differ (`check_classes`).
+        """
+        kind = task_of_config(config)
+        if kind != self.name:
+            from kdistill.tasks import get_task
+
+            raise KDistillError(f"model '{model_name}' is {get_task(kind).doc}, but the data is {self.doc}: use a "
+                                f"{self.name} model, or set data.task_type if the data was read as the wrong type")
+        self.check_classes(data, config, model_name)
+
+    def check_classes(self, data: TaskData, config: Any, model_name: str) -> None:
+        """Raise `KDistillError` when the model's outputs cannot represent the data's labels."""
+
+    # ---------------------------------------------------------------------------------------- losses
+
+    def fits(self, spec: LossSpec) -> bool:
+        """Whether the registered loss `spec` can compare this task's outputs (`ce` always can: see `loss_spec`)."""
+        if spec.name == "ce" and spec.feature == "labels":
+            return True
+        return spec.tasks is None or (self.loss_type or self.name) in spec.tasks
+
+    def valid_losses(self) -> list[str]:
+        """The registered prediction losses (teacher outputs or gold labels) that fit this task, plus `ce`."""
+        return sorted(n for n in LOSSES if LOSSES.get(n).feature in ("logits", "labels") and self.fits(LOSSES.get(n)))
+
+    def loss_spec(self, spec: LossSpec) -> LossSpec:
+        """The loss a run computes for `spec`: `ce` becomes this task's gold-label loss (`gold_loss`).
+
+        Raises a one-line `KDistillError` naming the valid losses when `spec` does not fit this task type
+        (e.g. `kl` on a regression task: there is no class distribution to compare).
+        """
+        if spec.name == "ce" and spec.feature == "labels":
+            spec = LOSSES.get(self.gold_loss)
+        if not self.fits(spec):
+            raise KDistillError(f"loss '{spec.name}' does not fit {self.doc}; its prediction losses are "
+                                f"{', '.join(self.valid_losses())} (feature losses such as hidden_mse work as well)")
+        return spec
+
+    def targets(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None) -> list[Target]:
+        """What the response losses compare: for a sequence task, the batch's logits and labels as they are."""
+        return [Target(student, teacher, labels)]
+
+    def average_teachers(self, logits: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+        """Several teachers' logits (each (B, C)) -> the logits of their weighted average prediction."""
+        raise NotImplementedError
+
+    def answer_logits(self, row: dict[str, Any], where: str) -> Tensor:
+        """A `kdistill label` row's stored answer as teacher logits (gray-box distillation); `where` names the row."""
+        if row.get("logits") is not None:
+            return torch.tensor(row["logits"], dtype=torch.float32)
+        raise KDistillError(f"{where} has no probs or logits: that teacher gave labels only (train on the label "
+                            "column with the ce loss instead)")
+
+    # --------------------------------------------------------------------------------------- outputs
+
+    def predictions(self, logits: np.ndarray) -> np.ndarray:
+        """Model outputs (N, C) -> predictions in the form the metrics take."""
+        raise NotImplementedError
+
+    def score(self, metric: str, logits: np.ndarray | Sequence, labels: np.ndarray | Sequence) -> dict[str, float]:
+        """The metric `metric` of outputs `logits` (N, C) against gold `labels`; headline figure first."""
+        arr = np.asarray(logits, dtype=np.float64)
+        gold = np.asarray(labels)
+        if arr.ndim != 2:
+            raise KDistillError(f"metric '{metric}' needs 2-D model outputs, got shape {arr.shape}")
+        if len(arr) != len(gold):
+            raise KDistillError(f"metric '{metric}': {len(arr)} predictions but {len(gold)} labels")
+        if len(gold) == 0:
+            raise KDistillError(f"metric '{metric}': no examples to score")
+        self.check_metric(metric)
+        return METRICS.get(metric)(self.predictions(arr), self.gold(gold), num_labels=int(arr.shape[1]))
+
+    def gold(self, labels: np.ndarray) -> np.ndarray:
+        """Gold labels in the form the metrics take."""
+        return labels
+
+    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray) -> str | None:
+        """A warning when every prediction is the same although the gold labels vary, else None."""
+        return None
+
+    # ------------------------------------------------------------------------------ report, card, label
+
+    def detail(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """What the report shows beyond the metrics (JSON-able): a confusion matrix, score pairs, per-label F1."""
+        return {}
+
+    def figure(self, detail: dict[str, Any], classes: Sequence[str], title: str) -> bytes | None:
+        """The report's figure for one model (a PNG), or None."""
+        return None
+
+    def tables(self, detail: dict[str, Any], classes: Sequence[str]) -> list[tuple[str, list[str], list[list[str]]]]:
+        """The report's extra tables for one model: (caption, headers, rows)."""
+        return []
+
+    def answer_probs(self, logits: Sequence[float]) -> list[float] | None:
+        """A model teacher's logits as the probabilities `kdistill label` writes (None: a score, not classes)."""
+        raise NotImplementedError
+
+    def labeled_fields(self, label_id: int, probs: Sequence[float] | None, logits: Sequence[float] | None,
+                       names: Sequence[str]) -> dict[str, Any]:
+        """The label fields of one `kdistill label` output row; `kdistill distill` reads "label" back."""
+        raise NotImplementedError

@@ -1,0 +1,155 @@
+"""Multi-label classification (GoEmotions): any number of labels per example, one sigmoid per label.
+
+A label cell lists names or ids separated by commas (`anger,annoyance`, `2,3`; GoEmotions' `labels` column), or is
+a JSON list. The head is `problem_type="multi_label_classification"`; the teacher's per-label probabilities are
+taught with `bce_soft` (binary cross-entropy at a temperature) and the gold labels with `bce` (which `ce` means
+here). A label is predicted when its probability is at least 0.5; scored by micro and macro F1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import numpy as np
+import torch
+from torch import Tensor
+
+from kdistill.errors import KDistillError
+from kdistill.labels import label_key, norm_label, norm_names
+from kdistill.tasks.base import Task
+
+if TYPE_CHECKING:
+    from kdistill.data import TaskData
+    from kdistill.tasks.readers import RawSplit
+
+__all__ = ["MultiLabel", "label_items"]
+
+THRESHOLD = 0.5
+
+
+def label_items(cell: Any) -> list[Any]:
+    """The labels one cell lists: a JSON list as it is, "a,b" split at commas, a single id or name alone."""
+    if isinstance(cell, list | tuple):
+        return list(cell)
+    if isinstance(cell, str):
+        return [part.strip() for part in cell.split(",") if part.strip()]
+    return [cell]
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
+
+
+class MultiLabel(Task):
+    """Label sets: sigmoid per label, BCE, predictions at probability 0.5, micro and macro F1."""
+
+    name = "multilabel"
+    problem_type = "multi_label_classification"
+    metrics = ("macro_f1", "micro_f1")
+    gold_loss = "bce"
+    pipeline_kwargs = {"function_to_apply": "sigmoid", "top_k": None}
+    doc = "a multi-label task (a set of labels per example)"
+
+    def label_feature(self, num_labels: int) -> Any:
+        return datasets.Sequence(datasets.Value("float32"), length=num_labels)
+
+    def read_labels(self, raw: dict[str, RawSplit], names: list[str] | None,
+                    named: bool) -> tuple[list[str], dict[str, RawSplit]]:
+        items = {split: [[label_key(x) for x in label_items(v)] for v in s.labels] for split, s in raw.items()}
+        if names is None:
+            train = [k for row in items["train"] for k in row]
+            if train and all(isinstance(k, int) and k >= 0 for k in train):
+                every = [k for rows in items.values() for row in rows for k in row if isinstance(k, int)]
+                names = [str(i) for i in range(max(every) + 1)]
+            else:
+                names = sorted({str(k) for k in train})
+        lookup = {norm_label(n): i for i, n in enumerate(names)}
+        out = {}
+        for split, s in raw.items():
+            rows = []
+            for keys, v, ln in zip(items[split], s.labels, s.lines, strict=True):
+                row = [0.0] * len(names)
+                for k in keys:
+                    i = k if isinstance(k, int) and 0 <= k < len(names) else lookup.get(norm_label(str(k)))
+                    if i is None:
+                        raise KDistillError(f"label {k!r} in {s.source} line {ln} (cell {v!r}) is not one of the "
+                                            f"{len(names)} labels ({_shown(names)})")
+                    row[i] = 1.0
+                rows.append(row)
+            out[split] = s.with_labels(rows)
+        return list(names), out
+
+    def augment_fields(self, label: Any, names: Sequence[str]) -> dict[str, Any]:
+        self.check_augment()
+        return {}
+
+    def augment_label(self, row: dict[str, Any], names: Sequence[str], where: str) -> Any:
+        self.check_augment()
+
+    def check_augment(self) -> None:
+        raise KDistillError("kdistill augment keeps one label per example: multi-label tasks are not supported yet")
+
+    def check_classes(self, data: TaskData, config: Any, model_name: str) -> None:
+        n = int(config.num_labels)
+        if n != data.num_labels:
+            raise KDistillError(f"model '{model_name}' has {n} labels, the data has {data.num_labels}: a multi-label "
+                                "model needs one output per label (give data.label_names in the model's order)")
+        id2label = config.id2label or {}
+        model_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
+        generic = all(m == f"LABEL_{i}" for i, m in enumerate(model_names))
+        ids_only = data.label_names == [str(i) for i in range(n)]
+        if not generic and not ids_only and norm_names(model_names) != norm_names(data.label_names):
+            raise KDistillError(f"label names differ: data has {_shown(data.label_names)} (by id), model "
+                                f"'{model_name}' has {_shown(model_names)}")
+
+    def average_teachers(self, logits: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+        """The logit of the weighted average per-label probability."""
+        probs = torch.as_tensor(sum(w * lg.float().sigmoid() for w, lg in zip(weights, logits, strict=True)))
+        probs = probs.clamp(1e-7, 1 - 1e-7)
+        return probs.log() - (1 - probs).log()
+
+    def answer_logits(self, row: dict[str, Any], where: str) -> Tensor:
+        if row.get("logits") is None and row.get("probs") is not None:
+            p = torch.tensor(row["probs"], dtype=torch.float32).clamp(1e-7, 1 - 1e-7)
+            return p.log() - (1 - p).log()
+        return super().answer_logits(row, where)
+
+    def predictions(self, logits: np.ndarray) -> np.ndarray:
+        return (np.asarray(logits) >= math.log(THRESHOLD / (1 - THRESHOLD))).astype(np.int64)  # sigmoid >= 0.5
+
+    def gold(self, labels: np.ndarray) -> np.ndarray:
+        return (np.asarray(labels, dtype=np.float64) >= 0.5).astype(np.int64)
+
+    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray) -> str | None:
+        preds, gold = self.predictions(logits), self.gold(labels)
+        if len(preds) < 2 or (gold == gold[0]).all() or not (preds == preds[0]).all():
+            return None
+        which = [str(i) for i in np.flatnonzero(preds[0])]
+        return (f"every one of the {len(preds)} validation predictions is the same label set "
+                f"({', '.join(which) or 'no label'}): the model has collapsed to a constant answer")
+
+    def detail(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        from sklearn.metrics import f1_score
+
+        preds, gold = self.predictions(logits), self.gold(labels)
+        f1 = f1_score(gold, preds, average=None, zero_division=0)
+        return {"per_label_f1": [round(float(x), 5) for x in f1], "support": gold.sum(axis=0).tolist(),
+                "predicted": preds.sum(axis=0).tolist()}
+
+    def tables(self, detail: dict[str, Any], classes: Sequence[str]) -> list[tuple[str, list[str], list[list[str]]]]:
+        rows = [[str(c), f"{f:.3f}", str(n), str(p)] for c, f, n, p in
+                zip(classes, detail["per_label_f1"], detail["support"], detail["predicted"], strict=True)]
+        return [(f"Per-label F1 at probability {THRESHOLD:g}", ["Label", "F1", "Gold", "Predicted"], rows)]
+
+    def answer_probs(self, logits: Sequence[float]) -> list[float] | None:
+        return [1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x)) for x in logits]
+
+    def labeled_fields(self, label_id: int, probs: Sequence[float] | None, logits: Sequence[float] | None,
+                       names: Sequence[str]) -> dict[str, Any]:
+        if probs is None:
+            raise KDistillError("a multi-label teacher must answer probabilities or logits per label")
+        return {"label": [n for n, p in zip(names, probs, strict=True) if p >= THRESHOLD],
+                "probs": [round(p, 6) for p in probs]}

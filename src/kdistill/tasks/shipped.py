@@ -1,0 +1,56 @@
+"""The tasks shipped under `kdistill/datasets/<name>/`, by name (`--task sst2`, `--task stsb`, `--task goemotions`).
+
+GLUE's dev files serve as our "test" for the GLUE tasks (their test labels are hidden), and validation is carved
+from train. STS-B and GoEmotions ship their own dev split (used for validation) and a test split with public labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdistill.registry import Registry
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "datasets"
+
+__all__ = ["DATA_DIR", "TaskSpec", "TASKS"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task shipped under `kdistill/datasets/<name>/`: its columns, labels, task type, metric and files.
+
+    `label_names` is empty when `labels_file` (one name a line, line i = label id i) lists them instead.
+    """
+
+    name: str
+    text_columns: tuple[str, ...]
+    label_column: str
+    label_names: tuple[str, ...]
+    metric: str
+    files: dict[str, str] = field(hash=False)
+    task_type: str = "classification"
+    labels_file: str | None = None
+
+    def names(self) -> list[str]:
+        """The label names in id order (read from `labels_file` when the spec names one)."""
+        if self.labels_file is None:
+            return list(self.label_names)
+        text = (DATA_DIR / self.name / self.labels_file).read_text(encoding="utf-8")
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+TASKS: Registry[TaskSpec] = Registry("task")
+_DEV = {"train": "train.tsv", "test": "dev.tsv"}
+_DEV_TEST = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
+for _spec in (
+    TaskSpec("sst2", ("sentence",), "label", ("negative", "positive"), "accuracy",
+             {"train": "train.tsv", "test": "test.tsv"}),
+    TaskSpec("cola", ("sentence",), "label", ("unacceptable", "acceptable"), "matthews", _DEV),
+    TaskSpec("mrpc", ("sentence1", "sentence2"), "label", ("not_paraphrase", "paraphrase"), "f1", _DEV),
+    TaskSpec("rte", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), "accuracy", _DEV),
+    TaskSpec("stsb", ("sentence1", "sentence2"), "label", ("score",), "pearson", _DEV_TEST, task_type="regression"),
+    TaskSpec("goemotions", ("text",), "labels", (), "macro_f1", _DEV_TEST, task_type="multilabel",
+             labels_file="labels.txt"),
+):
+    TASKS.add(_spec.name, _spec)
