@@ -293,7 +293,8 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
     def complete(summary: dict[str, Any]) -> None:
         if teacher_summary and summary.get("test") and teacher_summary.get("test"):
             key = primary(data.metric)
-            summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
+            if teacher_summary["test"][key] > 0:  # a share of a score at or below zero (a correlation) means nothing
+                summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
         _card(out, summary, (out / CONFIG_FILE).read_text(), cfg.teacher, f"distillation: {objective}", data,
               teacher_summary)
 

@@ -181,7 +181,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     teacher, t_model = load_scored(cfg.teacher, data, cfg, "teacher", device) if cfg.teacher else (None, None)
     result: dict[str, Any] = {"task": data.name, "model": student, "teacher": teacher}
     if teacher:
-        result["retention"] = student["score"] / teacher["score"] if teacher["score"] else None
+        result["retention"] = student["score"] / teacher["score"] if teacher["score"] > 0 else None
     if cfg.speed:
         if teacher is not None and t_model is not None:
             timed = measure_models([t_model, s_model], cfg, device, pairs=[(0, 1)], names=["teacher", "student"])
