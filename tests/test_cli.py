@@ -235,3 +235,12 @@ def test_required_fields_say_so(capsys) -> None:
     assert "runs: Field required" in capsys.readouterr().err
     sub = cli.build_parser()._subparsers._group_actions[0].choices["bench"]
     assert "[default: required]" in sub.format_help()
+
+
+def test_a_bad_value_names_the_config_file_it_came_from(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: -1\n")
+    assert cli.main(["distill", "--config", str(bad)]) == 2
+    assert f"invalid config {bad} (or a flag): train.lr: Input should be greater than 0" in capsys.readouterr().err
+    assert cli.main(["distill", "--lr", "-1"]) == 2
+    assert "invalid flags: train.lr" in capsys.readouterr().err

@@ -234,7 +234,9 @@ def config_from_args(command: str, args: argparse.Namespace) -> Any:
     for path, raw in given.items():
         if path in fields:
             _set(data, path, _parse_value(raw, fields[path]))
-    return build(model, with_section_defaults(model, data), source="--config/flags" if data else "config")
+    config_file = getattr(args, "config", None)
+    source = (f"config {config_file} (or a flag)" if config_file else "flags") if data else "config"
+    return build(model, with_section_defaults(model, data), source=source)
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
