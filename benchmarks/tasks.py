@@ -1,0 +1,193 @@
+"""Every task type (issue 19): a 3-layer student of all-MiniLM-L6-v2 on STS-B, GoEmotions, CoNLL-2003 and SQuAD.
+
+Per task the teacher (all-MiniLM-L6-v2 + the task's head) is fine-tuned once; then the 3-layer student built from
+the teacher's layers 2, 4, 6 is trained three ways with the same data, epochs, learning rate and seed:
+no teacher (the gold-label loss only), soft targets (the task's response loss + the gold-label loss: logit MSE for
+STS-B, per-label BCE at T=2 for GoEmotions, per-token KL at T=2 for CoNLL-2003, KL at T=2 on the start and end
+distributions for SQuAD) and soft targets + hidden + attention (hidden_mse x1 + attn_kl x1, uniform layer map).
+Students distil from the teacher-output cache. Metrics: Pearson (STS-B), macro F1 (GoEmotions), entity F1
+(CoNLL-2003), F1 (SQuAD, with exact match beside it), on each task's test split (SQuAD: the official dev set).
+
+Training subsets for CPU time (say so in the table): GoEmotions 10,000 of 43,410 comments, CoNLL-2003 all 14,041
+sentences, SQuAD's shipped train split is itself a 4,371-question subset of the official 87,599.
+
+Each finished cell is one line of results/tasks.jsonl (task, student, method, seed, metric, score, retention,
+params, train_s, latency), appended at once and skipped on the next run; a cell cut short resumes from its own
+checkpoint under benchmarks/runs/tasks.
+
+    python benchmarks/tasks.py --dry-run        # the cells left, in the order they run
+    python benchmarks/tasks.py                  # all (CPU hours: SQuAD's 384-token windows dominate)
+    python benchmarks/tasks.py --tasks stsb goemotions
+    python benchmarks/tasks.py --report-only    # results/tasks.md and tasks.png from the JSONL
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from cells import done_cells, record  # noqa: E402
+
+from kdistill import api  # noqa: E402
+from kdistill.config import BenchConfig, DistillConfig, FinetuneConfig, build  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+FEATURES = [{"name": "hidden_mse", "weight": 1.0}, {"name": "attn_kl", "weight": 1.0}]
+TASKS: dict[str, dict[str, Any]] = {
+    # soft: the response loss that fits the task type; `ce` is each task type's gold-label loss
+    "stsb": {"max_length": 128, "metric": "pearson", "epochs": 3, "max_train": None,
+             "soft": [{"name": "logit_mse", "weight": 0.5}, {"name": "ce", "weight": 0.5}]},
+    "goemotions": {"max_length": 64, "metric": "macro_f1", "epochs": 3, "max_train": 10_000,
+                   "soft": [{"name": "bce_soft", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]},
+    "conll2003": {"max_length": 128, "metric": "entity_f1", "epochs": 3, "max_train": None,
+                  "soft": [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]},
+    "squad": {"max_length": 384, "metric": "f1", "epochs": 2, "max_train": None,
+              "soft": [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]},
+}
+METHODS = ("no teacher", "soft targets", "soft targets + hidden + attention")
+STUDENT = {"init": "teacher_layers", "num_layers": 3}
+PUBLISHED = {  # published points, other teacher and hardware: shown beside, never compared as ours
+    "squad": "DistilBERT 77.7 EM / 85.8 F1 vs BERT-base 81.2 / 88.5 (Sanh et al. 2019): 96.9% of F1",
+    "stsb": "TinyBERT4 80.4 vs its BERT-base teacher 85.8 on GLUE's STS-B test (Jiao et al. 2020, Table 1): 93.7%",
+    "conll2003": "none quoted here",
+    "goemotions": "none quoted here",
+}
+
+
+def losses(task: str, method: str) -> list[dict[str, Any]]:
+    if method == "no teacher":
+        return [{"name": "ce"}]
+    soft = TASKS[task]["soft"]
+    return soft if method == "soft targets" else [*soft, *FEATURES]
+
+
+def env_info() -> dict[str, Any]:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def data_cfg(task: str, args: argparse.Namespace) -> dict[str, Any]:
+    spec = TASKS[task]
+    return {"task": task, "max_length": spec["max_length"], "max_train_examples": args.max_train or spec["max_train"]}
+
+
+def run_teacher(task: str, args: argparse.Namespace, runs: Path) -> dict[str, Any]:
+    out = runs / task / "teacher"
+    cfg = build(FinetuneConfig, {
+        "model": "minilm", "out": str(out), "data": data_cfg(task, args),
+        "train": {"epochs": args.epochs_scale * TASKS[task]["epochs"], "lr": 5e-5, "batch_size": 32, "seed": 42,
+                  "device": args.device, "save_steps": args.save_steps, "group_by_length": True}})
+    s = api.finetune(cfg)
+    key = s["metric"]
+    return {"kind": "teacher", "task": task, "metric": key, "score": s["test"][key], "test": s["test"],
+            "params": s["params"], "train_s": s["wall_seconds"], "model_dir": str(out)}
+
+
+def latency(model_dir: str, task: str, args: argparse.Namespace, scratch: Path) -> dict[str, float]:
+    cfg = build(BenchConfig, {"model": [model_dir], "batch_sizes": [1, 32], "seq_lengths": [TASKS[task]["max_length"]],
+                              "backends": ["pytorch"], "warmup": 3, "repeats": args.repeats, "device": args.device,
+                              "out_json": str(scratch / "bench.json")})
+    return {f"bs{r['batch_size']}": r["p50_ms"] for r in api.bench(cfg)["rows"]}
+
+
+def run_student(task: str, method: str, seed: int, teacher: dict[str, Any], args: argparse.Namespace,
+                runs: Path) -> dict[str, Any]:
+    out = runs / task / f"{method.replace(' ', '-').replace('+', 'and')}__{seed}"
+    needs_teacher = method != "no teacher"
+    cfg = build(DistillConfig, {
+        "teacher": teacher["model_dir"], "student": STUDENT, "losses": losses(task, method), "out": str(out),
+        "teacher_cache": str(runs / task / "teacher-cache") if needs_teacher else False,
+        "data": data_cfg(task, args),
+        "train": {"epochs": args.epochs_scale * TASKS[task]["epochs"], "lr": 1e-4, "batch_size": 32, "seed": seed,
+                  "device": args.device, "save_steps": args.save_steps, "group_by_length": True}})
+    s = api.distill(cfg)
+    key = teacher["metric"]
+    return {"kind": "student", "task": task, "student": "3L-384 (teacher layers 2,4,6)", "method": method,
+            "seed": seed, "metric": key, "score": s["test"][key], "test": s["test"],
+            "retention": s["test"][key] / teacher["score"] if teacher["score"] > 0 else None,
+            "params": s["params"], "teacher_params": teacher["params"], "train_s": s["wall_seconds"],
+            "model_dir": str(out), "warnings": s.get("warnings")}
+
+
+def write_report(rows: dict[str, dict[str, Any]], md: Path) -> None:
+    lines = ["# Every task type: a 3-layer student of all-MiniLM-L6-v2", "",
+             "Generated by `python benchmarks/tasks.py --report-only` from results/tasks.jsonl. Scores x100 on each "
+             "task's test split (SQuAD: official dev); retention = student / teacher. Latency: PyTorch fp32 p50, "
+             "this machine's 2 CPU cores, at the task's sequence length.", "",
+             "| task | metric | model | method | score | retention | params | latency bs1 / bs32 (ms) | train (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for task in TASKS:
+        teacher = rows.get(f"teacher | {task}")
+        if teacher is None:
+            continue
+        lat = teacher.get("latency_ms", {})
+        lines.append(f"| {task} | {teacher['metric']} | teacher 6L-384 | fine-tuned | {100 * teacher['score']:.1f} | "
+                     f"| {teacher['params'] / 1e6:.1f}M | {lat.get('bs1', 0):.1f} / {lat.get('bs32', 0):.1f} | "
+                     f"{teacher['train_s']:.0f} |")
+        for method in METHODS:
+            cells = [r for r in rows.values() if r.get("kind") == "student" and r["task"] == task
+                     and r["method"] == method]
+            for r in cells:
+                lat = r.get("latency_ms", {})
+                ret = f"{100 * r['retention']:.1f}%" if r.get("retention") is not None else "n/a"
+                lines.append(f"| {task} | {r['metric']} | student 3L-384 | {method} | {100 * r['score']:.1f} | {ret} "
+                             f"| {r['params'] / 1e6:.1f}M | {lat.get('bs1', 0):.1f} / {lat.get('bs32', 0):.1f} | "
+                             f"{r['train_s']:.0f} |")
+        lines.append(f"| {task} | | published | | {PUBLISHED[task]} | | | | |")
+    md.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--epochs-scale", type=float, default=1.0, help="scale every epoch count (smoke runs)")
+    ap.add_argument("--max-train", type=int, default=None, help="use only N training examples (smoke runs)")
+    ap.add_argument("--save-steps", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=15, help="timed rounds per shape")
+    ap.add_argument("--runs", default=str(HERE / "runs" / "tasks"))
+    ap.add_argument("--results", type=Path, default=HERE / "results" / "tasks.jsonl")
+    ap.add_argument("--dry-run", action="store_true", help="list the cells left and stop")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    runs = Path(args.runs)
+    if not args.report_only:
+        done = done_cells(args.results)
+        for task in args.tasks:
+            cells = [(f"teacher | {task}", None, 0)] + [(f"student | {task} | {m} | seed {s}", m, s)
+                                                       for s in range(42, 42 + args.seeds) for m in args.methods]
+            for name, method, seed in cells:
+                if name in done:
+                    continue
+                if args.dry_run:
+                    print("  " + name)
+                    continue
+                print(f"[tasks] {name}", flush=True)
+                if method is None:
+                    row = run_teacher(task, args, runs)
+                else:
+                    row = run_student(task, method, seed, done[f"teacher | {task}"], args, runs)
+                scratch = runs / task / "bench"
+                scratch.mkdir(parents=True, exist_ok=True)
+                row["latency_ms"] = latency(row["model_dir"], task, args, scratch)
+                record(args.results, {"cell": name, **row, "env": env_info()})
+                done = done_cells(args.results)
+        if args.dry_run:
+            return
+    write_report(done_cells(args.results), args.results.with_suffix(".md"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
