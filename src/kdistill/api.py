@@ -55,7 +55,7 @@ from kdistill.runfolder import (
 from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students import build_student
-from kdistill.tasks import Task
+from kdistill.tasks import HEADS, Task
 from kdistill.teachers import choose_teacher_source
 
 __all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label", "mlm_head", "general",
@@ -127,8 +127,7 @@ def _finetune(cfg: FinetuneConfig, out: Path, callbacks: list[Callable[[Distille
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_classifier(cfg.model, num_labels=data.num_labels, label_names=data.label_names,
-                            problem_type=data.task.problem_type)
+    model = load_classifier(cfg.model, num_labels=data.num_labels, label_names=data.label_names, task=data.task)
     data.task.check_model(data, model.config, cfg.model)
     check_max_length(cfg.data.max_length, model.config, "model", cfg.model)
     splits = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)
@@ -156,7 +155,7 @@ def _teacher_model(name: str) -> PreTrainedModel:
     cfg_file = Path(path) / "config.json"
     if cfg_file.is_file():
         archs = json.loads(cfg_file.read_text()).get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in archs):
+        if not any(a.endswith(tuple(HEADS)) for a in archs):
             raise KDistillError(f"teacher '{name}' has no classification head; fine-tune it first "
                                 f"(kdistill finetune --model {name})")
     return load_classifier(name)

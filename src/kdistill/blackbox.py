@@ -278,6 +278,7 @@ class ModelTeacher(Teacher):
         self.device, self.max_length = pick_device(device), max_length
         self.model = load_classifier(name).eval().to(self.device)
         self.task = get_task(task_of_config(self.model.config))
+        self.task.check_label()  # one answer per example: a token-classification teacher is refused here
         self.tokenizer = load_tokenizer(name)
         n, id2label = self.model.config.num_labels, self.model.config.id2label or {}
         if label_names and len(label_names) != n:

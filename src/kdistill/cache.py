@@ -3,7 +3,9 @@
 Why: the teacher gives the same answer every epoch (eval mode, no dropout), and its forward pass is a large
 share of a distillation step. The cache stores per training example, unpadded, the logits (float32) and the
 features the objective asks for (hidden states, attention scores or probabilities; float16 by default), in
-safetensors shards read through memory maps, plus a `manifest.json`.
+safetensors shards read through memory maps, plus a `manifest.json`. The logits of a per-token task (NER, QA)
+are stored for every real token of the example, (n_tokens, C) rows, like the hidden states (`logits_per_token` in
+the manifest); the `Task` picks the labelled rows when the losses compare them.
 
 A cache folder is named by a fingerprint of everything its contents depend on: the teacher's weights and
 config, the tokenizer, the training texts and their token ids, max_length, the stored features, their dtype
@@ -260,17 +262,21 @@ def human_bytes(n: float) -> str:
 
 
 def _example_bytes(lengths: list[int], request: FeatureRequest, num_labels: int, hidden: int, heads: int,
-                   itemsize: int) -> list[int]:
+                   itemsize: int, per_token: bool = False) -> list[int]:
     nh, na = len(request.hidden), len(request.attn_scores) + len(request.attn_probs)
-    return [num_labels * 4 + 8 + itemsize * (nh * n * hidden + na * heads * n * n) for n in lengths]
+    return [num_labels * 4 * (n if per_token else 1) + 8 + itemsize * (nh * n * hidden + na * heads * n * n)
+            for n in lengths]
 
 
 def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Dataset, tokenizer: Any, *,
                 batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True,
-                log: Callable[[str], None] = print, note: dict[str, Any] | None = None) -> dict[str, Any]:
+                log: Callable[[str], None] = print, note: dict[str, Any] | None = None,
+                per_token: bool = False) -> dict[str, Any]:
     """Run `teacher` (eval mode, float32) once over `train` and write the cache to `folder`; returns its manifest.
 
     Examples are batched longest first inside each shard, so padding is small; each is stored unpadded.
+    `per_token`: the teacher's logits are (B, L, C) (`kdistill.tasks.Task.per_token`); each example's real tokens'
+    rows are stored, one after another like the hidden states.
     The folder appears only when complete (written under a temporary name, then renamed), with the file modes
     `open()` gives (safetensors writes 0600). Temporary folders of killed builds in the same root are removed first.
     """
@@ -281,9 +287,9 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
     lengths = [len(x) for x in train["input_ids"]]
     cfg = teacher.config
     hidden, heads = int(cfg.hidden_size), int(cfg.num_attention_heads)
-    sizes = _example_bytes(lengths, request, int(cfg.num_labels), hidden, heads, dtype.itemsize)
+    sizes = _example_bytes(lengths, request, int(cfg.num_labels), hidden, heads, dtype.itemsize, per_token)
     padded = _example_bytes([max(lengths)] * len(lengths), request, int(cfg.num_labels), hidden, heads,
-                            dtype.itemsize)
+                            dtype.itemsize, per_token)
     what = ["logits"] + [f"{k}{v}" for k, v in _request_dict(request).items() if v]
     log(f"teacher cache: {len(lengths):,} examples x {' + '.join(what)}"
         + (f" ({spec.dtype})" if request else "") + f", about {human_bytes(sum(sizes))} unpadded "
@@ -314,7 +320,9 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
     try:
         for no, (a, b) in enumerate(ranges):
             order = sorted(range(a, b), key=lambda i: -lengths[i])
-            logits = torch.empty(b - a, int(cfg.num_labels))
+            # where each example's logits rows start: one row per example, or one per real token
+            starts = torch.tensor([0, *lengths[a:b]]).cumsum(0).tolist() if per_token else list(range(b - a + 1))
+            logits = torch.empty(starts[-1], int(cfg.num_labels))
             feats: dict[str, list[Tensor]] = {f"{k}.{layer}": [torch.empty(0)] * (b - a)
                                               for k in KINDS for layer in getattr(request, k)}
             for k in range(0, len(order), batch_size):
@@ -326,7 +334,7 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
                     out = forward_features(teacher, batch, request)
                 for j, i in enumerate(ids):
                     pos, r = slice(0, lengths[i]), i - a  # right padding: real tokens come first
-                    logits[r] = out.logits[j].float().cpu()
+                    logits[starts[r]:starts[r + 1]] = (out.logits[j, pos] if per_token else out.logits[j]).float().cpu()
                     for layer, h in out.hidden.items():
                         feats[f"hidden.{layer}"][r] = h[j, pos].to(dtype).cpu()
                     for kind in ("attn_scores", "attn_probs"):
@@ -342,7 +350,8 @@ def build_cache(folder: Path, spec: CacheSpec, teacher: nn.Module, train: Datase
         man = {"format": FORMAT, "fingerprint": spec.fingerprint, "parts": spec.parts,
                "request": _request_dict(request), "dtype": spec.stored_dtype, "num_examples": len(lengths),
                "num_labels": int(cfg.num_labels), "hidden_size": hidden, "num_heads": heads, "shards": shards,
-               "bytes": sum(s["bytes"] for s in shards), "build_seconds": seconds, **(note or {})}
+               "bytes": sum(s["bytes"] for s in shards), "build_seconds": seconds,
+               **({"logits_per_token": True} if per_token else {}), **(note or {})}
         atomic_write_json(tmp / MANIFEST, man)  # the folder is renamed whole below; this keeps the file whole too
         usual_modes(tmp)
         kill_point("teacher-cache-built")  # test hook: a build killed before its rename leaves only `tmp`

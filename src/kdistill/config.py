@@ -26,12 +26,13 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where examples come from: a shipped task, a local file, or a `datasets` hub name."""
 
-    task: str | None = Field("sst2", description="shipped task name (sst2, cola, mrpc, rte, stsb, goemotions); "
-                             "null with files")
-    task_type: Literal["classification", "regression", "multilabel"] | None = Field(
-        None, description="how labels are read: class ids or names, scores (one output), or comma-separated label "
-        "sets (one sigmoid per label); null = detect (numbers that are not all integers: regression; lists: "
-        "multilabel)")
+    task: str | None = Field("sst2", description="shipped task name (sst2, cola, mrpc, rte, stsb, goemotions, "
+                             "conll2003); null with files")
+    task_type: Literal["classification", "regression", "multilabel", "token_classification"] | None = Field(
+        None, description="how labels are read: class ids or names, scores (one output), comma-separated label "
+        "sets (one sigmoid per label), or a tag per word (CoNLL columns or JSONL tokens/tags); null = detect "
+        "(numbers that are not all integers: regression; lists: multilabel; CoNLL or token JSONL files: "
+        "token_classification)")
     train_file: str | None = Field(None, description="local CSV/TSV/JSONL training file")
     validation_file: str | None = Field(None, description="local validation file (else carved from train)")
     test_file: str | None = Field(None, description="local test file")
@@ -40,8 +41,10 @@ class DataConfig(_Strict):
     text_columns: list[str | int] | None = Field(None, description="one text column or a pair, by name or index")
     label_column: str | int | None = Field(None, description="label column by name or index")
     header: bool | None = Field(None, description="file has a header row; null = detect")
-    metric: Literal["accuracy", "matthews", "f1", "pearson", "spearman", "macro_f1", "micro_f1"] | None = Field(
-        None, description="task metric (default: the shipped task's, else accuracy, pearson or macro_f1 by task type)")
+    metric: Literal["accuracy", "matthews", "f1", "pearson", "spearman", "macro_f1", "micro_f1",
+                    "entity_f1"] | None = Field(
+        None, description="task metric (default: the shipped task's, else accuracy, pearson, macro_f1 or entity_f1 "
+        "by task type)")
     label_names: list[str] | None = Field(None, description="files: class names in id order (text labels map to "
                                           "them, integer labels index them); default: sorted text labels")
     max_length: int = Field(128, gt=1, description="tokens per example after truncation")

@@ -1,9 +1,11 @@
 """Examples for a task as `datasets.Dataset` splits (text_a[, text_b], label), tokenised and batched.
 
 Three sources end in the same `TaskData`: a task shipped with kdistill (`kdistill.tasks.shipped`), local
-CSV/TSV/JSONL files (`kdistill.tasks.readers`), or a `datasets` name/folder. The task type (`kdistill.tasks`) reads
-the labels: class ids, scores or label sets. Bad input raises `KDistillError` naming the file, line or column, so
-the CLI can print one line instead of a traceback from deep inside `datasets` or `csv`.
+CSV/TSV/JSONL files (`kdistill.tasks.readers`) or files in a task type's own format (CoNLL columns: `Task.read_file`),
+or a `datasets` name/folder. The task type (`kdistill.tasks`) reads the labels (class ids, scores, label sets, tags
+per word), encodes the examples (`Task.encode`) and pads them into batches (`Task.collator`). Bad input raises
+`KDistillError` naming the file, line or column, so the CLI can print one line instead of a traceback from deep
+inside `datasets` or `csv`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from kdistill.config import DataConfig
 from kdistill.errors import KDistillError
 from kdistill.labels import label_key
 from kdistill.sampling import LengthGroupedSampler
-from kdistill.tasks import Task, detect_task_type, get_task
+from kdistill.tasks import Task, detect_file_task, detect_task_type, get_task
+from kdistill.tasks.conll import token_rows
 from kdistill.tasks.readers import (
     RawSplit,
     Table,
@@ -48,7 +51,8 @@ class TaskData:
     """Splits "train", "validation" (and "test") with columns text_a, text_b (pairs only), label.
 
     `task_type` names the `kdistill.tasks` type that read the labels: the label column holds class ids
-    (classification), scores (regression) or 0/1 rows over `label_names` (multi-label).
+    (classification), scores (regression), 0/1 rows over `label_names` (multi-label), or a tag id per word
+    (token classification, whose text_a holds each sentence's words).
     """
 
     name: str
@@ -72,7 +76,30 @@ class TaskData:
 # ---------------------------------------------------------------- sources
 
 
+def _own_format(cfg: DataConfig) -> Task | None:
+    """The task type that reads the local files itself: `data.task_type`'s, else the one the training file's format
+    evidently is (`Task.sniff`); None for tables of text and label columns."""
+    if cfg.task_type is not None:
+        task = get_task(cfg.task_type)
+        return task if type(task).read_file is not Task.read_file else None
+    kind = detect_file_task(Path(str(cfg.train_file)))
+    return get_task(kind) if kind is not None else None
+
+
+def _read_own(task: Task, path: Path) -> RawSplit:
+    split = task.read_file(path)
+    assert split is not None, f"{task.name} reads its own files"
+    return split
+
+
 def _from_files(cfg: DataConfig) -> tuple[dict[str, RawSplit], list[str] | None]:
+    own = _own_format(cfg)
+    if own is not None:
+        if cfg.text_columns or cfg.label_column is not None:
+            raise KDistillError(f"data.text_columns and data.label_column are for tables; {cfg.train_file} is read "
+                                f"as {own.doc} (token first, tag last): leave them unset")
+        files = {"train": cfg.train_file, "validation": cfg.validation_file, "test": cfg.test_file}
+        return {k: _read_own(own, Path(str(f))) for k, f in files.items() if f}, None
     text_spec = list(cfg.text_columns) if cfg.text_columns else None
     label_spec = cfg.label_column
     given = [*(text_spec or []), *([] if label_spec is None else [label_spec])]
@@ -117,6 +144,9 @@ def _from_dataset(cfg: DataConfig) -> tuple[dict[str, RawSplit], list[str] | Non
     val = val or next((s for s in dsets if s.startswith("validation")), None)
     chosen = {"train": "train", "validation": val, "test": "test" if "test" in dsets else None}
     columns, where = dsets["train"].column_names, f"dataset {name}"
+    if cfg.task_type == "token_classification" or (cfg.task_type is None and not cfg.text_columns
+                                                    and "tokens" in columns):
+        return _token_dataset(cfg, dsets, chosen, name)
     text_spec = list(cfg.text_columns) if cfg.text_columns else default_text_columns(columns, where)
     label_spec = default_label_column(columns, where) if cfg.label_column is None else cfg.label_column
     need = [columns[column_index(c, columns, 0, where)] for c in [*text_spec, label_spec]]
@@ -139,20 +169,46 @@ def _from_dataset(cfg: DataConfig) -> tuple[dict[str, RawSplit], list[str] | Non
     return out, names
 
 
+def _token_dataset(cfg: DataConfig, dsets: dict[str, Any], chosen: dict[str, str | None],
+                   name: str) -> tuple[dict[str, RawSplit], list[str] | None]:
+    """A `datasets` split of words and tags (`tokens`, `ner_tags` as Hugging Face's conll2003) as token splits."""
+    columns, where = dsets["train"].column_names, f"dataset {name}"
+    text = cfg.text_columns[0] if cfg.text_columns else "tokens"
+    label = cfg.label_column if cfg.label_column is not None else next(
+        (c for c in ("ner_tags", "tags", "labels", "label") if c in columns), "ner_tags")
+    text, label = (columns[column_index(c, columns, 0, where)] for c in (text, label))
+    inner = getattr(dsets["train"].features[label], "feature", None)
+    names = list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
+    out = {}
+    for ours, theirs in chosen.items():
+        ds = dsets[theirs] if theirs else None
+        if ds is not None and len(ds):
+            out[ours] = token_rows(f"dataset {name} split '{theirs}'", ds[text], ds[label],
+                                   list(range(1, len(ds) + 1)), where="row")
+    return out, names
+
+
 def _from_task(spec: TaskSpec) -> dict[str, RawSplit]:
     splits = {}
+    task = get_task(spec.task_type)
     for split, fname in spec.files.items():
+        own = task.read_file(DATA_DIR / spec.name / fname)
+        if own is not None:  # the task type's own format (CoNLL columns)
+            splits[split] = own
+            continue
         table = read_table(DATA_DIR / spec.name / fname, True, True, None, set())
         splits[split] = cells_to_split(table, list(spec.text_columns), spec.label_column)
     return splits
 
 
 def _task_type(cfg: DataConfig, spec: TaskSpec | None, raw: dict[str, RawSplit]) -> Task:
-    """`data.task_type`, else the shipped task's type, else what the training labels look like."""
+    """`data.task_type`, else the shipped task's type, else what the files' format or training labels look like."""
     if spec is not None and cfg.task_type is not None and cfg.task_type != spec.task_type:
         raise KDistillError(f"task {spec.name} is {get_task(spec.task_type).doc}; data.task_type {cfg.task_type} "
                             "does not fit it (leave data.task_type unset)")
-    kind = cfg.task_type or (spec.task_type if spec is not None else None) or detect_task_type(raw["train"].labels)
+    kind = (cfg.task_type or (spec.task_type if spec is not None else None)
+            or (detect_file_task(Path(str(cfg.train_file))) if cfg.train_file else None)
+            or detect_task_type(raw["train"].labels, raw["train"].text_a))
     return get_task(kind)
 
 
@@ -188,13 +244,11 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         raw["validation"] = raw["train"].take(sorted(perm[:n_val].tolist()))
         raw["train"] = raw["train"].take(sorted(perm[n_val:].tolist()))
     is_pair = raw["train"].text_b is not None
-    text = datasets.Value("string")
-    feats = datasets.Features({"text_a": text, **({"text_b": text} if is_pair else {}),
-                               "label": task.label_feature(len(names))})
+    feats = task.split_features(is_pair, names)
     splits = {}
     for key in [k for k in ("train", "validation", "test") if k in raw]:
         s = raw[key].take(slice(0, cfg.max_train_examples if key == "train" else cfg.max_eval_examples))
-        cols = {"text_a": s.text_a, **({"text_b": s.text_b} if is_pair else {}), "label": s.labels}
+        cols = task.split_columns(s)
         if key == "train" and cfg.augment_file:
             _add_augmented(cols, cfg.augment_file, list(names), is_pair, task)
         splits[key] = datasets.Dataset.from_dict(cols, features=feats)
@@ -251,24 +305,18 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def _tokenize(ds: datasets.Dataset, tokenizer: Any, max_length: int) -> datasets.Dataset:
+def _tokenize(ds: datasets.Dataset, tokenizer: Any, max_length: int, task: Task) -> datasets.Dataset:
     cols: dict[str, list] = {}
-    pair = "text_b" in ds.column_names
     for start in range(0, len(ds), 2048):
-        part = ds[start:start + 2048]
-        args = [part["text_a"], part["text_b"]] if pair else [part["text_a"]]
-        enc = tokenizer(*args, truncation=True, max_length=max_length)
-        for k, v in enc.items():
+        for k, v in task.encode(ds[start:start + 2048], tokenizer, max_length).items():
             cols.setdefault(k, []).extend(v)
-        cols.setdefault("labels", []).extend(part["label"])
-    feats = {k: datasets.Sequence(datasets.Value("int32")) for k in cols if k != "labels"}
-    feats["labels"] = ds.features["label"]  # the task's: class id, score or 0/1 row
-    return datasets.Dataset.from_dict(cols, features=datasets.Features(feats))
+    feats = task.encoded_features(cols, ds.features["label"])  # labels: class id, score, 0/1 row or tag ids
+    return datasets.Dataset.from_dict(cols, features=feats)
 
 
 def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
                     cache_dir: str | None = None) -> dict[str, datasets.Dataset]:
-    """Token ids per split (no padding: the collator pads per batch), cached on disk by content.
+    """Encoded rows per split (`Task.encode`; no padding: the collator pads per batch), cached on disk by content.
 
     Each split is written to a temporary folder and renamed into place, so an interrupted run
     never leaves a half-written cache that a later run would read.
@@ -276,10 +324,11 @@ def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
     root = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE
     root.mkdir(parents=True, exist_ok=True)
     tok_hash = tokenizer_hash(tokenizer)
+    task = data.task
     out = {}
     for split, ds in data.splits.items():
-        key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, split_hash(ds), tok_hash, max_length])
-                             .encode()).hexdigest()[:32]
+        parts = [CACHE_FORMAT_VERSION, split_hash(ds), tok_hash, max_length, *task.encoding_key(ds)]
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
         final = root / key
         if final.is_dir():
             try:
@@ -289,7 +338,7 @@ def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
                 shutil.rmtree(final, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
-            tokenized = _tokenize(ds, tokenizer, max_length)
+            tokenized = _tokenize(ds, tokenizer, max_length, task)
             bars = datasets.is_progress_bar_enabled()
             datasets.disable_progress_bars()
             try:
@@ -311,16 +360,19 @@ def tokenize_splits(data: TaskData, tokenizer: Any, max_length: int,
 
 def make_loader(ds: datasets.Dataset, tokenizer: Any, batch_size: int, shuffle: bool = False,
                 seed: int | None = None, group_by_length: bool = False,
-                collate_fn: Any = None) -> torch.utils.data.DataLoader:
+                collate_fn: Any = None, task: Task | None = None) -> torch.utils.data.DataLoader:
     """Batches padded to their own longest example; only model inputs, labels and `idx` reach the collator.
 
     `idx` (the example's row, present when a teacher cache serves the run) lets `kdistill.cache` find the
     teacher's outputs in any order; `features.model_inputs` keeps it away from the models.
     `group_by_length` shuffles in batches of similar length (see `kdistill.sampling`) to pad less.
+    The collator is `collate_fn`, else the task's (`Task.collator`: token labels padded with -100), else padding of
+    the model inputs.
     """
     keep = set(tokenizer.model_input_names) | {"labels", "idx", "special_tokens_mask"}
+    keep |= set(task.batch_columns) if task is not None else set()  # what the task's targets read beside labels
     ds = ds.select_columns([c for c in ds.column_names if c in keep])
-    collate = collate_fn or DataCollatorWithPadding(tokenizer)
+    collate = collate_fn or (task.collator(tokenizer) if task is not None else DataCollatorWithPadding(tokenizer))
     if shuffle and group_by_length:
         sampler = LengthGroupedSampler([len(x) for x in ds["input_ids"]], batch_size, seed or 0)
         return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate)

@@ -66,7 +66,7 @@ class DistillModule(nn.Module):
                 ) -> tuple[Tensor, dict[str, Tensor], dict[str, dict[int, float]]]:
         feats = forward_features(self.student, batch, self.objective.student_request)
         # the objective's task picks what the prediction losses compare (masked LM: the masked positions only)
-        out = self.objective(feats, teacher, batch.get("labels"), active=active)
+        out = self.objective(feats, teacher, batch.get("labels"), active=active, batch=batch)
         return out.total, out.terms, out.layer_terms  # a tuple, so DDP finds the tensors
 
 
@@ -127,6 +127,7 @@ class Distiller:
             teacher.to(self.acc.device)
         self.teacher_request = objective.teacher_request if teacher is not None else FeatureRequest()
         self.task = objective.task  # scores validation (metric, collapse warning) as the objective trains
+        self.eval_set = eval_set  # the encoded rows the task's scoring reads (a sentence's words, a window's offsets)
         module = DistillModule(student, objective)
         decay, no_decay = [], []
         for name, p in module.named_parameters():
@@ -136,9 +137,9 @@ class Distiller:
         # plain shuffling is seeded by Accelerate's seedable sampler; the grouped one by the run's seed
         train_loader = make_loader(train_set, tokenizer, train_cfg.batch_size, shuffle=True,
                                    seed=train_cfg.seed if train_cfg.group_by_length else None,
-                                   group_by_length=train_cfg.group_by_length, collate_fn=collate_fn)
-        eval_loader = (make_loader(eval_set, tokenizer, train_cfg.eval_batch_size, collate_fn=collate_fn)
-                       if eval_set is not None else None)
+                                   group_by_length=train_cfg.group_by_length, collate_fn=collate_fn, task=self.task)
+        eval_loader = (make_loader(eval_set, tokenizer, train_cfg.eval_batch_size, collate_fn=collate_fn,
+                                   task=self.task) if eval_set is not None else None)
         self.module, self.optimizer, self.train_loader = self.acc.prepare(module, optimizer, train_loader)
         self.eval_loader = self.acc.prepare(eval_loader) if eval_loader is not None else None
         self.total_batches = max(1, int(round(train_cfg.epochs * len(self.train_loader))))
@@ -295,8 +296,8 @@ class Distiller:
         assert self.eval_loader is not None
         logits, labels = predict(self.student, self.eval_loader, self.acc)
         task = self.task
-        metrics = task.score(self.metric, logits, labels)
-        self.last_warning = task.collapse_warning(logits, labels)
+        metrics = task.score(self.metric, logits, labels, encoded=self.eval_set)
+        self.last_warning = task.collapse_warning(logits, labels, encoded=self.eval_set)
         return metrics
 
     # ---- the loop ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from kdistill.atomic import atomic_write_json
 from kdistill.config import EvaluateConfig
 from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
+from kdistill.features import model_inputs, model_logits
 from kdistill.limits import check_max_length
 from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
@@ -28,9 +29,40 @@ from kdistill.speed import comparison_table, count_parameters, measure_speeds, s
 from kdistill.timing import speedup_of
 
 
+def _pad_to(x: np.ndarray, width: int, value: float) -> np.ndarray:
+    """`x` padded along axis 1 to `width` with `value`."""
+    if x.shape[1] == width:
+        return x
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (0, width - x.shape[1])
+    return np.pad(x, pad, constant_values=value)
+
+
+def stack_outputs(logits: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-batch outputs and labels -> one array each, in batch order.
+
+    Per-token outputs (B, L, C) of batches padded to different lengths are padded along L to the longest, with 0;
+    token labels (B, L) alongside them with -100, so padded positions are never scored. Per-example outputs are
+    concatenated as they are.
+    """
+    if not logits:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0,), dtype=np.int64)
+    if logits[0].ndim >= 3:
+        width = max(x.shape[1] for x in logits)
+        per_token = [y.ndim == 2 and y.shape[1] == x.shape[1] and not np.issubdtype(y.dtype, np.floating)
+                     for x, y in zip(logits, labels, strict=True)]
+        logits = [_pad_to(x, width, 0.0) for x in logits]
+        labels = [_pad_to(y, width, -100) if tok else y for y, tok in zip(labels, per_token, strict=True)]
+    return np.concatenate(logits), np.concatenate(labels)
+
+
 def predict(model: nn.Module, loader: Any, accelerator: Any = None, progress: bool = False,
             desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels over a loader; gathers across processes when an Accelerator is given."""
+    """Logits and labels over a loader (see `stack_outputs`); gathers across processes when an Accelerator is given.
+
+    The logits are `features.model_logits` of each output: (N, C), or (N, L, C) per token padded to the longest
+    batch (labels -100 there), or (N, L, 2) start/end logits of a question-answering head.
+    """
     model.eval()
     device = next(model.parameters()).device
     logits, labels = [], []
@@ -38,13 +70,17 @@ def predict(model: nn.Module, loader: Any, accelerator: Any = None, progress: bo
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             if accelerator is None:
                 batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(**{k: v for k, v in batch.items() if k != "labels"})
-            lg, lb = out.logits, batch["labels"]
+            out = model(**model_inputs(model, batch))  # not labels, nor the columns a task batches for its losses
+            lg, lb = model_logits(out), batch["labels"]
             if accelerator is not None:
+                if lg.dim() >= 3:  # per-token outputs: each process's batch has its own length
+                    if lb.dim() == 2 and lb.shape[1] == lg.shape[1] and not lb.is_floating_point():
+                        lb = accelerator.pad_across_processes(lb, dim=1, pad_index=-100)
+                    lg = accelerator.pad_across_processes(lg, dim=1, pad_index=0)
                 lg, lb = accelerator.gather_for_metrics((lg, lb))
-            logits.append(lg.float().cpu())
-            labels.append(lb.cpu())
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+            logits.append(lg.float().cpu().numpy())
+            labels.append(lb.cpu().numpy())
+    return stack_outputs(logits, labels)
 
 
 def score_split(model: nn.Module, tokenizer: Any, data: TaskData, split: str, max_length: int,
@@ -52,9 +88,9 @@ def score_split(model: nn.Module, tokenizer: Any, data: TaskData, split: str, ma
                 desc: str = "eval") -> dict[str, float]:
     """`data.metric` of `model` on `split`, scored by the data's task type (headline figure first)."""
     splits = tokenize_splits(data, tokenizer, max_length, cache_dir)
-    loader = make_loader(splits[split], tokenizer, batch_size)
+    loader = make_loader(splits[split], tokenizer, batch_size, task=data.task)
     logits, labels = predict(model, loader, progress=progress, desc=desc)
-    return data.task.score(data.metric, logits, labels)
+    return data.task.score(data.metric, logits, labels, encoded=splits[split])
 
 
 def load_scored(path: str, data: TaskData, cfg: Any, name: str, device: str) -> tuple[dict[str, Any], nn.Module]:

@@ -1,8 +1,10 @@
-"""ONNX export for serving: the classifier as `model.onnx`, checked against PyTorch, optionally int8.
+"""ONNX export for serving: the model with its task head as `model.onnx`, checked against PyTorch, optionally int8.
 
 An export is only worth shipping if ONNX Runtime says what PyTorch says, so every export is compared
 on real, dynamically padded examples of several batch shapes and fails above `atol`. The dynamic
 int8 copy trades accuracy for size and speed; the change in the task metric is measured, not assumed.
+The graph's outputs are the task head's (`Task.output_names`): `logits` (B, C) or (B, L, C) per token, or
+`start_logits` and `end_logits` of a question-answering head, compared as one stacked array.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from kdistill.cache import weights_hash
 from kdistill.config import DataConfig, ExportConfig, build, load_yaml
 from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
 from kdistill.errors import KDistillError
+from kdistill.evaluate import stack_outputs
+from kdistill.features import model_inputs, model_logits
 from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, resolve_model_path
 from kdistill.outputs import check_replaceable, output_folder, save_tokenizer
+from kdistill.tasks import HEADS, get_task, task_of_config
 
 _PIP_HINT = 'pip install onnx onnxruntime onnxscript "torch==2.13.0"'
 _EXTERNAL_DATA_BYTES = 1_800_000_000  # ONNX protobufs stop at 2 GB; larger weights go to model.onnx.data
@@ -52,9 +57,9 @@ def _model_dir(name: str) -> Path:
         archs = json.loads((path / "config.json").read_text()).get("architectures") or []
     except (OSError, ValueError) as err:
         raise KDistillError(f"cannot read {path / 'config.json'}: {err}") from None
-    if not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise KDistillError(f"model '{name}' is not a sequence classifier (architectures: {archs or 'none'}); "
-                            "only *ForSequenceClassification models can be exported")
+    if not any(a.endswith(tuple(HEADS)) for a in archs):
+        raise KDistillError(f"model '{name}' has no task head (architectures: {archs or 'none'}); only models "
+                            f"ending in {', '.join(HEADS)} can be exported")
     return path
 
 
@@ -71,14 +76,16 @@ def input_names(model: PreTrainedModel) -> list[str]:
 
 
 class _Logits(torch.nn.Module):
-    """Positional inputs in, one `logits` tensor out: the ONNX graph's whole interface."""
+    """Positional inputs in, the head's output tensors out (`outputs`, e.g. logits): the ONNX graph's interface."""
 
-    def __init__(self, model: PreTrainedModel, names: list[str]) -> None:
+    def __init__(self, model: PreTrainedModel, names: list[str], outputs: tuple[str, ...] = ("logits",)) -> None:
         super().__init__()
-        self.model, self.names = model, names
+        self.model, self.names, self.outputs = model, names, outputs
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.names, inputs, strict=True))).logits
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.model(**dict(zip(self.names, inputs, strict=True)))
+        tensors = tuple(getattr(out, n) for n in self.outputs)
+        return tensors[0] if len(tensors) == 1 else tensors
 
 
 def _example_inputs(model: PreTrainedModel, names: list[str]) -> tuple[torch.Tensor, ...]:
@@ -128,14 +135,15 @@ def export_onnx(model_dir: str, out_dir: Path, *, opset: int = 18, model: PreTra
     model = model if model is not None else load_classifier(str(path))
     model.eval()
     names = input_names(model)
+    outputs = get_task(task_of_config(model.config)).output_names
     onnx_path = out_dir / "model.onnx"
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     dynamic = {"inputs": tuple({0: batch, 1: seq} for _ in names)}
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     try:
         with _quiet_exporter(), torch.no_grad():
-            program = torch.onnx.export(_Logits(model, names).eval(), _example_inputs(model, names),
-                                        input_names=names, output_names=["logits"], dynamic_shapes=dynamic,
+            program = torch.onnx.export(_Logits(model, names, outputs).eval(), _example_inputs(model, names),
+                                        input_names=names, output_names=list(outputs), dynamic_shapes=dynamic,
                                         opset_version=opset, dynamo=True, verbose=False)
     except Exception as err:  # the exporter's errors are pages long; the first line names the op
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -178,7 +186,11 @@ def onnx_session(path: str | Path, *, threads: int | None = None, device: str = 
 
 
 def onnx_logits(session: Any, batch: Mapping[str, torch.Tensor | np.ndarray]) -> np.ndarray:
-    """Feed only the inputs the graph declares, as int64; missing token_type_ids are zeros (as in PyTorch)."""
+    """Feed only the inputs the graph declares, as int64; missing token_type_ids are zeros (as in PyTorch).
+
+    Returns the graph's one output, or its outputs stacked on a new last axis (start and end logits: (B, L, 2),
+    as `kdistill.features.model_logits` stacks them in PyTorch).
+    """
     feed: dict[str, np.ndarray] = {}
     for inp in session.get_inputs():
         value = batch.get(inp.name)
@@ -189,7 +201,8 @@ def onnx_logits(session: Any, batch: Mapping[str, torch.Tensor | np.ndarray]) ->
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().numpy()
         feed[inp.name] = np.asarray(value).astype(np.int64, copy=False)
-    return session.run(None, feed)[0]
+    outs = session.run(None, feed)
+    return outs[0] if len(outs) == 1 else np.stack(outs, axis=-1)
 
 
 def check_parity(model: PreTrainedModel, session: Any, batches: list[dict[str, torch.Tensor]], atol: float,
@@ -199,8 +212,8 @@ def check_parity(model: PreTrainedModel, session: Any, batches: list[dict[str, t
     model.eval()
     with torch.inference_mode():
         for batch in batches:
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            ref = model(**inputs).logits.float().numpy()
+            inputs = model_inputs(model, batch)
+            ref = model_logits(model(**inputs)).float().numpy()
             worst = max(worst, float(np.abs(onnx_logits(session, inputs) - ref).max()))
     if not worst <= atol:  # NaN fails too
         shapes = ", ".join("x".join(map(str, b["input_ids"].shape)) for b in batches)
@@ -218,13 +231,14 @@ def _data_config(cfg: ExportConfig, model_dir: Path) -> DataConfig | None:
     return build(DataConfig, data, source=f"data section of {run_cfg}") if isinstance(data, dict) else None
 
 
-def _score(session: Any, loader: Any, data: TaskData) -> dict[str, float]:
-    """`data.metric` of an ONNX Runtime session's outputs, scored by the data's task type."""
+def _score(session: Any, loader: Any, data: TaskData, encoded: Any) -> dict[str, float]:
+    """`data.metric` of an ONNX Runtime session's outputs on the encoded split `encoded`, scored by the data's task
+    type (per-token outputs of batches of different lengths are padded as `kdistill.evaluate.stack_outputs` does)."""
     logits, labels = [], []
     for batch in loader:
         logits.append(onnx_logits(session, {k: v for k, v in batch.items() if k != "labels"}))
         labels.append(batch["labels"].numpy())
-    return data.task.score(data.metric, np.concatenate(logits), np.concatenate(labels))
+    return data.task.score(data.metric, *stack_outputs(logits, labels), encoded=encoded)
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
@@ -277,7 +291,7 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
         _require_onnx()
         model = load_classifier(str(model_dir))
         tokenizer = load_tokenizer(str(model_dir))
-        print(f"[export] {model.config.model_type} classifier {model_dir} -> {final / 'model.onnx'} "
+        print(f"[export] {model.config.model_type} model {model_dir} -> {final / 'model.onnx'} "
               f"(opset {cfg.opset})")
         # Built under a temporary name and renamed whole: a kill or a failed parity check never leaves a partial
         # or wrong model.onnx where `bench` would pick it up (an earlier export stays until the new one is complete).
@@ -304,7 +318,7 @@ def _export_into(cfg: ExportConfig, model_dir: Path, model: Any, tokenizer: Any,
     tokens = tokenize_splits(data, tokenizer, data_cfg.max_length, data_cfg.cache_dir)[split]
     n = min(cfg.check_examples, len(tokens))
     big = max(1, (2 * n) // 3)  # two batches of different sizes, each padded to its own longest example
-    batches = list(make_loader(tokens.select(range(n)), tokenizer, big))
+    batches = list(make_loader(tokens.select(range(n)), tokenizer, big, task=data.task))
     session = onnx_session(path)
     diff = check_parity(model, session, batches, cfg.atol)  # a mismatch drops the whole temporary folder
     shapes = [list(b["input_ids"].shape) for b in batches]
@@ -322,10 +336,10 @@ def _export_into(cfg: ExportConfig, model_dir: Path, model: Any, tokenizer: Any,
         result["int8"] = {"path": str(q_path), "size_bytes": _file_bytes(q_path), "max_abs_diff": q_diff}
         if note is None:
             data.task.check_model(data, model.config, str(model_dir))
-            loader = make_loader(tokens, tokenizer, 64)
+            loader = make_loader(tokens, tokenizer, 64, task=data.task)
             key = primary(data.metric)
             print(f"[export] scoring fp32 and int8 ONNX on {len(tokens)} {split} examples")
-            fp32, int8 = _score(session, loader, data)[key], _score(q_session, loader, data)[key]
+            fp32, int8 = _score(session, loader, data, tokens)[key], _score(q_session, loader, data, tokens)[key]
             result.update(metric=key, split=split, scored_examples=len(tokens),
                           scores={"fp32": fp32, "int8": int8}, change=int8 - fp32)
     if note and cfg.quantize:

@@ -283,6 +283,18 @@ def model_inputs(model: nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Ten
             and k in accepted}
 
 
+def model_logits(out: Any) -> Tensor:
+    """A model output's logits as one tensor: `logits` ((B, C) per example, (B, L, C) per token), or a
+    question-answering head's start and end logits stacked on a last axis of 2 ((B, L, 2): [..., 0] start)."""
+    logits = getattr(out, "logits", None)
+    if logits is not None:
+        return logits
+    start, end = getattr(out, "start_logits", None), getattr(out, "end_logits", None)
+    if start is None or end is None:
+        raise KDistillError(f"the model's output ({type(out).__name__}) has no logits")
+    return torch.stack([start, end], dim=-1)
+
+
 def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: FeatureRequest) -> Features:
     """Run `model` once and return logits plus exactly the requested features.
 
@@ -305,7 +317,7 @@ def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: Fea
           _token_rows(batch)):
         out = model(**inputs, output_hidden_states=want_hidden,
                     output_attentions=need_attn and not recorded, return_dict=True)
-    feats = Features(logits=out.logits, mask=batch["attention_mask"])
+    feats = Features(logits=model_logits(out), mask=batch["attention_mask"])
     if want_hidden:
         states = out.hidden_states
         feats.hidden = {i: states[i] for i in request.hidden}

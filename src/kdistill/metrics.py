@@ -2,8 +2,9 @@
 
 Every metric returns plain floats with its own name as the first key (the headline figure) and,
 where useful, a second figure: accuracy for classification (it reads the same across tasks), the other
-correlation for regression, the other F1 average for multi-label. A metric takes predictions in its task's
-form (`kdistill.tasks`): class ids (N,), scores (N,) or 0/1 rows (N, K).
+correlation for regression, the other F1 average for multi-label, precision, recall and token accuracy for
+entity F1. A metric takes predictions in its task's form (`kdistill.tasks`): class ids (N,), scores (N,), 0/1 rows
+(N, K), or tag names per sentence (token classification).
 """
 
 from __future__ import annotations
@@ -86,6 +87,29 @@ def macro_f1(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = Non
 def micro_f1(preds: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
     """Multi-label: F1 over all (example, label) decisions pooled; macro F1 beside."""
     return {"micro_f1": _label_f1(preds, labels, "micro"), "macro_f1": _label_f1(preds, labels, "macro")}
+
+
+@METRICS.register("entity_f1")
+def entity_f1(preds: Sequence[Sequence[str]], labels: Sequence[Sequence[str]],
+              num_labels: int | None = None) -> dict[str, float]:
+    """Token classification: entity-level micro F1 over all entity types, with precision, recall and token accuracy.
+
+    `preds` and `labels` are tag names per sentence (IOB: O, B-PER, I-PER, ...). An entity counts only with its exact
+    span and type, as conlleval and `seqeval.metrics.f1_score` (its default, conlleval-compatible reading) compute
+    it; no predicted (or no gold) entity gives 0, not a warning. Raises `KDistillError` when the sentences differ
+    in number or length.
+    """
+    from seqeval.metrics import accuracy_score as token_accuracy
+    from seqeval.metrics import f1_score as seq_f1
+    from seqeval.metrics import precision_score, recall_score
+
+    if len(preds) != len(labels) or any(len(p) != len(g) for p, g in zip(preds, labels, strict=True)):
+        raise KDistillError("entity_f1: predicted and gold tags differ in sentences or words")
+    p, g = [list(x) for x in preds], [list(x) for x in labels]
+    return {"entity_f1": float(seq_f1(g, p, zero_division=0)),
+            "entity_precision": float(precision_score(g, p, zero_division=0)),
+            "entity_recall": float(recall_score(g, p, zero_division=0)),
+            "token_accuracy": float(token_accuracy(g, p))}
 
 
 def compute_metrics(

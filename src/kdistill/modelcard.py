@@ -27,6 +27,7 @@ GLUE_TASKS: dict[str, tuple[str | None, str, str]] = {
     "rte": ("rte", "GLUE RTE", "validation"),
     "stsb": (None, "STS Benchmark (STS-B)", "test"),  # the benchmark's own test split, with public scores
     "goemotions": (None, "GoEmotions", "test"),
+    "conll2003": (None, "CoNLL-2003 (English NER)", "test"),
 }
 """Shipped kdistill tasks -> (config of the Hub's GLUE dataset or None, display name, split scored)."""
 GLUE_DATASET = "nyu-mll/glue"
@@ -46,6 +47,10 @@ _METRIC_NAMES: dict[str, tuple[str, str]] = {
     "spearman": ("spearmanr", "Spearman Correlation"),
     "micro_f1": ("f1", "Micro F1"),
     "macro_f1": ("f1", "Macro F1"),
+    "entity_f1": ("f1", "Entity F1 (seqeval)"),
+    "entity_precision": ("precision", "Entity Precision"),
+    "entity_recall": ("recall", "Entity Recall"),
+    "token_accuracy": ("accuracy", "Token Accuracy"),
 }
 # Bookkeeping values an evaluation loop reports that are not task metrics.
 _NOT_METRICS = {"loss", "runtime", "samples_per_second", "steps_per_second", "epoch", "step", "examples"}
@@ -80,11 +85,11 @@ def _metric_meta(name: str) -> tuple[str, str]:
 
 
 def _front_matter(
-    model_name: str, base_model: str, task: str, metrics: dict[str, float]
+    model_name: str, base_model: str, task: str, metrics: dict[str, float], pipeline_tag: str = "text-classification"
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "library_name": "transformers",
-        "pipeline_tag": "text-classification",
+        "pipeline_tag": pipeline_tag,
         "tags": ["kdistill", "knowledge-distillation"],
     }
     hub_id = hub_model_id(base_model)
@@ -103,7 +108,7 @@ def _front_matter(
         data["model-index"] = [{
             "name": model_name,
             "results": [{
-                "task": {"type": "text-classification", "name": "Text Classification"},
+                "task": {"type": pipeline_tag, "name": pipeline_tag.replace("-", " ").title()},
                 "dataset": dataset,
                 "metrics": [
                     {"type": _metric_meta(k)[0], "value": round(v, 6), "name": _metric_meta(k)[1]}
@@ -169,9 +174,11 @@ def render_model_card(
     """The README.md text: YAML front matter, then a short markdown body.
 
     `model_path` is what the usage snippet loads (default `model_name`); `base_model_origin` is the model the
-    base model was itself fine-tuned from, when known. `task_type` (`kdistill.tasks`) picks the pipeline call's
-    arguments: a regression model's output is the score itself (`function_to_apply="none"`), a multi-label model
-    gives every label's sigmoid probability (`function_to_apply="sigmoid", top_k=None`); `pair` shows a text pair.
+    base model was itself fine-tuned from, when known. `task_type` (`kdistill.tasks`) picks the pipeline task
+    (`pipeline_tag`: text-classification, token-classification) and the call's arguments: a regression model's
+    output is the score itself (`function_to_apply="none"`), a multi-label model gives every label's sigmoid
+    probability (`function_to_apply="sigmoid", top_k=None`), a token classifier groups word-pieces into entities
+    (`aggregation_strategy="simple"`); `pair` shows a text pair.
     """
     from kdistill.tasks import get_task
 
@@ -179,7 +186,7 @@ def render_model_card(
     clean = _clean_metrics(metrics)
     teacher = _clean_metrics(teacher_metrics)
     front = yaml.safe_dump(
-        _front_matter(model_name, base_model, task, clean), sort_keys=False, allow_unicode=True
+        _front_matter(model_name, base_model, task, clean, task_obj.pipeline_tag), sort_keys=False, allow_unicode=True
     )
     glue = GLUE_TASKS.get(task.lower())
     task_text = f"{glue[1]} (`{task}`)" if glue else f"`{task}`"
@@ -193,7 +200,7 @@ def render_model_card(
         f"# {model_name}",
         "",
         f"This model was distilled with kdistill (knowledge distillation) from "
-        f"{source} using the `{method}` method on the {task_text} text-classification task, "
+        f"{source} using the `{method}` method on the {task_text} {task_obj.pipeline_tag} task, "
         f"{task_obj.doc}.",
         "",
     ]
@@ -205,8 +212,9 @@ def render_model_card(
     body += [
         "## Usage", "", "```python", "from transformers import pipeline", "",
         "# this folder; once uploaded, its Hub id (user/name) instead",
-        f'classifier = pipeline("text-classification", model={json.dumps(model_path or model_name)})',
-        f"print(classifier({_example(pair)}{_call_kwargs(task_obj.pipeline_kwargs)}))", "```", "",
+        f'classifier = pipeline("{task_obj.pipeline_tag}", model={json.dumps(model_path or model_name)})',
+        f"print(classifier({_example(pair, task_obj.pipeline_tag)}{_call_kwargs(task_obj.pipeline_kwargs)}))",
+        "```", "",
     ]
     if config_yaml:
         body += ["## Distillation config", "", "```yaml", config_yaml.strip("\n"), "```", ""]
@@ -215,7 +223,9 @@ def render_model_card(
     return f"---\n{front}---\n\n" + "\n".join(body)
 
 
-def _example(pair: bool) -> str:
+def _example(pair: bool, pipeline_tag: str = "text-classification") -> str:
+    if pipeline_tag == "token-classification":
+        return '"Angela Merkel met Emmanuel Macron in Paris."'
     if pair:
         return '{"text": "A man is playing a guitar.", "text_pair": "Someone plays an instrument."}'
     return '"Replace me with any text you like."'

@@ -15,14 +15,18 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
 from kdistill.config import DEFAULT_TEACHER
 from kdistill.errors import KDistillError
+
+if TYPE_CHECKING:
+    from kdistill.tasks import Task
 
 
 def _register_simple_students() -> None:
@@ -216,42 +220,55 @@ def _head_only(model: PreTrainedModel, missing: set[str]) -> bool:
     return bool(missing) and not any(k.startswith(prefix) for k in missing)
 
 
+def auto_class(head: str) -> Any:
+    """The transformers Auto class that builds the task head `head` ("ForSequenceClassification", ...)."""
+    from kdistill.tasks import HEADS
+
+    return getattr(transformers, HEADS[head])
+
+
 def load_classifier(
     name: str,
     *,
     num_labels: int | None = None,
     label_names: list[str] | None = None,
     problem_type: str | None = None,
+    task: Task | None = None,
 ) -> PreTrainedModel:
-    """Load any `AutoModelForSequenceClassification`; a bare encoder gets a fresh head for the task.
+    """Load a model with a task head; a bare encoder gets a fresh head for the task.
 
-    `problem_type` (Hugging Face's: "single_label_classification", "regression", "multi_label_classification") is
-    what a new head is built for and saved with, so `pipeline()` applies softmax, nothing or a sigmoid per label.
-    transformers' per-key loading table is replaced by one line when only the head is new (the normal
-    case when fine-tuning an encoder); other missing weights are still listed, in one line.
+    The head is `task`'s (`Task.head`: sequence classification, token classification, question answering), else the
+    one the folder's `architectures` names, else a sequence classifier (`AutoModelForSequenceClassification`).
+    `problem_type` (Hugging Face's: "single_label_classification", "regression", "multi_label_classification";
+    default `task.problem_type`) is what a new sequence head is built for and saved with, so `pipeline()` applies
+    softmax, nothing or a sigmoid per label. transformers' per-key loading table is replaced by one line when only
+    the head is new (the normal case when fine-tuning an encoder); other missing weights are still listed, in one
+    line. A new head's config names its class in `architectures`, as a saved folder would.
 
     Raises:
-        KDistillError: see `resolve_model_path`; the model's head is of another task type than `problem_type`
-            (a classifier where a regression head is asked for) or its class count differs from the data's; the
-            weights fail to load.
+        KDistillError: see `resolve_model_path`; the model's head is of another task type than `task` or
+            `problem_type` (a classifier where a regression head is asked for) or its class count differs from the
+            data's; the weights fail to load.
     """
+    from kdistill.tasks import PROBLEM_TYPES, SEQUENCE_HEAD, get_task, head_of_config, task_of_config
+
     path = resolve_model_path(name)
     kwargs: dict[str, Any] = {}
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise model_load_error(name, err) from None
-    has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    have = head_of_config(config)
+    head = task.head if task is not None else (have or SEQUENCE_HEAD)
+    problem_type = problem_type or (task.problem_type if task is not None else None) or None
+    want = task.name if task is not None else PROBLEM_TYPES.get(problem_type or "")
+    if want is not None and have is not None and want != task_of_config(config):
+        raise KDistillError(f"model '{name}' is {get_task(task_of_config(config)).doc}, but the data is "
+                            f"{get_task(want).doc}: start from an encoder without a head, or a {want} model")
     if problem_type is not None:
-        from kdistill.tasks import PROBLEM_TYPES, get_task, task_of_config
-
-        want, have = PROBLEM_TYPES[problem_type], task_of_config(config)
-        if has_head and want != have:
-            raise KDistillError(f"model '{name}' is {get_task(have).doc}, but the data is {get_task(want).doc}: "
-                                f"start from an encoder without a head, or a {want} model")
         kwargs["problem_type"] = problem_type
     if num_labels is not None:
-        if has_head and config.num_labels != num_labels:
+        if have == head and config.num_labels != num_labels:
             raise KDistillError(
                 f"labels outside the model's classes: the data has {num_labels} classes, "
                 f"model '{name}' has {config.num_labels}")
@@ -264,16 +281,19 @@ def load_classifier(
     report_logger = logging.getLogger("transformers.modeling_utils")
     report_logger.addFilter(_drop_load_report)
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+        model, info = auto_class(head).from_pretrained(path, output_loading_info=True, **kwargs)
     except Exception as err:  # OSError, ValueError, RuntimeError (shapes), SafetensorError, unpickling errors
         raise model_load_error(name, err) from None
     finally:
         report_logger.removeFilter(_drop_load_report)
+    if have != head:  # an encoder (or another head's folder) given a new head: say which, as saving it would
+        model.config.architectures = [type(model).__name__]
     missing = set(info.get("missing_keys") or ())
     if missing and _is_rank0():
         keys = ", ".join(sorted(missing)[:6]) + (", ..." if len(missing) > 6 else "")
         if _head_only(model, missing):
-            print(f"[kdistill] {name}: a new classification head was initialised ({keys}), as expected for an "
+            what = "question-answering" if head == "ForQuestionAnswering" else "classification"
+            print(f"[kdistill] {name}: a new {what} head was initialised ({keys}), as expected for an "
                   "encoder without one; training fits it")
         else:
             print(f"[kdistill] warning: {name}: {len(missing)} encoder weights were missing from the checkpoint "

@@ -2,7 +2,8 @@
 
 Everything a run will need is checked here, when the run is set up: loss names, their parameters,
 whether each prediction loss fits the task type (`kdistill.tasks`: no softmax KL on a regression task),
-layers the mapping names, whether teacher and student tokenise alike for token-level losses, and each
+layers the mapping names, whether teacher and student tokenise alike for token-level losses (feature losses, and
+the response losses of a per-token task such as NER), and each
 loss's own set-up check (e.g. relation heads that must divide both widths). The task also says what the
 prediction losses compare (`Task.targets`) and what `ce` means (cross-entropy, MSE or BCE on the gold labels).
 Projections live here (not on the student), so exporting the student never carries them.
@@ -11,6 +12,7 @@ Projections live here (not on the student), so exporting the student never carri
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -93,6 +95,11 @@ class Objective(nn.Module):
             spec = self.task.loss_spec(LOSSES.get(cfg.name))
             if spec.needs_teacher and teacher is None:
                 raise KDistillError(f"loss '{cfg.name}' needs a teacher")
+            if spec.feature == "logits" and self.task.per_token and not same_tokens:
+                raise KDistillError(
+                    f"loss '{cfg.name}' compares the teacher's outputs token by token ({self.task.doc}), but the "
+                    "teacher and student tokenizers have different vocabularies: use a student with the teacher's "
+                    "tokenizer (or only the gold-label loss ce)")
             if spec.token_aligned and not same_tokens:
                 works = ", ".join(n for n, other in ((n, LOSSES.get(n)) for n in LOSSES)
                                   if not other.token_aligned and self.task.fits(other))
@@ -153,7 +160,9 @@ class Objective(nn.Module):
         return torch.stack(losses).mean() if len(losses) > 1 else losses[0]
 
     def forward(self, s: Features, t: Features | None, labels: Tensor | None,
-                active: Active | None = None) -> LossOutput:
+                active: Active | None = None, batch: Mapping[str, Tensor] | None = None) -> LossOutput:
+        """The weighted loss of one batch; `batch` (model inputs, labels, the task's `batch_columns`) goes to
+        `Task.targets`, for tasks whose targets need more than the labels."""
         active = active or Active()
         total = s.logits.new_zeros(())
         terms: dict[str, Tensor] = {}
@@ -167,12 +176,13 @@ class Objective(nn.Module):
                 if feature == "labels" and labels is None:
                     raise KDistillError(f"loss '{term.cfg.name}' needs labels but the batch has none")
                 if targets is None:  # what the prediction losses compare: the task decides (rows, masks, spans)
-                    targets = self.task.targets(s.logits, t.logits if t is not None else None, labels)
+                    targets = self.task.targets(s.logits, t.logits if t is not None else None, labels, batch)
                 values = []
                 for target in targets:
                     other = target.labels if feature == "labels" else target.teacher
                     assert other is not None
-                    values.append(term.spec.fn(target.student, other, **term.kwargs))
+                    extra = {"mask": target.mask} if term.takes_mask and target.mask is not None else {}
+                    values.append(term.spec.fn(target.student, other, **extra, **term.kwargs))
                 value = values[0] if len(values) == 1 else torch.stack(values).mean()
             else:
                 assert t is not None

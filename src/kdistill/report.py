@@ -2,7 +2,8 @@
 
 A run folder holds numbers, a config and logs, but whether a student is worth shipping shows only
 side by side with its teacher: what it kept (retention), where it errs (the task type's figure: confusion
-matrices for classes, predicted vs gold scores for regression, per-label F1 for label sets), what it costs (size,
+matrices for classes, predicted vs gold scores for regression, per-label F1 for label sets, per-entity-type F1 for
+token classification), what it costs (size,
 latency) and how training went (every loss term). The HTML embeds its PNGs so the page
 is one file to mail or attach to a CI run; the markdown links the same PNGs written next to it.
 """
@@ -28,7 +29,7 @@ from kdistill.models import load_classifier, load_tokenizer, pick_device
 from kdistill.outputs import output_folder
 from kdistill.page import Block, Figure, to_html, to_markdown
 from kdistill.speed import comparison_rows
-from kdistill.tasks import get_task
+from kdistill.tasks import HEADS, get_task
 
 Key = tuple[Path, str, str]
 """A scored model: (folder, data config as JSON, split)."""
@@ -99,7 +100,7 @@ def _teacher_path(run: Run, override: str | None, notes: list[str]) -> Path | No
         return None
     cfg_file = Path(name).expanduser() / "config.json"
     archs = (json.loads(cfg_file.read_text()).get("architectures") or []) if cfg_file.is_file() else None
-    if archs is None or not any(a.endswith("ForSequenceClassification") for a in archs):
+    if archs is None or not any(a.endswith(tuple(HEADS)) for a in archs):
         why = "is not a model folder here" if archs is None else "has no classification head"
         notes.append(f"{run.path.name}: teacher '{name}' {why}, so the teacher and retention are left out.")
         return None
@@ -115,15 +116,15 @@ def _score(path: Path, data: TaskData, run_cfg: FinetuneConfig | DistillConfig, 
     data.task.check_model(data, model.config, str(path))
     model.to(device)
     ds = tokenize_splits(data, tokenizer, run_cfg.data.max_length, run_cfg.data.cache_dir)[split]
-    logits, labels = predict(model, make_loader(ds, tokenizer, 64))
+    logits, labels = predict(model, make_loader(ds, tokenizer, 64, task=data.task))
     n = int(model.config.num_labels)
     id2label = model.config.id2label or {}
-    metrics = data.task.score(data.metric, logits, labels)
+    metrics = data.task.score(data.metric, logits, labels, encoded=ds)
     return {
         "path": str(path), "split": split, "task": data.name, "task_type": data.task_type, "metric": data.metric,
         "metrics": metrics, "score": metrics[primary(data.metric)],
         "classes": [str(id2label.get(i, id2label.get(str(i), i))) for i in range(n)],
-        **data.task.detail(logits, labels), **model_facts(model, path),
+        **data.task.detail(logits, labels, encoded=ds), **model_facts(model, path),
     }, model
 
 

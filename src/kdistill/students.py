@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from kdistill.config import StudentConfig
 from kdistill.errors import KDistillError
 from kdistill.mapping import uniform_map
-from kdistill.models import load_classifier, probe
+from kdistill.models import auto_class, load_classifier, probe
 from kdistill.tasks import get_task, task_of_config
 
 
@@ -130,20 +130,23 @@ def build_student(cfg: StudentConfig, teacher: PreTrainedModel, *, single_senten
     """The one entry point: the config says how, the teacher gives family, vocabulary and labels.
 
     `tokenizer` (the teacher's) is needed only for a bilstm/cnn student with word vectors (`student.embeddings`):
-    its vocabulary says which word each embedding row is.
+    its vocabulary says which word each embedding row is. The student's head is the teacher's task head (sequence or
+    token classification, question answering); a kind of student that cannot have it is refused
+    (`Task.check_student`).
     """
     if cfg.embeddings != "teacher" and cfg.init not in ("bilstm", "cnn"):
         raise KDistillError(f"student.embeddings '{cfg.embeddings}' is for bilstm and cnn students; a "
                             f"'{cfg.init}' student keeps its transformer embeddings (set student.embeddings: teacher)")
+    task = get_task(task_of_config(teacher.config))  # the student's head answers as the teacher's
+    task.check_student(cfg.init)
     if cfg.init == "path":
         assert cfg.path is not None
-        problem = get_task(task_of_config(teacher.config)).problem_type  # the student's head answers as the teacher's
         student = load_classifier(cfg.path, num_labels=teacher.config.num_labels,
                                   label_names=[teacher.config.id2label[i] for i in range(teacher.config.num_labels)],
-                                  problem_type=problem)
+                                  task=task)
         return student
     if cfg.init == "config":
-        return from_smaller_config(teacher, cfg)
+        return from_smaller_config(teacher, cfg, auto=auto_class(task.head))
     if cfg.init == "mobilebert":
         from kdistill.mobilebert import MobileBertSpec, mobilebert_student
 

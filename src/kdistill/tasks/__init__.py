@@ -2,45 +2,63 @@
 
 - `classification.Classification`: one class per example (SST-2, CoLA, MRPC, RTE); `MaskedLM` for pretraining;
 - `regression.Regression`: one score per example (STS-B);
-- `multilabel.MultiLabel`: a set of labels per example (GoEmotions).
+- `multilabel.MultiLabel`: a set of labels per example (GoEmotions);
+- `token.TokenClassification`: a tag per word (NER, CoNLL-2003), read by `conll` from CoNLL or JSONL files.
 
 `get_task(name)` gives the registered instance; `detect_task_type` reads a task type off a file's label cells when
-`data.task_type` is null; `task_of_config` reads it off a model's config. `readers` reads tables into raw splits
-and `shipped` lists the tasks shipped with kdistill (`--task sst2`, `--task stsb`, `--task goemotions`).
+`data.task_type` is null, and `detect_file_task` off a file's own format (CoNLL columns); `task_of_config` reads it
+off a model's config. `readers` reads tables into raw splits and `shipped` lists the tasks shipped with kdistill
+(`--task sst2`, `--task stsb`, `--task goemotions`, `--task conll2003`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from kdistill.labels import label_key
 from kdistill.registry import Registry
-from kdistill.tasks.base import PROBLEM_TYPES, Target, Task, task_of_config
+from kdistill.tasks.base import HEADS, PROBLEM_TYPES, SEQUENCE_HEAD, Target, Task, head_of_config, task_of_config
 from kdistill.tasks.classification import Classification, MaskedLM
 from kdistill.tasks.multilabel import MultiLabel
 from kdistill.tasks.regression import Regression, as_score
+from kdistill.tasks.token import TokenClassification
 
-__all__ = ["TASK_TYPES", "PROBLEM_TYPES", "Task", "Target", "get_task", "task_of_config", "detect_task_type",
-           "Classification", "Regression", "MultiLabel", "MaskedLM"]
+__all__ = ["TASK_TYPES", "PROBLEM_TYPES", "HEADS", "SEQUENCE_HEAD", "Task", "Target", "get_task", "task_of_config",
+           "head_of_config", "detect_task_type", "detect_file_task", "Classification", "Regression", "MultiLabel",
+           "MaskedLM", "TokenClassification"]
 
 TASK_TYPES: Registry[Task] = Registry("task type")
-for _task in (Classification(), Regression(), MultiLabel(), MaskedLM()):
+for _task in (Classification(), Regression(), MultiLabel(), MaskedLM(), TokenClassification()):
     TASK_TYPES.add(_task.name, _task)
 
 
 def get_task(name: str) -> Task:
-    """The registered task type `name` ("classification", "regression", "multilabel", "masked_lm")."""
+    """The registered task type `name` ("classification", "regression", "multilabel", "masked_lm",
+    "token_classification")."""
     return TASK_TYPES.get(name)
 
 
-def detect_task_type(labels: Sequence[Any]) -> str:
-    """The task type a column of label cells implies when `data.task_type` is null.
+def detect_file_task(path: str | Path) -> str | None:
+    """The task type whose own file format `path` evidently is (`Task.sniff`: CoNLL columns, token JSONL), or None
+    for a table of text and label columns."""
+    for name in TASK_TYPES:
+        if TASK_TYPES.get(name).sniff(Path(path)):
+            return name
+    return None
 
-    A list in any cell (a JSON array, a `datasets` sequence) means multi-label; labels that are all numbers and not
-    all integers (3.8, "4.25") mean regression; anything else is classification (integer ids or text labels).
+
+def detect_task_type(labels: Sequence[Any], texts: Sequence[Any] = ()) -> str:
+    """The task type a column of label cells (and of texts) implies when `data.task_type` is null.
+
+    Texts that are lists (a `datasets` column of words) mean token classification; a list in any label cell (a JSON
+    array, a `datasets` sequence) means multi-label; labels that are all numbers and not all integers (3.8, "4.25")
+    mean regression; anything else is classification (integer ids or text labels).
     A comma-separated cell is not taken as a label set on its own: set data.task_type: multilabel for that.
     """
+    if any(isinstance(v, list | tuple) for v in texts):
+        return "token_classification"
     if any(isinstance(v, list | tuple) for v in labels):
         return "multilabel"
     keys = [label_key(v) for v in labels]

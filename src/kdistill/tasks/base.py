@@ -6,15 +6,20 @@ are scored, reported and served. The distiller, objective, evaluation, export, r
 `data.task` (or `task_of_config(model.config)`); each type is one module (`classification`, `regression`,
 `multilabel`) registered by name in `kdistill.tasks.TASK_TYPES`.
 
-Room for the later task types: `targets` returns a list of `Target`s, so a token-level task (NER) returns the
-labelled tokens' rows (a mask of labelled positions, as `MaskedLM` does for masked-LM pretraining), and a span task
-(QA) returns one target for start and one for end logits; the objective averages a response loss over them.
+Task types whose outputs are per token (`per_token`: NER, extractive QA) also decide how a split is read from its
+own file format (`sniff`, `read_file`), what columns its examples hold (`split_columns`, `split_features`), how it is
+encoded (`encode`: word-piece label alignment, question/context windows), how a batch is padded (`collator`), what
+the response losses compare (`targets`: the labelled tokens' rows; start and end logits) and how the outputs of the
+encoded rows become per-example predictions before scoring (`score(..., encoded=...)`: words cut by truncation, or
+answer text merged over windows). The model's raw outputs are one tensor, `features.model_logits`: (B, C) per
+example, (B, L, C) per token, and (B, L, 2) start/end logits for a question-answering head.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -29,19 +34,42 @@ if TYPE_CHECKING:
     from kdistill.data import TaskData
     from kdistill.tasks.readers import RawSplit
 
-__all__ = ["Target", "Task", "task_of_config", "PROBLEM_TYPES"]
+__all__ = ["Target", "Task", "task_of_config", "PROBLEM_TYPES", "HEADS", "SEQUENCE_HEAD", "head_of_config"]
 
 PROBLEM_TYPES = {"single_label_classification": "classification", "regression": "regression",
                  "multi_label_classification": "multilabel"}
 """Hugging Face `config.problem_type` -> kdistill task type."""
 
+SEQUENCE_HEAD = "ForSequenceClassification"
+HEADS = {SEQUENCE_HEAD: "AutoModelForSequenceClassification",
+         "ForTokenClassification": "AutoModelForTokenClassification",
+         "ForQuestionAnswering": "AutoModelForQuestionAnswering"}
+"""Architecture name endings of the task heads kdistill trains -> the transformers Auto class that builds them."""
+
+
+def head_of_config(config: Any) -> str | None:
+    """The task head a saved config's `architectures` names ("ForTokenClassification", ...), or None (an encoder)."""
+    for arch in getattr(config, "architectures", None) or []:
+        for suffix in HEADS:
+            if str(arch).endswith(suffix):
+                return suffix
+    return None
+
 
 def task_of_config(config: Any) -> str:
     """The task type a model's head was built for, read as Hugging Face reads it.
 
+    A token-classification or question-answering head (named by `architectures`) is that task type. Otherwise
     `problem_type` when set; otherwise one output means regression and more mean single-label classification
     (what `*ForSequenceClassification` infers from the output count when it computes a loss).
     """
+    head = head_of_config(config)
+    if head is not None and head != SEQUENCE_HEAD:
+        from kdistill.tasks import TASK_TYPES
+
+        for name in TASK_TYPES:
+            if TASK_TYPES.get(name).head == head:
+                return name
     problem = getattr(config, "problem_type", None)
     if problem in PROBLEM_TYPES:
         return PROBLEM_TYPES[problem]
@@ -52,13 +80,15 @@ def task_of_config(config: Any) -> str:
 class Target:
     """What the response losses compare for one output: student and teacher logits as rows (N, C), gold labels.
 
-    A sequence task has one target, the whole batch; a token task would keep its labelled tokens' rows; a span
-    task would give one target for start and one for end logits.
+    A sequence task has one target, the whole batch; a token task keeps its labelled tokens' rows (`tasks.token`);
+    a span task gives one target for start and one for end logits (rows = windows, C = positions), with `mask`
+    (N, C) naming the positions a loss that takes `mask` compares (the objective passes it; others ignore it).
     """
 
     student: Tensor
     teacher: Tensor | None
     labels: Tensor | None
+    mask: Tensor | None = None  # which entries a loss that takes `mask` compares (a window's answer positions)
 
 
 class Task:
@@ -73,6 +103,79 @@ class Task:
     figure_caption: ClassVar[str] = ""  # the figure's caption after the model's name
     pipeline_kwargs: ClassVar[dict[str, Any]] = {}  # what a `pipeline("text-classification")` call should add
     doc: ClassVar[str] = ""  # one phrase for messages: "a regression task (one score per example)"
+    head: ClassVar[str] = SEQUENCE_HEAD  # the architecture ending of the model's head (a key of `HEADS`)
+    pipeline_tag: ClassVar[str] = "text-classification"  # the Hugging Face `pipeline()` task of a saved model
+    per_token: ClassVar[bool] = False  # outputs per token (B, L, C): response losses need the student's tokens
+    output_names: ClassVar[tuple[str, ...]] = ("logits",)  # the head's outputs, as the ONNX graph names them
+    batch_columns: ClassVar[tuple[str, ...]] = ()  # encoded columns batched beside the model inputs for `targets`
+
+    # ------------------------------------------------------------------------------------- reading
+
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        """Whether a data file is evidently in this task type's own format (CoNLL columns, SQuAD JSON).
+
+        Called for every registered type on a local training file when `data.task_type` is null; the default (a
+        table of text and label columns, read by `kdistill.tasks.readers`) says no.
+        """
+        return False
+
+    def read_file(self, path: Path) -> RawSplit | None:
+        """One split read from this task type's own file format, or None: the file is a table (CSV, TSV, JSONL).
+
+        Raises `KDistillError` naming the file and line of bad input.
+        """
+        return None
+
+    def split_columns(self, split: RawSplit) -> dict[str, list[Any]]:
+        """The columns of a `TaskData` split (after the labels are read): text_a[, text_b] and label by default."""
+        cols: dict[str, list[Any]] = {"text_a": split.text_a}
+        if split.text_b is not None:
+            cols["text_b"] = split.text_b
+        cols["label"] = split.labels
+        return cols
+
+    def split_features(self, is_pair: bool, names: Sequence[str]) -> Any:
+        """The `datasets.Features` of `split_columns`, for the label names `names`."""
+        import datasets
+
+        text = datasets.Value("string")
+        return datasets.Features({"text_a": text, **({"text_b": text} if is_pair else {}),
+                                  "label": self.label_feature(len(names))})
+
+    # ------------------------------------------------------------------------------------ encoding
+
+    def encode(self, rows: dict[str, list[Any]], tokenizer: Any, max_length: int) -> dict[str, list[Any]]:
+        """A chunk of a split's rows (`split_columns`) -> the encoded rows: the tokenizer's outputs and `labels`.
+
+        Sequence tasks: one encoded row per example, truncated to `max_length` word-pieces. A task may give several
+        rows per example (windows of a long context) and extra columns for its post-processing; extra columns
+        never reach the model (`kdistill.data.make_loader` keeps model inputs, labels and `idx`).
+        """
+        pair = "text_b" in rows
+        args = [rows["text_a"], rows["text_b"]] if pair else [rows["text_a"]]
+        out = {k: list(v) for k, v in tokenizer(*args, truncation=True, max_length=max_length).items()}
+        out["labels"] = list(rows["label"])
+        return out
+
+    def encoded_features(self, columns: Iterable[str], label_feature: Any) -> Any:
+        """`datasets.Features` of the encoded columns: int32 token sequences, `labels` as the task's label feature."""
+        import datasets
+
+        feats = {c: datasets.Sequence(datasets.Value("int32")) for c in columns if c != "labels"}
+        feats["labels"] = label_feature
+        return datasets.Features(feats)
+
+    def encoding_key(self, split: Any) -> list[Any]:
+        """What else, beside the split's content, tokenizer and max_length, the tokenisation cache key must hold (a
+        task's name, label names kept in the features); [] for sequence tasks, whose keys predate task types."""
+        return []
+
+    def collator(self, tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, Tensor]]:
+        """The function that pads a list of encoded rows into a batch (dynamic padding to the longest row)."""
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
 
     # ---------------------------------------------------------------------------------------- labels
 
@@ -103,6 +206,12 @@ class Task:
 
     def check_augment(self) -> None:
         """Raise `KDistillError` when `kdistill augment` cannot keep this task's labels."""
+
+    def check_label(self) -> None:
+        """Raise `KDistillError` when `kdistill label` and `teacher_answers` cannot serve this task type."""
+
+    def check_student(self, init: str) -> None:
+        """Raise `KDistillError` when a student of kind `init` (`student.init`) cannot give this task's outputs."""
 
     def check_metric(self, metric: str) -> None:
         """Raise a one-line `KDistillError` for a metric that does not score this task type."""
@@ -154,8 +263,13 @@ class Task:
                                 f"{', '.join(self.valid_losses())} (feature losses such as hidden_mse work as well)")
         return spec
 
-    def targets(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None) -> list[Target]:
-        """What the response losses compare: for a sequence task, the batch's logits and labels as they are."""
+    def targets(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None,
+                batch: Mapping[str, Tensor] | None = None) -> list[Target]:
+        """What the response losses compare: for a sequence task, the batch's logits and labels as they are.
+
+        `batch` is the training batch (model inputs, labels and the task's `batch_columns`, e.g. a window's
+        context mask), for a task whose targets depend on more than the labels.
+        """
         return [Target(student, teacher, labels)]
 
     def average_teachers(self, logits: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
@@ -175,8 +289,14 @@ class Task:
         """Model outputs (N, C) -> predictions in the form the metrics take."""
         raise NotImplementedError
 
-    def score(self, metric: str, logits: np.ndarray | Sequence, labels: np.ndarray | Sequence) -> dict[str, float]:
-        """The metric `metric` of outputs `logits` (N, C) against gold `labels`; headline figure first."""
+    def score(self, metric: str, logits: np.ndarray | Sequence, labels: np.ndarray | Sequence,
+              encoded: Any = None) -> dict[str, float]:
+        """The metric `metric` of outputs `logits` (N, C) against gold `labels`; headline figure first.
+
+        `encoded` is the encoded split the outputs belong to (a `datasets.Dataset`, rows in the order of `logits`):
+        a per-token task reads from it what its post-processing needs (each sentence's full gold tags, a window's
+        question and offsets). Sequence tasks ignore it.
+        """
         arr = np.asarray(logits, dtype=np.float64)
         gold = np.asarray(labels)
         if arr.ndim != 2:
@@ -192,13 +312,13 @@ class Task:
         """Gold labels in the form the metrics take."""
         return labels
 
-    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray) -> str | None:
+    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> str | None:
         """A warning when every prediction is the same although the gold labels vary, else None."""
         return None
 
     # ------------------------------------------------------------------------------ report, card, label
 
-    def detail(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    def detail(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> dict[str, Any]:
         """What the report shows beyond the metrics (JSON-able): a confusion matrix, score pairs, per-label F1."""
         return {}
 

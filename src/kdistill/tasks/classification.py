@@ -115,14 +115,15 @@ class Classification(Task):
     def predictions(self, logits: np.ndarray) -> np.ndarray:
         return np.asarray(logits).argmax(axis=-1)
 
-    def score(self, metric: str, logits: np.ndarray | Sequence, labels: np.ndarray | Sequence) -> dict[str, float]:
+    def score(self, metric: str, logits: np.ndarray | Sequence, labels: np.ndarray | Sequence,
+              encoded: Any = None) -> dict[str, float]:
         self.check_metric(metric)
         return compute_metrics(metric, logits, labels)
 
-    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray) -> str | None:
+    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> str | None:
         return single_class_warning(logits, labels)
 
-    def detail(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    def detail(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> dict[str, Any]:
         from sklearn.metrics import confusion_matrix
 
         n = int(np.asarray(logits).shape[1])
@@ -158,7 +159,8 @@ class MaskedLM(Classification):
     metrics = ("mlm_accuracy",)
     doc = "a masked-LM task"
 
-    def targets(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None) -> list[Target]:
+    def targets(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None,
+                batch: Any = None) -> list[Target]:
         if labels is None or labels.dim() != 2:
             return [Target(student, teacher, labels)]
         keep = labels != -100

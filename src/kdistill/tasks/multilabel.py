@@ -123,7 +123,7 @@ class MultiLabel(Task):
     def gold(self, labels: np.ndarray) -> np.ndarray:
         return (np.asarray(labels, dtype=np.float64) >= 0.5).astype(np.int64)
 
-    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray) -> str | None:
+    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> str | None:
         preds, gold = self.predictions(logits), self.gold(labels)
         if len(preds) < 2 or (gold == gold[0]).all() or not (preds == preds[0]).all():
             return None
@@ -131,7 +131,7 @@ class MultiLabel(Task):
         return (f"every one of the {len(preds)} validation predictions is the same label set "
                 f"({', '.join(which) or 'no label'}): the model has collapsed to a constant answer")
 
-    def detail(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    def detail(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> dict[str, Any]:
         from sklearn.metrics import f1_score
 
         preds, gold = self.predictions(logits), self.gold(labels)

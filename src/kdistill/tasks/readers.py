@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class RawSplit:
     labels: list[Any]
     lines: list[int]
     columns: tuple[str | int, ...] = ()  # the file's names (or indexes) of text_a[, text_b] and label, for messages
+    # per-row values a task type keeps beside text and label (a token's line in a CoNLL file, a question's id)
+    extra: dict[str, list[Any]] = field(default_factory=dict)
 
     def take(self, idx: list[int] | slice) -> RawSplit:
         """The rows `idx` (a list of positions or a slice), in that order."""
@@ -42,11 +44,12 @@ class RawSplit:
             return xs[idx] if isinstance(idx, slice) else [xs[i] for i in idx]
 
         return RawSplit(self.source, pick(self.text_a), None if self.text_b is None else pick(self.text_b),
-                        pick(self.labels), pick(self.lines), self.columns)
+                        pick(self.labels), pick(self.lines), self.columns,
+                        {k: pick(v) for k, v in self.extra.items()})
 
     def with_labels(self, labels: list[Any]) -> RawSplit:
         """The same rows with the task's label values (class ids, scores, multi-hot rows) in place of the cells."""
-        return RawSplit(self.source, self.text_a, self.text_b, labels, self.lines, self.columns)
+        return RawSplit(self.source, self.text_a, self.text_b, labels, self.lines, self.columns, self.extra)
 
 
 @dataclass

@@ -96,14 +96,14 @@ class Regression(Task):
     def gold(self, labels: np.ndarray) -> np.ndarray:
         return np.asarray(labels, dtype=np.float64).reshape(-1)
 
-    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray) -> str | None:
+    def collapse_warning(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> str | None:
         preds, gold = self.predictions(logits), self.gold(labels)
         if len(preds) < 2 or np.ptp(gold) == 0 or np.ptp(preds) > 1e-6 * max(1.0, float(np.abs(preds).max())):
             return None
         return (f"every one of the {len(preds)} validation predictions is the score {preds[0]:.4g} (gold scores "
                 f"{gold.min():.4g} to {gold.max():.4g}): the model has collapsed to a constant")
 
-    def detail(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    def detail(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> dict[str, Any]:
         return {"predicted": [round(float(x), 5) for x in self.predictions(logits)],
                 "gold": [round(float(x), 5) for x in self.gold(labels)]}
 

@@ -1,7 +1,8 @@
-"""The tasks shipped under `kdistill/datasets/<name>/`, by name (`--task sst2`, `--task stsb`, `--task goemotions`).
+"""The tasks shipped under `kdistill/datasets/<name>/`, by name (`--task sst2`, `--task stsb`, `--task conll2003`).
 
 GLUE's dev files serve as our "test" for the GLUE tasks (their test labels are hidden), and validation is carved
-from train. STS-B and GoEmotions ship their own dev split (used for validation) and a test split with public labels.
+from train. STS-B, GoEmotions and CoNLL-2003 ship their own dev split (used for validation) and a test split with
+public labels. CoNLL-2003's files are CoNLL columns (`token POS chunk NER`), read by its task type.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdistill.registry import Registry
+from kdistill.tasks.token import CONLL2003_TAGS
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "datasets"
 
@@ -52,5 +54,7 @@ for _spec in (
     TaskSpec("stsb", ("sentence1", "sentence2"), "label", ("score",), "pearson", _DEV_TEST, task_type="regression"),
     TaskSpec("goemotions", ("text",), "labels", (), "macro_f1", _DEV_TEST, task_type="multilabel",
              labels_file="labels.txt"),
+    TaskSpec("conll2003", ("tokens",), "tags", CONLL2003_TAGS, "entity_f1",
+             {"train": "train.txt", "validation": "dev.txt", "test": "test.txt"}, task_type="token_classification"),
 ):
     TASKS.add(_spec.name, _spec)

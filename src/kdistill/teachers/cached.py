@@ -1,6 +1,8 @@
 """The teacher-output cache as a teacher: read a cache folder (`kdistill.cache` writes them), or find/build one.
 
 Logits and lengths are loaded at once (small); features are sliced per example from the memory-mapped shards.
+A per-token cache (`logits_per_token`: NER, QA) holds each example's logits rows for its real tokens, padded back to
+the batch's width with zeros like the hidden states.
 A cache always holds the teacher's outputs on its own tokenization, so one built for a student of the teacher's
 vocabulary also serves a student of another one (per example: logits and [CLS] states), and the reverse.
 """
@@ -48,6 +50,10 @@ class CachedTeacher:
         self.manifest = man = read_manifest(self.folder)
         self.request = request
         self.hidden, self.heads = int(man["hidden_size"]), int(man["num_heads"])
+        self.per_token = bool(man.get("logits_per_token", False))
+        if per_example and self.per_token:
+            raise KDistillError(f"teacher cache {self.folder} holds per-token outputs, which a student of another "
+                                "tokenizer cannot use")
         names = [f"{k}.{layer}" for k in KINDS for layer in getattr(request, k)]
         logits, lengths, self._slices, self._where, self._handles = [], [], [], [], []
         for no, sh in enumerate(man["shards"]):
@@ -63,9 +69,11 @@ class CachedTeacher:
             tok = torch.cumsum(lens, 0) - lens
             att = torch.cumsum(lens * lens, 0) - lens * lens
             self._where += [(no, int(t), int(q)) for t, q in zip(tok.tolist(), att.tolist(), strict=True)]
-        self.logits = torch.cat(logits).float()
+        self.logits = torch.cat(logits).float()  # (examples, C), or (tokens of all examples, C) per token
         self.lengths = torch.cat(lengths).tolist()
-        if len(self.lengths) != man["num_examples"] or self.logits.shape[0] != man["num_examples"]:
+        self._rows = torch.tensor([0, *self.lengths]).cumsum(0).tolist() if self.per_token else []
+        rows = self._rows[-1] if self.per_token else len(self.lengths)
+        if len(self.lengths) != man["num_examples"] or self.logits.shape[0] != rows:
             raise KDistillError(f"teacher cache {self.folder} holds {len(self.lengths)} examples, "
                                 f"its manifest says {man['num_examples']}")
 
@@ -84,12 +92,25 @@ class CachedTeacher:
         if not torch.equal(mask.detach().cpu().bool(), torch.arange(width)[None, :] < lengths[:, None]):
             raise KDistillError(f"the teacher cache {self.folder} does not match this batch: its examples have "
                                 "other lengths than the cache holds, or are not padded on the right")
-        feats = Features(logits=self.logits[idx].to(mask.device), mask=mask)
+        feats = Features(logits=self._batch_logits(idx, width).to(mask.device), mask=mask)
         for kind in KINDS:
             table = getattr(feats, kind)
             for layer in getattr(self.request, kind):
                 table[layer] = self._gather(f"{kind}.{layer}", idx, width).to(mask.device)
         return feats
+
+    def example_logits(self, i: int) -> Tensor:
+        """The stored logits of training example `i`: (C,), or (n_tokens, C) for a per-token cache."""
+        return self.logits[self._rows[i]:self._rows[i + 1]] if self.per_token else self.logits[i]
+
+    def _batch_logits(self, idx: list[int], width: int) -> Tensor:
+        """(B, C), or (B, width, C) per token with zeros at the padding (the losses read labelled tokens only)."""
+        if not self.per_token:
+            return self.logits[idx]
+        out = torch.zeros(len(idx), width, self.logits.shape[1])
+        for j, i in enumerate(idx):
+            out[j, :self.lengths[i]] = self.example_logits(i)
+        return out
 
     def _first_tokens(self, name: str, idx: list[int]) -> Tensor:
         """(B, H): row 0 of each example's stored states; the cache is built from right-padded batches only."""
@@ -148,10 +169,10 @@ def open_cache(location: str | Path, spec: CacheSpec, build: Callable[[Path], di
 
 def cached_teacher(location: str | Path, teacher: nn.Module, tokenizer: Any, raw_train: Dataset, train: Dataset, *,
                    max_length: int, request: FeatureRequest, dtype: str, device: str, batch_size: int,
-                   progress: bool, teacher_name: str, per_example: bool = False
+                   progress: bool, teacher_name: str, per_example: bool = False, per_token: bool = False
                    ) -> tuple[CachedTeacher, dict[str, Any]]:
     """Find or build the cache of `teacher`'s outputs on `train` (`raw_train` tokenised by the teacher's
-    `tokenizer`) under `location`.
+    `tokenizer`) under `location`; `per_token`: the teacher's logits are per token (`Task.per_token`).
 
     The main process builds; the others wait for it and then open the same folder. `device` is the run's
     `train.device` ("cpu" keeps Accelerate on the CPU). Returns `open_cache`'s source and summary.
@@ -170,7 +191,7 @@ def cached_teacher(location: str | Path, teacher: nn.Module, tokenizer: Any, raw
 
     def build(folder: Path) -> dict[str, Any]:
         return build_cache(folder, spec, teacher, train, tokenizer, batch_size=batch_size, device=state.device,
-                           progress=progress, log=log, note={"teacher_name": teacher_name})
+                           progress=progress, log=log, note={"teacher_name": teacher_name}, per_token=per_token)
 
     result = open_cache(location, spec, build, log, per_example) if state.is_main_process else None
     state.wait_for_everyone()

@@ -76,12 +76,18 @@ def choose_teacher_source(cfg: DistillConfig, *, teacher: PreTrainedModel, teach
 
     `train` is the training split tokenised by the student's tokenizer; `load_teacher(name)` loads an extra
     teacher. Raises KDistillError for an extra teacher with other classes or another tokenizer, stored answers
-    with feature losses, or several teachers for a student of another tokenizer.
+    with feature losses or for a task type without them (`Task.check_label`), several teachers for a student of
+    another tokenizer, or any teacher of another tokenizer for a per-token task.
     """
+    if cfg.teacher_answers is not None:
+        data.task.check_label()  # a per-token task has no stored answers: refused even before any loss is looked at
     if not objective.needs_teacher:
         if cfg.teacher_cache is not False:
             print("[distill] note: teacher_cache is set but no loss needs the teacher; nothing to cache")
         return TeacherPlan("none", train)
+    if data.task.per_token and not same_tokens:
+        raise KDistillError(f"{data.task.doc} is taught token by token: a teacher with another tokenizer than the "
+                            "student's cannot teach it (use a student with the teacher's tokenizer)")
     if cfg.extra_teachers:
         if not same_tokens:
             raise KDistillError("extra_teachers read the student's tokens: not with a student of another tokenizer")
@@ -111,6 +117,7 @@ def choose_teacher_source(cfg: DistillConfig, *, teacher: PreTrainedModel, teach
                                   max_length=cfg.data.max_length, request=objective.teacher_request,
                                   dtype=cfg.teacher_cache_dtype, device=cfg.train.device,
                                   batch_size=cfg.train.eval_batch_size, progress=cfg.train.progress,
-                                  teacher_name=cfg.teacher, per_example=not same_tokens)
+                                  teacher_name=cfg.teacher, per_example=not same_tokens,
+                                  per_token=data.task.per_token)
     return TeacherPlan("cached", TeacherPlan.with_idx(train), source=source, cache_info=info,
                        note="served from its output cache")
