@@ -179,9 +179,18 @@ class KDTrainer(Trainer):
         return (loss, {"logits": out["logits"]}) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add each loss term's mean since the last training log as `kd/<term>`."""
+        """Add each loss term's mean since the last training log as `kd/<term>`.
+
+        Under DDP (torchrun, accelerate launch) the means are averaged over the processes, as the Trainer averages
+        its `loss`: every rank reaches a training log at the same step, so the all-reduce cannot hang.
+        """
         if "loss" in logs and self._window:
-            logs = {**logs, **{f"kd/{k}": sum(v) / len(v) for k, v in self._window.items()}}
+            names = sorted(self._window)
+            means = [sum(self._window[k]) / len(self._window[k]) for k in names]
+            if self.args.world_size > 1:
+                local = torch.tensor(means, dtype=torch.float32, device=self.args.device)
+                means = self.accelerator.reduce(local, reduction="mean").tolist()
+            logs = {**logs, **{f"kd/{k}": v for k, v in zip(names, means, strict=True)}}
             self._window = {}
         super().log(logs, start_time)
 
