@@ -103,3 +103,61 @@ def test_progressive_transfer_freezes_the_layers_below_and_trains_all_in_the_fin
     assert moved[2] == {"embeddings", "layer 1", "layer 2"}  # the final stage trains the whole student
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "pkt")
     assert isinstance(student, MobileBertForSequenceClassification)
+
+
+TINY_MOBILE = {"init": "mobilebert", "num_layers": 2, "hidden_size": 32, "intra_bottleneck_size": 16, "num_heads": 2,
+               "intermediate_size": 32, "num_feedforward_networks": 2, "embedding_size": 16}
+LAYER_LOSSES = [{"name": "hidden_mse"}, {"name": "attn_kl"}]
+GROUPS = {"embeddings": "mobilebert.embeddings.", "layer 1": "mobilebert.encoder.layer.0.",
+          "layer 2": "mobilebert.encoder.layer.1.", "classifier": "classifier."}
+
+
+def _moved_per_run(cfg: DistillConfig) -> list[set[str]]:
+    """Run `cfg`; per distillation run (one per stage), the parameter groups that changed between its first and
+    last optimizer steps."""
+    first: dict[int, dict[str, torch.Tensor]] = {}
+    last: dict[int, dict[str, torch.Tensor]] = {}
+
+    def snapshot(d) -> None:
+        params = dict(d.student.named_parameters())
+        snap = {g: torch.cat([p.detach().flatten().clone() for n, p in params.items() if n.startswith(prefix)])
+                for g, prefix in GROUPS.items()}
+        first.setdefault(id(d), snap)
+        last[id(d)] = snap
+
+    api.distill(cfg, callbacks=[snapshot])
+    return [{g for g in first[k] if not torch.equal(first[k][g], last[k][g])} for k in first]
+
+
+def _tiny_run(tiny_teacher: Path, out: Path, **extra: object) -> DistillConfig:
+    return build(DistillConfig, {
+        "teacher": str(tiny_teacher), "out": str(out), "student": TINY_MOBILE,
+        "data": {"task": "sst2", "max_train_examples": 32, "max_eval_examples": 16, "max_length": 24},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "progress": False, "device": "cpu"}, **extra})
+
+
+def test_joint_transfer_is_two_stages_layer_losses_on_every_layer_then_task_distillation(
+        tiny_teacher: Path, tmp_path: Path) -> None:
+    # MobileBERT's joint knowledge transfer: every layer's feature-map and attention losses at once (nothing frozen,
+    # no prediction loss, so the classifier stays as built), then task distillation trains the whole student
+    cfg = _tiny_run(tiny_teacher, tmp_path / "jkt", stages=[
+        {"name": "joint", "losses": LAYER_LOSSES},
+        {"name": "task", "losses": [{"name": "kl", "temperature": 2.0}, {"name": "ce"}]}])
+    joint, task = _moved_per_run(cfg)
+    assert joint == {"embeddings", "layer 1", "layer 2"}
+    assert task == {"embeddings", "layer 1", "layer 2", "classifier"}
+    assert (tmp_path / "jkt" / "stages" / "1-joint" / "model.safetensors").is_file()
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "jkt")
+    assert isinstance(student, MobileBertForSequenceClassification)
+
+
+def test_auxiliary_transfer_is_one_stage_with_the_layer_losses_added_to_task_distillation(
+        tiny_teacher: Path, tmp_path: Path) -> None:
+    # auxiliary knowledge transfer: the layer losses are extra terms of the KD objective, one stage, nothing frozen
+    cfg = _tiny_run(tiny_teacher, tmp_path / "akt", losses=LAYER_LOSSES + [{"name": "kl", "temperature": 2.0}])
+    (moved,) = _moved_per_run(cfg)
+    assert moved == {"embeddings", "layer 1", "layer 2", "classifier"}
+    teacher = load_classifier(str(tiny_teacher))
+    objective = api.build_objective(cfg, teacher, mobilebert_student(teacher, SPEC), True)
+    assert {t.key for t in objective.terms} == {"hidden_mse", "attn_kl", "kl"}
+    assert {p.student for t in objective.terms for p in t.pairs} == {1, 2}  # every layer's losses in the one stage
