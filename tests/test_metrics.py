@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+import kdistill.tasks  # noqa: F401  (registers the task types' own metrics: squad_f1, exact_match)
 from kdistill.errors import KDistillError
 from kdistill.metrics import METRICS, compute_metrics, primary
 
@@ -15,8 +16,8 @@ GOLD = np.array([1, 0, 0, 1, 1, 0])  # TP=2 FP=1 TN=2 FN=1
 
 
 def test_registry_names_and_primary() -> None:
-    assert METRICS.names() == ["accuracy", "entity_f1", "f1", "macro_f1", "matthews", "micro_f1", "mlm_accuracy",
-                               "pearson", "spearman"]
+    assert METRICS.names() == ["accuracy", "entity_f1", "exact_match", "f1", "macro_f1", "matthews", "micro_f1",
+                               "mlm_accuracy", "pearson", "spearman", "squad_f1"]
     for name in METRICS.names():
         assert primary(name) == name
         if name in ("accuracy", "f1", "matthews", "mlm_accuracy"):  # class ids; the others through their task type

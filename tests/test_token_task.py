@@ -301,6 +301,14 @@ def test_bad_conll_input_is_one_line_naming_the_line(tmp_path: Path, text: str, 
     assert "\n" not in str(err.value)
 
 
+def test_a_conll_file_with_a_bad_first_line_names_that_line(tmp_path: Path) -> None:
+    """A .conll file is CoNLL whatever its first line holds: the reader names the line, not the file type."""
+    f = tmp_path / "train.conll"
+    f.write_text("EU\nrejects O\n\nPeter B-PER\n\n", encoding="utf-8")
+    with pytest.raises(KDistillError, match=r"train.conll line 1: token 'EU' has no tag column"):
+        load_task_data(DataConfig(task=None, train_file=str(f), validation_file=str(f)))
+
+
 @pytest.mark.parametrize(("row", "message"), [
     ({"tokens": ["Ann", ""], "tags": ["B-PER", "O"]}, r"line 2: token 1 is empty"),
     ({"tokens": ["Ann", "met"], "tags": ["B-PER"]}, r"line 2: 2 tokens but 1 tags"),

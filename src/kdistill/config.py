@@ -27,12 +27,13 @@ class DataConfig(_Strict):
     """Where examples come from: a shipped task, a local file, or a `datasets` hub name."""
 
     task: str | None = Field("sst2", description="shipped task name (sst2, cola, mrpc, rte, stsb, goemotions, "
-                             "conll2003); null with files")
-    task_type: Literal["classification", "regression", "multilabel", "token_classification"] | None = Field(
+                             "conll2003, squad); null with files")
+    task_type: Literal["classification", "regression", "multilabel", "token_classification",
+                       "question_answering"] | None = Field(
         None, description="how labels are read: class ids or names, scores (one output), comma-separated label "
         "sets (one sigmoid per label), or a tag per word (CoNLL columns or JSONL tokens/tags); null = detect "
         "(numbers that are not all integers: regression; lists: multilabel; CoNLL or token JSONL files: "
-        "token_classification)")
+        "token_classification; SQuAD JSON: question_answering)")
     train_file: str | None = Field(None, description="local CSV/TSV/JSONL training file")
     validation_file: str | None = Field(None, description="local validation file (else carved from train)")
     test_file: str | None = Field(None, description="local test file")
@@ -42,12 +43,14 @@ class DataConfig(_Strict):
     label_column: str | int | None = Field(None, description="label column by name or index")
     header: bool | None = Field(None, description="file has a header row; null = detect")
     metric: Literal["accuracy", "matthews", "f1", "pearson", "spearman", "macro_f1", "micro_f1",
-                    "entity_f1"] | None = Field(
+                    "entity_f1", "squad_f1", "exact_match"] | None = Field(
         None, description="task metric (default: the shipped task's, else accuracy, pearson, macro_f1 or entity_f1 "
         "by task type)")
     label_names: list[str] | None = Field(None, description="files: class names in id order (text labels map to "
                                           "them, integer labels index them); default: sorted text labels")
     max_length: int = Field(128, gt=1, description="tokens per example after truncation")
+    doc_stride: int | None = Field(None, ge=0, description="question answering: context tokens shared by "
+                                   "consecutive windows; null = max_length // 3 (128 at Hugging Face's 384)")
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="share of train carved for validation")
     max_train_examples: int | None = Field(None, gt=0, description="use only the first N training examples")
     max_eval_examples: int | None = Field(None, gt=0, description="use only the first N eval examples")

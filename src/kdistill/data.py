@@ -1,11 +1,11 @@
 """Examples for a task as `datasets.Dataset` splits (text_a[, text_b], label), tokenised and batched.
 
 Three sources end in the same `TaskData`: a task shipped with kdistill (`kdistill.tasks.shipped`), local
-CSV/TSV/JSONL files (`kdistill.tasks.readers`) or files in a task type's own format (CoNLL columns: `Task.read_file`),
-or a `datasets` name/folder. The task type (`kdistill.tasks`) reads the labels (class ids, scores, label sets, tags
-per word), encodes the examples (`Task.encode`) and pads them into batches (`Task.collator`). Bad input raises
-`KDistillError` naming the file, line or column, so the CLI can print one line instead of a traceback from deep
-inside `datasets` or `csv`.
+CSV/TSV/JSONL files (`kdistill.tasks.readers`) or files in a task type's own format (CoNLL columns, SQuAD JSON:
+`Task.read_file`), or a `datasets` name/folder. The task type (`kdistill.tasks`) reads the labels (class ids, scores,
+label sets, tags per word, answer spans), encodes the examples (`Task.encode`: QA windows) and pads them into batches
+(`Task.collator`). Bad input raises `KDistillError` naming the file, line or column, so the CLI can print one line
+instead of a traceback from deep inside `datasets` or `csv`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 from transformers import DataCollatorWithPadding
 
@@ -30,9 +29,11 @@ from kdistill.labels import label_key
 from kdistill.sampling import LengthGroupedSampler
 from kdistill.tasks import Task, detect_file_task, detect_task_type, get_task
 from kdistill.tasks.conll import token_rows
+from kdistill.tasks.qa import dataset_splits as qa_dataset_splits
 from kdistill.tasks.readers import (
     RawSplit,
     Table,
+    carve_rows,
     cells_to_split,
     column_index,
     default_label_column,
@@ -97,7 +98,7 @@ def _from_files(cfg: DataConfig) -> tuple[dict[str, RawSplit], list[str] | None]
     if own is not None:
         if cfg.text_columns or cfg.label_column is not None:
             raise KDistillError(f"data.text_columns and data.label_column are for tables; {cfg.train_file} is read "
-                                f"as {own.doc} (token first, tag last): leave them unset")
+                                f"as {own.doc} in its own format: leave them unset")
         files = {"train": cfg.train_file, "validation": cfg.validation_file, "test": cfg.test_file}
         return {k: _read_own(own, Path(str(f))) for k, f in files.items() if f}, None
     text_spec = list(cfg.text_columns) if cfg.text_columns else None
@@ -147,6 +148,9 @@ def _from_dataset(cfg: DataConfig) -> tuple[dict[str, RawSplit], list[str] | Non
     if cfg.task_type == "token_classification" or (cfg.task_type is None and not cfg.text_columns
                                                     and "tokens" in columns):
         return _token_dataset(cfg, dsets, chosen, name)
+    if cfg.task_type == "question_answering" or (cfg.task_type is None and not cfg.text_columns
+                                                 and {"question", "context", "answers"} <= set(columns)):
+        return qa_dataset_splits(dsets, chosen, name), None  # HF `squad` layout
     text_spec = list(cfg.text_columns) if cfg.text_columns else default_text_columns(columns, where)
     label_spec = default_label_column(columns, where) if cfg.label_column is None else cfg.label_column
     need = [columns[column_index(c, columns, 0, where)] for c in [*text_spec, label_spec]]
@@ -240,15 +244,17 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         n_val = max(1, int(round(n * cfg.validation_fraction)))
         if n - n_val < 1:
             raise KDistillError(f"too few training examples ({n}) to carve a validation split")
-        perm = np.random.default_rng(cfg.seed).permutation(n)
-        raw["validation"] = raw["train"].take(sorted(perm[:n_val].tolist()))
-        raw["train"] = raw["train"].take(sorted(perm[n_val:].tolist()))
+        held = carve_rows(raw["train"], n_val, cfg.seed, task.carve_key)
+        keep = set(held)
+        raw["validation"] = raw["train"].take(held)
+        raw["train"] = raw["train"].take([i for i in range(n) if i not in keep])
     is_pair = raw["train"].text_b is not None
     feats = task.split_features(is_pair, names)
     splits = {}
     for key in [k for k in ("train", "validation", "test") if k in raw]:
         s = raw[key].take(slice(0, cfg.max_train_examples if key == "train" else cfg.max_eval_examples))
         cols = task.split_columns(s)
+        cols.update(task.option_columns(cfg, len(s.labels)))
         if key == "train" and cfg.augment_file:
             _add_augmented(cols, cfg.augment_file, list(names), is_pair, task)
         splits[key] = datasets.Dataset.from_dict(cols, features=feats)

@@ -175,8 +175,9 @@ def render_model_card(
 
     `model_path` is what the usage snippet loads (default `model_name`); `base_model_origin` is the model the
     base model was itself fine-tuned from, when known. `task_type` (`kdistill.tasks`) picks the pipeline task
-    (`pipeline_tag`: text-classification, token-classification) and the call's arguments: a regression model's
-    output is the score itself (`function_to_apply="none"`), a multi-label model gives every label's sigmoid
+    (`pipeline_tag`: text-classification, token-classification, question-answering: shown with
+    `kdistill.tasks.qa_predict.answer`, as transformers 5 has no such pipeline) and the call's arguments: a regression
+    model's output is the score itself (`function_to_apply="none"`), a multi-label model gives every label's sigmoid
     probability (`function_to_apply="sigmoid", top_k=None`), a token classifier groups word-pieces into entities
     (`aggregation_strategy="simple"`); `pair` shows a text pair.
     """
@@ -209,13 +210,16 @@ def render_model_card(
     if speed:
         body += ["## Speed", "", "Forward-pass time measured by `kdistill` (random inputs, full length).", "",
                  speed_table(speed), ""]
-    body += [
-        "## Usage", "", "```python", "from transformers import pipeline", "",
-        "# this folder; once uploaded, its Hub id (user/name) instead",
-        f'classifier = pipeline("{task_obj.pipeline_tag}", model={json.dumps(model_path or model_name)})',
-        f"print(classifier({_example(pair, task_obj.pipeline_tag)}{_call_kwargs(task_obj.pipeline_kwargs)}))",
-        "```", "",
-    ]
+    if task_obj.pipeline_tag == "question-answering":
+        body += _qa_usage(model_path or model_name)
+    else:
+        body += [
+            "## Usage", "", "```python", "from transformers import pipeline", "",
+            "# this folder; once uploaded, its Hub id (user/name) instead",
+            f'classifier = pipeline("{task_obj.pipeline_tag}", model={json.dumps(model_path or model_name)})',
+            f"print(classifier({_example(pair, task_obj.pipeline_tag)}{_call_kwargs(task_obj.pipeline_kwargs)}))",
+            "```", "",
+        ]
     if config_yaml:
         body += ["## Distillation config", "", "```yaml", config_yaml.strip("\n"), "```", ""]
     if extra:
@@ -229,6 +233,24 @@ def _example(pair: bool, pipeline_tag: str = "text-classification") -> str:
     if pair:
         return '{"text": "A man is playing a guitar.", "text_pair": "Someone plays an instrument."}'
     return '"Replace me with any text you like."'
+
+
+def _qa_usage(path: str) -> list[str]:
+    """The usage section of an extractive QA model: transformers 5 removed `pipeline("question-answering")`, so the
+    card shows kdistill's replacement (`kdistill.tasks.qa_predict.answer`: windows, model, best span)."""
+    return [
+        "## Usage", "",
+        'transformers 5 removed `pipeline("question-answering")`; kdistill\'s `qa_predict.answer` does what it did '
+        "(question + context windows, the best start/end span over them):", "",
+        "```python", "from transformers import AutoModelForQuestionAnswering, AutoTokenizer",
+        "from kdistill.tasks.qa_predict import answer", "",
+        f"path = {json.dumps(path)}  # this folder; once uploaded, its Hub id (user/name) instead",
+        "model = AutoModelForQuestionAnswering.from_pretrained(path)",
+        "tokenizer = AutoTokenizer.from_pretrained(path)",
+        'span = answer(model, tokenizer, question="Where do water droplets collide?",',
+        '              context="Precipitation forms as water droplets collide with other drops within a cloud.")',
+        "print(span.text, span.score)", "```", "",
+    ]
 
 
 def _call_kwargs(kwargs: Mapping[str, Any]) -> str:

@@ -3,12 +3,13 @@
 - `classification.Classification`: one class per example (SST-2, CoLA, MRPC, RTE); `MaskedLM` for pretraining;
 - `regression.Regression`: one score per example (STS-B);
 - `multilabel.MultiLabel`: a set of labels per example (GoEmotions);
-- `token.TokenClassification`: a tag per word (NER, CoNLL-2003), read by `conll` from CoNLL or JSONL files.
+- `token.TokenClassification`: a tag per word (NER, CoNLL-2003), read by `conll` from CoNLL or JSONL files;
+- `qa.QuestionAnswering`: an answer span in a context (SQuAD v1.1), read by `qa_data`, cut into windows.
 
 `get_task(name)` gives the registered instance; `detect_task_type` reads a task type off a file's label cells when
 `data.task_type` is null, and `detect_file_task` off a file's own format (CoNLL columns); `task_of_config` reads it
 off a model's config. `readers` reads tables into raw splits and `shipped` lists the tasks shipped with kdistill
-(`--task sst2`, `--task stsb`, `--task goemotions`, `--task conll2003`).
+(`--task sst2`, `--task stsb`, `--task goemotions`, `--task conll2003`, `--task squad`).
 """
 
 from __future__ import annotations
@@ -22,21 +23,22 @@ from kdistill.registry import Registry
 from kdistill.tasks.base import HEADS, PROBLEM_TYPES, SEQUENCE_HEAD, Target, Task, head_of_config, task_of_config
 from kdistill.tasks.classification import Classification, MaskedLM
 from kdistill.tasks.multilabel import MultiLabel
+from kdistill.tasks.qa import QuestionAnswering
 from kdistill.tasks.regression import Regression, as_score
 from kdistill.tasks.token import TokenClassification
 
 __all__ = ["TASK_TYPES", "PROBLEM_TYPES", "HEADS", "SEQUENCE_HEAD", "Task", "Target", "get_task", "task_of_config",
            "head_of_config", "detect_task_type", "detect_file_task", "Classification", "Regression", "MultiLabel",
-           "MaskedLM", "TokenClassification"]
+           "MaskedLM", "TokenClassification", "QuestionAnswering"]
 
 TASK_TYPES: Registry[Task] = Registry("task type")
-for _task in (Classification(), Regression(), MultiLabel(), MaskedLM(), TokenClassification()):
+for _task in (Classification(), Regression(), MultiLabel(), MaskedLM(), TokenClassification(), QuestionAnswering()):
     TASK_TYPES.add(_task.name, _task)
 
 
 def get_task(name: str) -> Task:
     """The registered task type `name` ("classification", "regression", "multilabel", "masked_lm",
-    "token_classification")."""
+    "token_classification", "question_answering")."""
     return TASK_TYPES.get(name)
 
 
@@ -52,13 +54,16 @@ def detect_file_task(path: str | Path) -> str | None:
 def detect_task_type(labels: Sequence[Any], texts: Sequence[Any] = ()) -> str:
     """The task type a column of label cells (and of texts) implies when `data.task_type` is null.
 
-    Texts that are lists (a `datasets` column of words) mean token classification; a list in any label cell (a JSON
+    Texts that are lists (a `datasets` column of words) mean token classification; SQuAD answers (objects with
+    "answer_start") extractive QA; a list in any label cell (a JSON
     array, a `datasets` sequence) means multi-label; labels that are all numbers and not all integers (3.8, "4.25")
     mean regression; anything else is classification (integer ids or text labels).
     A comma-separated cell is not taken as a label set on its own: set data.task_type: multilabel for that.
     """
     if any(isinstance(v, list | tuple) for v in texts):
         return "token_classification"
+    if any(isinstance(v, dict) and "answer_start" in v for v in labels):  # answers of a `datasets` squad split
+        return "question_answering"
     if any(isinstance(v, list | tuple) for v in labels):
         return "multilabel"
     keys = [label_key(v) for v in labels]

@@ -108,6 +108,7 @@ class Task:
     per_token: ClassVar[bool] = False  # outputs per token (B, L, C): response losses need the student's tokens
     output_names: ClassVar[tuple[str, ...]] = ("logits",)  # the head's outputs, as the ONNX graph names them
     batch_columns: ClassVar[tuple[str, ...]] = ()  # encoded columns batched beside the model inputs for `targets`
+    carve_key: ClassVar[str | None] = None  # a `RawSplit.extra` key: a carved validation split takes whole groups
 
     # ------------------------------------------------------------------------------------- reading
 
@@ -134,6 +135,10 @@ class Task:
             cols["text_b"] = split.text_b
         cols["label"] = split.labels
         return cols
+
+    def option_columns(self, cfg: Any, n: int) -> dict[str, list[Any]]:
+        """Data settings `encode` needs (QA's `data.doc_stride`) as constant columns of a split of `n` rows; {} here."""
+        return {}
 
     def split_features(self, is_pair: bool, names: Sequence[str]) -> Any:
         """The `datasets.Features` of `split_columns`, for the label names `names`."""

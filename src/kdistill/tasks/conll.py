@@ -35,8 +35,8 @@ _SNIFF_BYTES = 65536
 
 def sniff_tokens(path: Path) -> bool:
     """Whether `path` is evidently token-classification data: JSONL objects with "tokens", or CoNLL lines whose last
-    column is a tag (O, B-X, I-X, ...: the first line and 80% of the first 200) in a file named .conll, .txt, .iob,
-    .iob2, .bio or .ner."""
+    column is a tag (O, B-X, I-X, ...: the first line and 80% of the first 200) in a .txt file; any file named
+    .conll, .iob, .iob2, .bio or .ner."""
     suffix = path.suffix.lower()
     if suffix not in CONLL_SUFFIXES + JSON_SUFFIXES or not path.is_file():
         return False
@@ -53,6 +53,8 @@ def sniff_tokens(path: Path) -> bool:
         except json.JSONDecodeError:
             return False
         return isinstance(row, dict) and isinstance(row.get("tokens"), list)
+    if suffix != ".txt":  # only CoNLL data is named so: read it, and let the reader name a bad first line
+        return True
     tokens = [ln.split() for ln in lines if ln.strip() and not ln.startswith(_DOCSTART)][:200]
     fits = [len(c) >= 2 and TAG_RE.fullmatch(c[-1]) is not None for c in tokens]
     # mostly fitting lines: a CoNLL file with a bad line is still read as one, and the reader names that line

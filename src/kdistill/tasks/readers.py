@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kdistill.cells import is_missing, keep_complete_rows
 from kdistill.errors import KDistillError
 from kdistill.labels import label_key
 
 __all__ = ["RawSplit", "Table", "read_rows", "read_table", "default_text_columns", "default_label_column",
-           "column_index", "cells_to_split", "drop_missing"]
+           "column_index", "cells_to_split", "drop_missing", "carve_rows"]
 
 _DEFAULT_TEXT = [["sentence"], ["sentence1", "sentence2"], ["text"], ["text_a", "text_b"],
                  ["premise", "hypothesis"], ["question1", "question2"]]
@@ -215,3 +217,28 @@ def drop_missing(raw: dict[str, RawSplit], skip: bool) -> dict[str, RawSplit]:
         keep = keep_complete_rows(s.source, split, list(zip(roles, columns, values, strict=True)), s.lines, skip)
         out[split] = s if keep is None else s.take(keep)
     return out
+
+
+def carve_rows(split: RawSplit, n_val: int, seed: int, key: str | None) -> list[int]:
+    """The rows of a carved validation split, in file order: a seeded permutation of the rows, or of the groups
+    `split.extra[key]` names (QA's article titles: no context on both sides), each taken when it brings the count
+    closer to `n_val`."""
+    n = len(split.labels)
+    if key is None or key not in split.extra:
+        return sorted(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
+    groups: dict[Any, list[int]] = {}
+    for i, g in enumerate(split.extra[key]):
+        groups.setdefault(g, []).append(i)
+    if len(groups) < 2:
+        raise KDistillError(f"{split.source}: every example has the same {key} ({next(iter(groups))!r}), so no "
+                            f"validation split can be carved by {key}: give data.validation_file")
+    held: list[int] = []
+    names = list(groups)
+    for j in np.random.default_rng(seed).permutation(len(names)).tolist():
+        size = len(groups[names[j]])
+        # a group joins when it brings the count closer to n_val (and train keeps at least one group)
+        if abs(len(held) + size - n_val) < abs(len(held) - n_val) and len(held) + size < n:
+            held += groups[names[j]]
+    if not held:  # every group is larger than twice n_val: the smallest one
+        held = min(groups.values(), key=len)
+    return sorted(held)

@@ -2,7 +2,8 @@
 
 GLUE's dev files serve as our "test" for the GLUE tasks (their test labels are hidden), and validation is carved
 from train. STS-B, GoEmotions and CoNLL-2003 ship their own dev split (used for validation) and a test split with
-public labels. CoNLL-2003's files are CoNLL columns (`token POS chunk NER`), read by its task type.
+public labels. CoNLL-2003's files are CoNLL columns (`token POS chunk NER`), read by its task type. SQuAD v1.1
+ships a subset of train and the whole dev set (our test); validation is carved from train by article title.
 """
 
 from __future__ import annotations
@@ -56,5 +57,7 @@ for _spec in (
              labels_file="labels.txt"),
     TaskSpec("conll2003", ("tokens",), "tags", CONLL2003_TAGS, "entity_f1",
              {"train": "train.txt", "validation": "dev.txt", "test": "test.txt"}, task_type="token_classification"),
+    TaskSpec("squad", ("question", "context"), "answers", ("start", "end"), "squad_f1",
+             {"train": "train.json", "test": "dev.json"}, task_type="question_answering"),
 ):
     TASKS.add(_spec.name, _spec)
