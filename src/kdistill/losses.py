@@ -7,7 +7,11 @@ positions are removed with `torch.where` before any arithmetic, so huge, infinit
 (half-precision inputs are upcast) and a batch that is entirely padding gives 0, not NaN.
 
 The relation losses (MiniLM's value relation, MiniLMv2's multi-head self-attention relations) live in
-`kdistill.relations` and are registered here too, on import of this module.
+`kdistill.relations`, the mean-pooled hidden-state losses (`mean_pooled_cosine`, `mean_pooled_mse`) in
+`kdistill.pooled_losses`; both are registered here too, on import of this module.
+
+Per-example losses (`token_aligned=False`: the prediction losses, `cls_cosine`, the mean-pooled ones) also work
+for a teacher with another tokenizer; the per-layer ones among them take the teacher's own mask as `t_mask`.
 """
 
 from __future__ import annotations
@@ -319,18 +323,31 @@ def cosine_loss(s: Tensor, t: Tensor, *, mask: Tensor | None = None, form: str =
     return per.sum() / valid.sum().clamp_min(1)
 
 
-@register_loss("cls_cosine", feature="hidden", per_layer=True, projectable=True, token_aligned=False)
-def cls_cosine(s: Tensor, t: Tensor, *, form: str = "1-cos", mask: Tensor | None = None) -> Tensor:
-    """`cosine_loss` on position 0 ([CLS]) of (B, L, H) states; 2-D (B, H) input is taken as already pooled.
+def first_real_token(x: Tensor, mask: Tensor | None, loss: str = "cls_cosine") -> Tensor:
+    """(B, L, H) states -> (B, H): each row's first real token by `mask` ([CLS], whichever side is padded);
+    position 0 without a mask. Raises KDistillError, naming `loss`, when the mask's shape is not (B, L)."""
+    if mask is None:
+        return x[:, 0]
+    first = valid_tokens(mask, x.shape[:-1], loss, x.device).to(torch.int64).argmax(dim=1)  # first True
+    return x[torch.arange(x.shape[0], device=x.device), first]
 
-    `mask` is accepted so the trainer can call every per-layer loss alike, and ignored: [CLS] is always real.
+
+@register_loss("cls_cosine", feature="hidden", per_layer=True, projectable=True, token_aligned=False)
+def cls_cosine(s: Tensor, t: Tensor, *, form: str = "1-cos", mask: Tensor | None = None,
+               t_mask: Tensor | None = None) -> Tensor:
+    """`cosine_loss` between the first real token ([CLS]) of the student's and of the teacher's (B, L, H) states;
+    2-D (B, H) input is taken as already pooled.
+
+    `mask` is the student's attention mask, `t_mask` the teacher's (default: `mask`). They differ for a teacher
+    with another tokenizer, whose states are on its own tokens (`kdistill.teachers.other_tokenizer`); the
+    objective passes both. Without masks position 0 is taken, which right padding makes [CLS].
     """
-    del mask
-    s0 = s[:, 0] if s.dim() == 3 else s
-    t0 = t[:, 0] if t.dim() == 3 else t
+    s0 = first_real_token(s, mask) if s.dim() == 3 else s
+    t0 = first_real_token(t, mask if t_mask is None else t_mask) if t.dim() == 3 else t
     return cosine_loss(s0, t0, form=form)
 
 
-# The relation losses register themselves on import; imported last because `kdistill.relations` uses the
+# The mean-pooled and relation losses register themselves on import; imported last because their modules use the
 # helpers above (a partly initialised `kdistill.losses` already defines them when it is imported first).
+from kdistill import pooled_losses as _pooled_losses  # noqa: E402, F401
 from kdistill import relations as _relations  # noqa: E402, F401

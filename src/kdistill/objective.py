@@ -27,6 +27,7 @@ from kdistill.models import ModelProbe
 from kdistill.tasks import Task, get_task
 
 RESPONSE_FEATURES = ("logits", "labels")
+MASKS = ("mask", "t_mask")  # passed by the objective, never by a config
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Term:
     pairs: list[LayerPair]
     kwargs: dict = field(default_factory=dict)
     takes_mask: bool = False  # resolved once: the step loop must not inspect signatures
+    takes_t_mask: bool = False  # pools the teacher's states with the teacher's own mask (per-example losses)
 
     def describe(self) -> str:
         name = self.cfg.name if self.spec.name == self.cfg.name else f"{self.cfg.name}:{self.spec.name}"
@@ -66,9 +68,9 @@ class LossOutput:
 def _loss_kwargs(cfg: LossConfig, spec: LossSpec) -> dict:
     params = inspect.signature(spec.fn).parameters
     kwargs = dict(cfg.params)
-    unknown = [k for k in kwargs if k not in params or k == "mask"]
+    unknown = [k for k in kwargs if k not in params or k in MASKS]
     if unknown:
-        valid = [p for p in params if params[p].kind == inspect.Parameter.KEYWORD_ONLY and p != "mask"]
+        valid = [p for p in params if params[p].kind == inspect.Parameter.KEYWORD_ONLY and p not in MASKS]
         raise KDistillError(f"loss '{cfg.name}' has no parameter(s) {unknown} (valid: {valid})")
     if "temperature" in params:
         kwargs["temperature"] = cfg.temperature
@@ -118,7 +120,7 @@ class Objective(nn.Module):
             seen[cfg.name] = seen.get(cfg.name, 0) + 1
             key = cfg.name if seen[cfg.name] == 1 else f"{cfg.name}_{seen[cfg.name]}"
             term = Term(key=key, cfg=cfg, spec=spec, pairs=pairs, kwargs=_loss_kwargs(cfg, spec),
-                        takes_mask=spec.accepts("mask"))
+                        takes_mask=spec.accepts("mask"), takes_t_mask=spec.accepts("t_mask"))
             if spec.projectable and teacher is not None and teacher.hidden_size != student.hidden_size:
                 self.projections[key] = nn.Linear(student.hidden_size, teacher.hidden_size)
             self.terms.append(term)
@@ -156,6 +158,8 @@ class Objective(nn.Module):
         if term.key in self.projections:
             sx = self.projections[term.key](sx)
         extra = {"mask": s.mask} if term.takes_mask else {}
+        if term.takes_t_mask:  # the teacher's own tokens' mask: another tokenizer's differs from the student's
+            extra["t_mask"] = t.mask
         losses = [term.spec.fn(sx, t.get(kind, ti), **extra, **term.kwargs) for ti in pair.teacher]
         return torch.stack(losses).mean() if len(losses) > 1 else losses[0]
 

@@ -9,7 +9,8 @@ batch and does not care where they come from. `choose_teacher_source` picks the 
 - stored answers (`answers.StoredAnswers`): probabilities or logits from a file `kdistill label` wrote;
 - several teachers (`multi.MultiTeacher`): live teachers whose class probabilities are averaged;
 - other tokenizer (`other_tokenizer.OtherTokenizerTeacher`): for a student with its own vocabulary, the teacher
-  reads each example's text through its own tokenizer and gives per-example outputs (logits, [CLS] states);
+  reads each example's text through its own tokenizer and gives per-example outputs (logits, and hidden states on
+  its own tokens with its own mask, which the per-example losses pool);
   cached, the same outputs come from a cache built on the teacher's tokenization (`CachedTeacher(per_example)`).
 """
 

@@ -4,7 +4,10 @@ Logits and lengths are loaded at once (small); features are sliced per example f
 A per-token cache (`logits_per_token`: NER, QA) holds each example's logits rows for its real tokens, padded back to
 the batch's width with zeros like the hidden states.
 A cache always holds the teacher's outputs on its own tokenization, so one built for a student of the teacher's
-vocabulary also serves a student of another one (per example: logits and [CLS] states), and the reverse.
+vocabulary also serves a student of another one, and the reverse: per example, the logits and each example's hidden
+states on the teacher's tokens with the teacher's mask (what `other_tokenizer.per_example` gives live), which the
+per-example losses pool ([CLS] for `cls_cosine`, the mean over real tokens for the mean-pooled losses). Every cache
+stores all of an example's real tokens, so caches written before the mean-pooled losses existed serve them too.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class CachedTeacher:
 
     Features are padded back to the batch's width with zeros (losses read only real tokens, by the mask).
     With `per_example` (a student of another tokenizer) the batch's tokens are not the cached ones: it gets the
-    logits and, per requested hidden layer, the (B, H) state of each example's first token ([CLS]).
+    logits and, per requested hidden layer, the (B, L_t, H) states on the teacher's tokens, with the teacher's
+    (right-padded) mask as `mask`, as `kdistill.teachers.other_tokenizer.per_example` describes.
     """
 
     def __init__(self, folder: str | Path, request: FeatureRequest, per_example: bool = False) -> None:
@@ -82,13 +86,15 @@ class CachedTeacher:
             raise KDistillError("a batch served from the teacher cache must carry the example index 'idx'")
         idx = batch["idx"].tolist()
         mask = batch["attention_mask"]
-        if self.per_example:
-            feats = Features(logits=self.logits[idx].to(mask.device), mask=mask)
+        lengths = torch.tensor([self.lengths[i] for i in idx])
+        if self.per_example:  # the teacher's own tokens, right-padded to the longest of the batch
+            width = int(lengths.max()) if idx else 0
+            t_mask = (torch.arange(width)[None, :] < lengths[:, None]).to(mask.dtype)
+            feats = Features(logits=self.logits[idx].to(mask.device), mask=t_mask.to(mask.device))
             for layer in self.request.hidden:
-                feats.hidden[layer] = self._first_tokens(f"hidden.{layer}", idx).to(mask.device)
+                feats.hidden[layer] = self._gather(f"hidden.{layer}", idx, width).to(mask.device)
             return feats
         width = mask.shape[1]
-        lengths = torch.tensor([self.lengths[i] for i in idx])
         if not torch.equal(mask.detach().cpu().bool(), torch.arange(width)[None, :] < lengths[:, None]):
             raise KDistillError(f"the teacher cache {self.folder} does not match this batch: its examples have "
                                 "other lengths than the cache holds, or are not padded on the right")
@@ -111,14 +117,6 @@ class CachedTeacher:
         for j, i in enumerate(idx):
             out[j, :self.lengths[i]] = self.example_logits(i)
         return out
-
-    def _first_tokens(self, name: str, idx: list[int]) -> Tensor:
-        """(B, H): row 0 of each example's stored states; the cache is built from right-padded batches only."""
-        rows = []
-        for i in idx:
-            shard, tok, _ = self._where[i]
-            rows.append(self._slices[shard][name][tok:tok + 1])
-        return torch.cat(rows).float()
 
     def _gather(self, name: str, idx: list[int], width: int) -> Tensor:
         hidden = name.startswith("hidden.")

@@ -2,7 +2,8 @@
 
 Why: a pretrained student of another family (all-MiniLM-L6-v2's BERT vocabulary under an MPNet teacher) splits
 text into other tokens, so nothing can be compared token by token. What can be compared is per example: the
-teacher's class logits, and its [CLS] state for `cls_cosine`. The teacher encodes the raw text of each training
+teacher's class logits, and its hidden states pooled over its own tokens ([CLS] for `cls_cosine`, the mean over its
+real tokens for `mean_pooled_cosine` / `mean_pooled_mse`). The teacher encodes the raw text of each training
 example with its own tokenizer and max_length; its outputs are matched to the student's batch by the example's row
 (`idx`). Validation and test scoring use the student's tokenizer only.
 """
@@ -22,26 +23,26 @@ from kdistill.features import FeatureRequest, Features, forward_features
 
 
 def check_per_example(request: FeatureRequest) -> None:
-    """Only logits and hidden states ([CLS]) can be matched by example; attention maps and q/k/v are per token."""
+    """Only logits and hidden states (pooled per example by the losses) can be matched by example; attention maps
+    and q/k/v are per token."""
     if request.attention_layers or request.qkv:
-        raise KDistillError("a teacher with another tokenizer gives per-example outputs only (logits, [CLS] states), "
-                            "not attention maps or queries/keys/values")
+        raise KDistillError("a teacher with another tokenizer gives per-example outputs only (logits, hidden states "
+                            "pooled per example), not attention maps or queries/keys/values")
 
 
-def first_token_states(hidden: Tensor, mask: Tensor) -> Tensor:
-    """(B, L, H) states -> (B, H): each row's first real token ([CLS]); with right padding that is position 0."""
-    first = mask.to(torch.int64).argmax(dim=1)  # first 1 in the row, so left padding is handled too
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
+def per_example(teacher_out: Features) -> Features:
+    """The teacher's outputs on its own tokens, as the `Features` it gives a student batch of other tokens.
 
-
-def per_example(teacher_out: Features, student_mask: Tensor) -> Features:
-    """The teacher's outputs on its own tokens as per-example `Features` for the student's batch.
-
-    Logits stay (B, C); each hidden layer becomes the (B, H) [CLS] state, which `cls_cosine` takes as pooled.
-    `mask` is the student's, since the losses read it on the student side only.
+    Logits are (B, C). Hidden layers stay (B, L_t, H) on the teacher's tokens, and `mask` is the teacher's own
+    (B, L_t) attention mask, not the student's: the objective passes it to the per-example losses as `t_mask`, and
+    each pools its side with its own mask ([CLS] for `cls_cosine`, the mean over real tokens for
+    `mean_pooled_cosine` / `mean_pooled_mse`), so one captured layer serves all of them. Padded positions are
+    zeroed: the cache stores none, so the live and cached teachers give the same tensors.
     """
-    hidden = {layer: first_token_states(h, teacher_out.mask) for layer, h in teacher_out.hidden.items()}
-    return Features(logits=teacher_out.logits, mask=student_mask, hidden=hidden)
+    mask = teacher_out.mask
+    hidden = {layer: torch.where(mask[..., None] != 0, h, torch.zeros((), dtype=h.dtype, device=h.device))
+              for layer, h in teacher_out.hidden.items()}
+    return Features(logits=teacher_out.logits, mask=mask, hidden=hidden)
 
 
 class OtherTokenizerTeacher:
@@ -68,4 +69,4 @@ class OtherTokenizerTeacher:
         t_batch = {k: v.to(device) for k, v in t_batch.items()}
         with torch.no_grad():
             out = forward_features(self.teacher.to(device), t_batch, self.request)
-        return per_example(out, batch["attention_mask"])
+        return per_example(out)
