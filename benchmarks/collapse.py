@@ -28,9 +28,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from cells import done_cells, record  # noqa: E402
 
-from kdistill import api, distiller  # noqa: E402
+from kdistill import api  # noqa: E402
 from kdistill.config import DistillConfig, build  # noqa: E402
-from kdistill.features import forward_features  # noqa: E402
+from kdistill.distill import distiller  # noqa: E402
+from kdistill.distill.features import forward_features  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
@@ -42,6 +43,11 @@ CELLS: dict[str, dict[str, Any]] = {
     "kd + hidden + attention": {"losses": [*KD, HIDDEN, ATTN]},
     "kd + hidden": {"losses": [*KD, HIDDEN]},
     "kd + attention": {"losses": [*KD, ATTN]},
+    # candidate fixes
+    "kd + hidden + attention + last-layer cls_cosine": {"losses": [
+        *KD, HIDDEN, ATTN, {"name": "cls_cosine", "weight": 1.0, "mapping": {"strategy": "last"}}]},
+    "hidden + attention, then kd": {"stages": [
+        {"name": "features", "epochs": 1.5, "losses": [HIDDEN, ATTN]}, {"name": "prediction", "losses": KD}]},
 }
 
 
@@ -93,7 +99,8 @@ def run_cell(name: str, teacher_dir: str, args: argparse.Namespace) -> dict[str,
     spec = CELLS[name]
     out = Path(args.runs) / name.replace(" ", "").replace("+", "_")
     cfg = build(DistillConfig, {
-        "teacher": teacher_dir, "student": {**STUDENT, **spec.get("student", {})}, "losses": spec["losses"],
+        "teacher": teacher_dir, "student": {**STUDENT, **spec.get("student", {})},
+        **{k: spec[k] for k in ("losses", "stages") if k in spec},
         "out": str(out), "teacher_cache": False,
         "data": {"task": "sst2", "max_length": 64, "max_train_examples": args.max_train},
         "train": {"epochs": args.epochs, "lr": spec.get("lr", 1e-4), "batch_size": 32, "seed": 42,
@@ -111,7 +118,7 @@ def run_cell(name: str, teacher_dir: str, args: argparse.Namespace) -> dict[str,
         s = api.distill(cfg)
     finally:
         distiller.DistillModule.forward = original  # type: ignore[method-assign]
-    return {"cell": name, "losses": spec["losses"], "accuracy": s["test"]["accuracy"],
+    return {"cell": name, "losses": spec.get("losses"), "stages": spec.get("stages"), "accuracy": s["test"]["accuracy"],
             "validation": s.get("validation"), "warnings": s.get("warnings"), "wall_s": time.perf_counter() - t0,
             "trace": probe.trace}
 

@@ -41,9 +41,9 @@ import kdistill  # noqa: E402
 from kdistill import api  # noqa: E402
 from kdistill.config import DataConfig, DistillConfig, FinetuneConfig, StudentConfig, build  # noqa: E402
 from kdistill.data import load_task_data, make_loader, tokenize_splits  # noqa: E402
+from kdistill.distill.features import forward_features  # noqa: E402
+from kdistill.distill.mapping import uniform_map  # noqa: E402
 from kdistill.evaluate import score_split  # noqa: E402
-from kdistill.features import forward_features  # noqa: E402
-from kdistill.mapping import uniform_map  # noqa: E402
 from kdistill.models import load_classifier, load_tokenizer, pick_device  # noqa: E402
 from kdistill.students import build_student  # noqa: E402
 
@@ -204,7 +204,7 @@ def run_kdistill(args: argparse.Namespace, teacher: Path, student: Path, out: Pa
     """api.distill as a user calls it; the clock runs around Distiller.train() only (set-up and export excluded)."""
     from accelerate.data_loader import get_sampler
 
-    from kdistill.distiller import Distiller
+    from kdistill.distill.distiller import Distiller
 
     timing: dict[str, Any] = {}
     untimed = Distiller.train

@@ -40,7 +40,7 @@ from cells import done_cells, record  # noqa: E402
 from kdistill import api  # noqa: E402
 from kdistill.cache import human_bytes  # noqa: E402
 from kdistill.config import DistillConfig, build  # noqa: E402
-from kdistill.distiller import Distiller  # noqa: E402
+from kdistill.distill.distiller import Distiller  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]

@@ -16,8 +16,8 @@ from kdistill import api, cli
 from kdistill.cache import build_cache, cache_spec, check_folder, find_cache
 from kdistill.config import DataConfig, DistillConfig, build
 from kdistill.data import load_task_data, make_loader, tokenize_splits
+from kdistill.distill.features import FeatureRequest, forward_features, prepare_for_capture
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, forward_features, prepare_for_capture
 from kdistill.models import load_classifier, load_tokenizer, probe
 from kdistill.teachers import CachedTeacher
 

@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 from kdistill import api
 from kdistill.config import DistillConfig, LossConfig, MappingConfig, build
 from kdistill.data import load_task_data, make_loader, tokenize_splits, tokenizer_hash
+from kdistill.distill.features import FeatureRequest, forward_features
+from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, forward_features
 from kdistill.models import load_classifier, load_tokenizer, probe, same_vocabulary
-from kdistill.objective import Objective
 from kdistill.teachers import CachedTeacher, OtherTokenizerTeacher, TeacherPlan
 
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
@@ -84,7 +84,7 @@ def live_run(teacher_dir: Path, student_dir: Path, tmp_path_factory: pytest.Temp
 def _kl_to_teacher(teacher: torch.nn.Module, t_tok, student: torch.nn.Module, s_tok, texts: list[str],
                    temperature: float) -> torch.Tensor:
     """Hinton's KD loss computed by hand: each side tokenises the raw texts itself; KL(p_t || p_s) at T, mean over
-    examples, times T^2 (as `kdistill.losses.kl_div` defines it)."""
+    examples, times T^2 (as `kdistill.distill.losses.kl_div` defines it)."""
     t_in = t_tok(texts, truncation=True, max_length=32, padding=True, return_tensors="pt")
     s_in = s_tok(texts, truncation=True, max_length=32, padding=True, return_tensors="pt")
     with torch.no_grad():

@@ -15,8 +15,8 @@ from transformers import AutoModelForSequenceClassification
 
 from kdistill import api
 from kdistill.config import DistillConfig, FinetuneConfig, build, save_config
+from kdistill.distill.losses import LOSSES, register_loss
 from kdistill.errors import TrainingDiverged
-from kdistill.losses import LOSSES, register_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURE_LOSSES = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5},

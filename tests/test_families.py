@@ -30,9 +30,9 @@ from transformers import (
 
 from kdistill import api
 from kdistill.config import DistillConfig, build
+from kdistill.distill.features import FeatureRequest, forward_features, prepare_for_capture
+from kdistill.distill.losses import attention_kl
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, forward_features, prepare_for_capture
-from kdistill.losses import attention_kl
 from kdistill.models import probe
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, MPNetConfig, MPNetForSequenceClassification
 
+from kdistill.distill.features import FeatureRequest, forward_features, prepare_for_capture
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, forward_features, prepare_for_capture
 from kdistill.models import probe
 
 

@@ -13,8 +13,8 @@ from transformers import AutoModelForSequenceClassification, TrainingArguments, 
 from kdistill import api
 from kdistill.config import DataConfig, DistillConfig, StudentConfig, build
 from kdistill.data import load_task_data, tokenize_splits
+from kdistill.distill.kdtrainer import KDTrainer
 from kdistill.errors import KDistillError
-from kdistill.kdtrainer import KDTrainer
 from kdistill.models import load_classifier, load_tokenizer
 from kdistill.students import build_student
 

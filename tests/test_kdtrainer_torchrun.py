@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent('''
 
     from kdistill.config import DataConfig, StudentConfig
     from kdistill.data import load_task_data, tokenize_splits
-    from kdistill.kdtrainer import KDTrainer
+    from kdistill.distill.kdtrainer import KDTrainer
     from kdistill.models import load_classifier, load_tokenizer
     from kdistill.students import build_student
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdistill.errors import KDistillError
-from kdistill.losses import (
+from kdistill.distill.losses import (
     LOSSES,
     attention_kl,
     attention_mse,
@@ -24,6 +23,7 @@ from kdistill.losses import (
     register_loss,
     soft_cross_entropy,
 )
+from kdistill.errors import KDistillError
 
 BIG = 1e30
 nan = float("nan")

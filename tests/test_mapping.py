@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from kdistill.config import MappingConfig
-from kdistill.errors import KDistillError
-from kdistill.mapping import (
+from kdistill.distill.mapping import (
     MAPPINGS,
     LayerPair,
     bottom_map,
@@ -19,6 +18,7 @@ from kdistill.mapping import (
     top_map,
     uniform_map,
 )
+from kdistill.errors import KDistillError
 
 
 def teachers(pairs: list[LayerPair]) -> list[tuple[int, ...]]:
@@ -154,7 +154,7 @@ def test_user_strategy_and_unknown_strategy(temp_strategy: str) -> None:
 
 
 def test_last_maps_only_the_last_layers() -> None:
-    from kdistill.mapping import last_map
+    from kdistill.distill.mapping import last_map
 
     assert last_map(12, 6) == [LayerPair(6, (12,))]
     assert last_map(6, 3) == [LayerPair(3, (6,))] and last_map(3, 6) == [LayerPair(6, (3,))]

@@ -14,12 +14,12 @@ from test_cross_tokenizer import make_bert
 from kdistill import api
 from kdistill.config import DistillConfig, LossConfig, MappingConfig, build
 from kdistill.data import load_task_data, make_loader, tokenize_splits
+from kdistill.distill.features import FeatureRequest, forward_features
+from kdistill.distill.losses import LOSSES, cls_cosine, get_loss
+from kdistill.distill.objective import Objective
+from kdistill.distill.pooled_losses import mean_over_tokens, mean_pooled_cosine, mean_pooled_mse
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, forward_features
-from kdistill.losses import LOSSES, cls_cosine, get_loss
 from kdistill.models import load_classifier, load_tokenizer, probe
-from kdistill.objective import Objective
-from kdistill.pooled_losses import mean_over_tokens, mean_pooled_cosine, mean_pooled_mse
 from kdistill.teachers import CachedTeacher, OtherTokenizerTeacher, TeacherPlan
 
 nan, BIG = float("nan"), 1e30

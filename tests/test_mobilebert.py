@@ -10,9 +10,9 @@ from transformers import AutoModelForSequenceClassification, MobileBertForSequen
 
 from kdistill import api
 from kdistill.config import DistillConfig, build
+from kdistill.distill.features import forward_features
 from kdistill.errors import KDistillError
 from kdistill.export import export_onnx, onnx_logits, onnx_session
-from kdistill.features import forward_features
 from kdistill.mobilebert import MobileBertSpec, mobilebert_student, svd_embeddings
 from kdistill.models import load_classifier, load_tokenizer, probe
 

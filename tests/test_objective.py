@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from kdistill.config import LossConfig, MappingConfig
+from kdistill.distill.features import Features
+from kdistill.distill.objective import Active, Objective
 from kdistill.errors import KDistillError
-from kdistill.features import Features
 from kdistill.models import ModelProbe
-from kdistill.objective import Active, Objective
 
 TEACHER = ModelProbe("bert", 6, 16, 2, "bert.encoder.layer", True)
 STUDENT = ModelProbe("bert", 3, 8, 2, "bert.encoder.layer", True)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from kdistill.distill.losses import kl_div
 from kdistill.errors import KDistillError
-from kdistill.losses import kl_div
 from kdistill.tasks.qa_losses import masked_kl, span_ce, span_kl
 
 

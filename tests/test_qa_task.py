@@ -34,11 +34,11 @@ from kdistill.config import (
     TrainConfig,
 )
 from kdistill.data import load_task_data, make_loader, tokenize_splits
+from kdistill.distill.features import FeatureRequest, Features
+from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
 from kdistill.evaluate import predict
-from kdistill.features import FeatureRequest, Features
 from kdistill.models import ModelProbe, load_classifier, load_tokenizer
-from kdistill.objective import Objective
 from kdistill.tasks import detect_file_task, get_task, task_of_config
 from kdistill.tasks.qa import window_predictions
 from kdistill.tasks.qa_data import read_squad

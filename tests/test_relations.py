@@ -24,12 +24,12 @@ from transformers import (
 
 from kdistill import api
 from kdistill.config import DistillConfig, GeneralConfig, LossConfig, MappingConfig, build
+from kdistill.distill.features import QKV, FeatureRequest, forward_features, prepare_for_capture
+from kdistill.distill.losses import get_loss
+from kdistill.distill.objective import Objective
+from kdistill.distill.relations import minilmv2_relations, value_relation
 from kdistill.errors import KDistillError
-from kdistill.features import QKV, FeatureRequest, forward_features, prepare_for_capture
-from kdistill.losses import get_loss
 from kdistill.models import probe
-from kdistill.objective import Objective
-from kdistill.relations import minilmv2_relations, value_relation
 
 MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
 

@@ -10,9 +10,9 @@ import pytest
 
 from kdistill import api
 from kdistill.config import DistillConfig, FinetuneConfig, ScheduleConfig, build
+from kdistill.distill.schedules import AllLayers, Progressive, Stacked, build_schedule
 from kdistill.errors import KDistillError
 from kdistill.models import load_classifier
-from kdistill.schedules import AllLayers, Progressive, Stacked, build_schedule
 
 
 def _drive(schedule, cos_per_epoch: list[dict[int, float]]) -> list[tuple[frozenset | None, bool]]:

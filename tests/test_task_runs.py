@@ -33,8 +33,8 @@ from kdistill.config import (
     TrainConfig,
 )
 from kdistill.data import load_task_data
+from kdistill.distill.features import FeatureRequest
 from kdistill.evaluate import predict
-from kdistill.features import FeatureRequest
 from kdistill.models import load_classifier, load_tokenizer
 from kdistill.teachers import CachedTeacher
 

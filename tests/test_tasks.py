@@ -15,11 +15,11 @@ import torch
 from kdistill import cli
 from kdistill.config import AugmentConfig, DataConfig, LossConfig, MappingConfig, build
 from kdistill.data import load_task_data
+from kdistill.distill.losses import LOSSES, bce_soft, gold_bce, gold_mse
+from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
-from kdistill.losses import LOSSES, bce_soft, gold_bce, gold_mse
 from kdistill.metrics import METRICS
 from kdistill.models import ModelProbe
-from kdistill.objective import Objective
 from kdistill.tasks import detect_task_type, get_task, task_of_config
 from kdistill.teachers.multi import MultiTeacher
 
@@ -88,7 +88,7 @@ def _named_losses(message: str) -> set[str]:
 
 
 def test_response_losses_compare_the_tasks_targets() -> None:
-    from kdistill.features import Features
+    from kdistill.distill.features import Features
 
     obj = Objective([LossConfig(name="logit_mse"), LossConfig(name="ce", weight=2.0)], MappingConfig(),
                     student=PROBE, teacher=PROBE, task=get_task("regression"))
@@ -315,7 +315,7 @@ def test_several_teachers_average_per_task_type() -> None:
         def forward(self, **_: object) -> object:
             return type("Out", (), {"logits": self.out})()
 
-    from kdistill.features import FeatureRequest
+    from kdistill.distill.features import FeatureRequest
 
     source = MultiTeacher([Fixed(a), Fixed(b)], [1.0, 3.0], FeatureRequest(), get_task("multilabel"))
     batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3)}

@@ -34,12 +34,12 @@ from kdistill.config import (
     build,
 )
 from kdistill.data import load_task_data, make_loader, tokenize_splits
+from kdistill.distill.features import FeatureRequest, Features
+from kdistill.distill.losses import LOSSES
+from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, Features
-from kdistill.losses import LOSSES
 from kdistill.metrics import METRICS
 from kdistill.models import ModelProbe, load_classifier, load_tokenizer
-from kdistill.objective import Objective
 from kdistill.tasks import detect_file_task, get_task, task_of_config
 from kdistill.tasks.token import CONLL2003_TAGS
 from kdistill.teachers import CachedTeacher
@@ -196,7 +196,7 @@ def test_response_losses_compare_the_labelled_pieces_only() -> None:
 def test_span_targets_get_the_batch_and_pass_their_mask() -> None:
     """The seam a span task (QA) uses: `targets` sees the batch (a column of its own) and returns masked targets,
     one for start and one for end logits; the objective averages a loss over them and passes `mask`."""
-    from kdistill.losses import register_loss
+    from kdistill.distill.losses import register_loss
     from kdistill.tasks.base import Target, Task
 
     class Spans(Task):

@@ -11,7 +11,7 @@ __all__ = ["DistillSpec", "KDTrainer", "__version__"]
 def __getattr__(name: str) -> Any:
     # Lazy, so `import kdistill` (and the CLI's start) does not import transformers.Trainer.
     if name in ("KDTrainer", "DistillSpec"):
-        from kdistill import kdtrainer
+        from kdistill.distill import kdtrainer
 
         return getattr(kdtrainer, name)
     raise AttributeError(f"module 'kdistill' has no attribute {name!r}")

@@ -34,15 +34,16 @@ from kdistill.config import (
     StudentConfig,
 )
 from kdistill.data import TaskData, load_task_data, tokenize_splits
-from kdistill.distiller import Distiller
+from kdistill.distill.distiller import Distiller
+from kdistill.distill.features import prepare_for_capture
+from kdistill.distill.objective import Objective
+from kdistill.distill.schedules import LayerSchedule, build_schedule
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
-from kdistill.features import prepare_for_capture
 from kdistill.limits import check_max_length, check_run_lengths
 from kdistill.metrics import primary
 from kdistill.modelcard import write_model_card
 from kdistill.models import load_classifier, load_tokenizer, pick_device, probe, resolve_model_path, same_vocabulary
-from kdistill.objective import Objective
 from kdistill.runfolder import (
     CONFIG_FILE,
     check_out_guard,
@@ -52,7 +53,6 @@ from kdistill.runfolder import (
     record_config,
     run_folder,
 )
-from kdistill.schedules import LayerSchedule, build_schedule
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students import build_student
 from kdistill.tasks import HEADS, Task

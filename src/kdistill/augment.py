@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from kdistill.config import AugmentConfig
 from kdistill.data import load_task_data
+from kdistill.distill.features import only_rows, score_masked_rows_only
 from kdistill.errors import KDistillError
-from kdistill.features import only_rows, score_masked_rows_only
 from kdistill.models import pick_device
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from kdistill.atomic import atomic_write_json
 from kdistill.config import EvaluateConfig
 from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
-from kdistill.features import model_inputs, model_logits
+from kdistill.distill.features import model_inputs, model_logits
 from kdistill.limits import check_max_length
 from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
@@ -244,8 +244,8 @@ def attention_divergence(teacher: nn.Module, student: nn.Module, loader: Any,
     How close a student's attention is to its teacher's after training: internal-representation
     distillation should drive it down, plain soft-target KD need not.
     """
-    from kdistill.features import FeatureRequest, forward_features, prepare_for_capture
-    from kdistill.losses import attention_kl
+    from kdistill.distill.features import FeatureRequest, forward_features, prepare_for_capture
+    from kdistill.distill.losses import attention_kl
     from kdistill.models import probe
 
     s_req = FeatureRequest(attn_probs=frozenset(s for s, _ in pairs))

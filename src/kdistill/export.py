@@ -26,9 +26,9 @@ from kdistill.atomic import atomic_dir, atomic_write_json
 from kdistill.cache import weights_hash
 from kdistill.config import DataConfig, ExportConfig, build, load_yaml
 from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
+from kdistill.distill.features import model_inputs, model_logits
 from kdistill.errors import KDistillError
 from kdistill.evaluate import stack_outputs
-from kdistill.features import model_inputs, model_logits
 from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, resolve_model_path
 from kdistill.outputs import check_replaceable, output_folder, save_tokenizer
@@ -189,7 +189,7 @@ def onnx_logits(session: Any, batch: Mapping[str, torch.Tensor | np.ndarray]) ->
     """Feed only the inputs the graph declares, as int64; missing token_type_ids are zeros (as in PyTorch).
 
     Returns the graph's one output, or its outputs stacked on a new last axis (start and end logits: (B, L, 2),
-    as `kdistill.features.model_logits` stacks them in PyTorch).
+    as `kdistill.distill.features.model_logits` stacks them in PyTorch).
     """
     feed: dict[str, np.ndarray] = {}
     for inp in session.get_inputs():

@@ -20,13 +20,13 @@ from transformers import AutoModelForMaskedLM, PreTrainedModel
 from kdistill.atomic import atomic_write_json
 from kdistill.config import CorpusConfig, GeneralConfig, LossConfig, MappingConfig
 from kdistill.corpus import load_blocks, mlm_collator, validation_loader
-from kdistill.distiller import Distiller
+from kdistill.distill.distiller import Distiller
+from kdistill.distill.features import prepare_for_capture, score_masked_rows_only
+from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
-from kdistill.features import prepare_for_capture, score_masked_rows_only
 from kdistill.limits import check_max_length
 from kdistill.mlm import load_masked_lm, masked_accuracy
 from kdistill.models import load_tokenizer, probe
-from kdistill.objective import Objective
 from kdistill.runfolder import record_config, run_folder
 from kdistill.speed import count_parameters
 from kdistill.students import default_layers, from_smaller_config, from_teacher_layers, narrowed

@@ -20,12 +20,12 @@ from transformers import AutoModelForMaskedLM, PreTrainedModel
 from kdistill.atomic import atomic_write_json
 from kdistill.config import LossConfig, MappingConfig, MLMHeadConfig
 from kdistill.corpus import load_blocks, mlm_collator, validation_loader
-from kdistill.distiller import Distiller
+from kdistill.distill.distiller import Distiller
+from kdistill.distill.features import score_masked_rows_only
+from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
-from kdistill.features import score_masked_rows_only
 from kdistill.limits import check_max_length
 from kdistill.models import load_tokenizer, model_load_error, pick_device, probe, resolve_model_path
-from kdistill.objective import Objective
 from kdistill.runfolder import record_config, run_folder
 from kdistill.tasks import get_task
 

@@ -11,8 +11,8 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from kdistill.config import StudentConfig
+from kdistill.distill.mapping import uniform_map
 from kdistill.errors import KDistillError
-from kdistill.mapping import uniform_map
 from kdistill.models import auto_class, load_classifier, probe
 from kdistill.tasks import get_task, task_of_config
 

@@ -105,7 +105,7 @@ class MappingConfig(StrictConfig):
 
 
 class LossConfig(StrictConfig):
-    """One named, weighted loss term; the name picks a loss from `kdistill.losses.LOSSES`."""
+    """One named, weighted loss term; the name picks a loss from `kdistill.distill.losses.LOSSES`."""
 
     name: str = Field(description="loss name (kl, soft_ce, logit_mse, ce, hidden_mse, ...)")
     weight: float = Field(1.0, ge=0, description="weight in the total loss")

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kdistill.distill.losses import LOSSES, LossSpec
 from kdistill.errors import KDistillError
-from kdistill.losses import LOSSES, LossSpec
 from kdistill.metrics import METRICS
 
 if TYPE_CHECKING:

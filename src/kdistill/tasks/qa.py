@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdistill.distill.losses import LOSSES, LossSpec, as_f32, register_loss
 from kdistill.errors import KDistillError
-from kdistill.losses import LOSSES, LossSpec, as_f32, register_loss
 from kdistill.metrics import METRICS
 from kdistill.tasks.base import Target, Task
 from kdistill.tasks.qa_data import JSONL_SUFFIXES, QAExample, read_squad

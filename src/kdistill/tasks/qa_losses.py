@@ -10,7 +10,7 @@ script pads every window to max_seq_length and compares all positions. CLS stays
 window without the answer points at CLS, so the teacher's mass there is its "not in this window" signal.
 
 Not registered as losses yet: these are plain functions `(student, teacher, *, mask, temperature)` in the style
-of `kdistill.losses`, for the QA task type to register.
+of `kdistill.distill.losses`, for the QA task type to register.
 
 A teacher cache stores each training window's start and end logits unpadded: window w has n_w real tokens
 (`sum(attention_mask[w])`; right padding, so they come first), and a shard holds `start_logits` and `end_logits`
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdistill.distill.losses import as_f32, valid_tokens
 from kdistill.errors import KDistillError
-from kdistill.losses import as_f32, valid_tokens
 
 __all__ = ["masked_kl", "span_kl", "span_ce"]
 

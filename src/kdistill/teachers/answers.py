@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from kdistill.answers import parse_json
+from kdistill.distill.features import Features
 from kdistill.errors import KDistillError
-from kdistill.features import Features
 from kdistill.tasks import Task, get_task
 
 

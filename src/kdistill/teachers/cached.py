@@ -32,8 +32,8 @@ from kdistill.cache import (
     read_manifest,
     remove_stale_builds,
 )
+from kdistill.distill.features import FeatureRequest, Features
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, Features
 from kdistill.teachers.other_tokenizer import check_per_example
 
 
@@ -177,7 +177,7 @@ def cached_teacher(location: str | Path, teacher: nn.Module, tokenizer: Any, raw
     """
     from accelerate import PartialState
 
-    from kdistill.distiller import fresh_accelerate_state  # here: the distiller imports this package
+    from kdistill.distill.distiller import fresh_accelerate_state  # here: the distiller imports this package
 
     spec = cache_spec(teacher, tokenizer, raw_train, train, max_length, request, dtype)
     fresh_accelerate_state()

@@ -13,9 +13,9 @@ from transformers import PreTrainedModel
 from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import DistillConfig
 from kdistill.data import TaskData, tokenize_splits
+from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
 from kdistill.models import load_tokenizer, same_vocabulary
-from kdistill.objective import Objective
 from kdistill.teachers.answers import StoredAnswers
 from kdistill.teachers.cached import cached_teacher
 from kdistill.teachers.multi import MultiTeacher

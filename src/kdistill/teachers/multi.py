@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from kdistill.features import FeatureRequest, Features, forward_features
+from kdistill.distill.features import FeatureRequest, Features, forward_features
 from kdistill.tasks import Task, get_task
 
 

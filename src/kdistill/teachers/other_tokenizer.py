@@ -18,8 +18,8 @@ from datasets import Dataset
 from torch import Tensor, nn
 from transformers import DataCollatorWithPadding
 
+from kdistill.distill.features import FeatureRequest, Features, forward_features
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, Features, forward_features
 
 
 def check_per_example(request: FeatureRequest) -> None:

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from torch import Tensor
 
-from kdistill.features import Features
+from kdistill.distill.features import Features
 
 
 class TeacherSource(Protocol):

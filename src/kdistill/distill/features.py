@@ -9,7 +9,7 @@ get a forward pre-hook on the dropout applied to their attention softmax: its in
 pre-dropout probabilities, still in the autograd graph. Their raw scores are never materialised as
 a module input, so asking for them (attn_mse) is refused when the run is set up.
 
-The relation losses (`kdistill.relations`) need each mapped layer's queries, keys and values after the
+The relation losses (`kdistill.distill.relations`) need each mapped layer's queries, keys and values after the
 linear projections and before attention ("qkv"): the recording attention function receives exactly
 those; MPNet gets forward hooks on its q/k/v Linear modules instead; DeBERTa is refused at set-up.
 """

@@ -18,7 +18,7 @@ states on its own tokens with its mask; the objective passes that as `t_mask`). 
 tokenizer `t_mask` is the student's mask. Different widths go through the objective's projection, applied to every
 token before pooling (the mean of a Linear's outputs is the Linear of the mean).
 
-Conventions as in `kdistill.losses`: fp32, padding found from the masks only and removed with `torch.where`
+Conventions as in `kdistill.distill.losses`: fp32, padding found from the masks only and removed with `torch.where`
 before the sum (NaN or huge values there change neither value nor gradient), and an example without real tokens
 on either side counts for nothing (a batch of only such examples gives 0).
 """
@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kdistill.distill.losses import as_f32, cosine_loss, hidden_mse, register_loss, valid_tokens
 from kdistill.errors import KDistillError
-from kdistill.losses import as_f32, cosine_loss, hidden_mse, register_loss, valid_tokens
 
 
 def mean_over_tokens(x: Tensor, mask: Tensor | None, loss: str = "mean pooling") -> tuple[Tensor, Tensor]:

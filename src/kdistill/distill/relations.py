@@ -2,10 +2,10 @@
 
 A relation map of a layer is softmax(A A^T / sqrt(d)) over the tokens, A being that layer's queries, keys or
 values: an L x L map whatever the width, so a student of any width (and, for MiniLMv2, any head count) matches
-a teacher without a projection. The inputs are `QKV` records (`kdistill.features.QKV`: query, key and value,
+a teacher without a projection. The inputs are `QKV` records (`kdistill.distill.features.QKV`: query, key and value,
 each (batch, heads, L, head_dim), after the linear projections and before attention) of one mapped layer pair.
 
-Conventions as in `kdistill.losses`: fp32, padding found from the mask only and removed with `torch.where`
+Conventions as in `kdistill.distill.losses`: fp32, padding found from the mask only and removed with `torch.where`
 before any arithmetic (padded keys get no probability, padded query rows no weight), and a batch that is
 entirely padding gives 0.
 
@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdistill.distill.losses import as_f32, register_loss, valid_tokens
 from kdistill.errors import KDistillError
-from kdistill.losses import as_f32, register_loss, valid_tokens
 
 if TYPE_CHECKING:
-    from kdistill.features import QKV
+    from kdistill.distill.features import QKV
 
 RELATIONS = ("qq", "kk", "vv")
 """MiniLMv2's relation types: query-query, key-key, value-value."""

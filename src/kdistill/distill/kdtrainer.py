@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from kdistill.config import LossConfig, MappingConfig, ScheduleConfig
+from kdistill.distill.features import Features, forward_features, prepare_for_capture
+from kdistill.distill.objective import Active, Objective
+from kdistill.distill.schedules import AllLayers, LayerSchedule, build_schedule
 from kdistill.errors import KDistillError
-from kdistill.features import Features, forward_features, prepare_for_capture
 from kdistill.models import probe, same_vocabulary
-from kdistill.objective import Active, Objective
-from kdistill.schedules import AllLayers, LayerSchedule, build_schedule
 from kdistill.tasks import get_task, task_of_config
 
 __all__ = ["DistillSpec", "KDModule", "KDTrainer"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from kdistill.config import ScheduleConfig
-from kdistill.objective import Active
+from kdistill.distill.objective import Active
 from kdistill.registry import Registry
 
 

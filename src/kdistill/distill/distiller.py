@@ -31,15 +31,15 @@ from kdistill.atomic import atomic_dir, atomic_path, kill_point
 from kdistill.checkpoints import RUN_STATE, RunState, complete_checkpoints, drop_resume_files, fsync_folder, set_aside
 from kdistill.config import TrainConfig
 from kdistill.data import make_loader
+from kdistill.distill.features import FeatureRequest, Features, forward_features
+from kdistill.distill.freezing import drop_frozen_grads, layer_parameters
+from kdistill.distill.objective import Active, Objective
+from kdistill.distill.schedules import AllLayers, LayerSchedule
 from kdistill.errors import KDistillError, TrainingDiverged
 from kdistill.evaluate import predict
-from kdistill.features import FeatureRequest, Features, forward_features
-from kdistill.freezing import drop_frozen_grads, layer_parameters
 from kdistill.metrics import primary
 from kdistill.models import probe
-from kdistill.objective import Active, Objective
 from kdistill.outputs import save_tokenizer
-from kdistill.schedules import AllLayers, LayerSchedule
 from kdistill.teachers.source import TeacherSource
 
 
@@ -386,7 +386,8 @@ class Distiller:
         return self._result()
 
     def _frozen_parameters(self) -> list[nn.Parameter]:
-        """The student parameters the schedule freezes in this stage (see `kdistill.freezing`), cached per stage."""
+        """The student parameters the schedule freezes in this stage (see `kdistill.distill.freezing`), cached per
+        stage."""
         layers = self.schedule.frozen()
         if layers != self._frozen[0]:
             self._frozen = (layers, layer_parameters(self.student, probe(self.student), layers) if layers else [])

@@ -7,8 +7,8 @@ positions are removed with `torch.where` before any arithmetic, so huge, infinit
 (half-precision inputs are upcast) and a batch that is entirely padding gives 0, not NaN.
 
 The relation losses (MiniLM's value relation, MiniLMv2's multi-head self-attention relations) live in
-`kdistill.relations`, the mean-pooled hidden-state losses (`mean_pooled_cosine`, `mean_pooled_mse`) in
-`kdistill.pooled_losses`; both are registered here too, on import of this module.
+`kdistill.distill.relations`, the mean-pooled hidden-state losses (`mean_pooled_cosine`, `mean_pooled_mse`) in
+`kdistill.distill.pooled_losses`; both are registered here too, on import of this module.
 
 Per-example losses (`token_aligned=False`: the prediction losses, `cls_cosine`, the mean-pooled ones) also work
 for a teacher with another tokenizer; the per-layer ones among them take the teacher's own mask as `t_mask`.
@@ -40,7 +40,7 @@ class LossSpec:
 
     name: str
     fn: Callable[..., Tensor]
-    feature: str  # one of FEATURES; "qkv" = per-head queries, keys and values (`kdistill.features.QKV`)
+    feature: str  # one of FEATURES; "qkv" = per-head queries, keys and values (`kdistill.distill.features.QKV`)
     needs_teacher: bool  # False only for hard-label losses ("ce")
     per_layer: bool  # applied to each mapped (student, teacher) layer pair
     projectable: bool  # a learnable Linear(student_width -> teacher_width) may be needed
@@ -348,6 +348,6 @@ def cls_cosine(s: Tensor, t: Tensor, *, form: str = "1-cos", mask: Tensor | None
 
 
 # The mean-pooled and relation losses register themselves on import; imported last because their modules use the
-# helpers above (a partly initialised `kdistill.losses` already defines them when it is imported first).
-from kdistill import pooled_losses as _pooled_losses  # noqa: E402, F401
-from kdistill import relations as _relations  # noqa: E402, F401
+# helpers above (a partly initialised `kdistill.distill.losses` already defines them when it is imported first).
+from kdistill.distill import pooled_losses as _pooled_losses  # noqa: E402, F401
+from kdistill.distill import relations as _relations  # noqa: E402, F401

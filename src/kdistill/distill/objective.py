@@ -19,10 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from kdistill.config import LossConfig, MappingConfig
+from kdistill.distill.features import FeatureRequest, Features
+from kdistill.distill.losses import LOSSES, LossSpec
+from kdistill.distill.mapping import LayerPair, build_map
 from kdistill.errors import KDistillError
-from kdistill.features import FeatureRequest, Features
-from kdistill.losses import LOSSES, LossSpec
-from kdistill.mapping import LayerPair, build_map
 from kdistill.models import ModelProbe
 from kdistill.tasks import Task, get_task
 
