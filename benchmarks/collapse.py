@@ -5,7 +5,8 @@ soft targets, but ends at the majority class (49.9%) when `hidden_mse` (x1.0) an
 This benchmark reruns that student with one change per cell and, every `--probe-every` steps, records for each loss
 term the gradient norm it alone puts on the student's parameters (split into encoder and classifier), the mean
 pairwise cosine of the batch's [CLS] vectors at the last layer (1.0 = every sentence has the same representation),
-the standard deviation of the logits over the batch and the majority-prediction fraction. Each finished cell is
+the same over all real tokens of the batch (token_cosine: 1.0 = every token state is the same vector), the standard
+deviation of the logits over the batch and the majority-prediction fraction. Each finished cell is
 one line of results/collapse.jsonl (final test accuracy, the probe trace) and is skipped on the next run.
 
     python benchmarks/collapse.py                    # all cells (the MiniLM SST-2 teacher of pareto.py)
@@ -35,8 +36,10 @@ from kdistill.distill.features import forward_features  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
-HIDDEN = {"name": "hidden_mse", "weight": 1.0}
-ATTN = {"name": "attn_mse", "weight": 0.1}
+HIDDEN = {"name": "hidden_mse", "weight": 1.0, "params": {"center": False}}  # the cells measured before the fix
+HIDDEN_C = {"name": "hidden_mse", "weight": 1.0, "params": {"center": True}}
+ATTN = {"name": "attn_mse", "weight": 0.1, "params": {"center": False}}
+ATTN_C = {"name": "attn_mse", "weight": 0.1, "params": {"center": True}}
 STUDENT = {"init": "config", "num_layers": 2, "hidden_size": 192, "num_heads": 12, "intermediate_size": 768}
 CELLS: dict[str, dict[str, Any]] = {
     "kd": {"losses": KD},
@@ -46,6 +49,11 @@ CELLS: dict[str, dict[str, Any]] = {
     # candidate fixes
     "kd + hidden + attention + last-layer cls_cosine": {"losses": [
         *KD, HIDDEN, ATTN, {"name": "cls_cosine", "weight": 1.0, "mapping": {"strategy": "last"}}]},
+    "kd + hidden, centred": {"losses": [*KD, HIDDEN_C]},
+    "kd + hidden + attention, centred": {"losses": [*KD, HIDDEN_C, ATTN_C]},
+    "kd + attention, centred": {"losses": [*KD, ATTN_C]},
+    "kd + hidden x0.3, centred": {"losses": [*KD, {**HIDDEN_C, "weight": 0.3}]},
+    "kd + hidden + attention x0.3, centred": {"losses": [*KD, {**HIDDEN_C, "weight": 0.3}, ATTN_C]},
     "hidden + attention, then kd": {"stages": [
         {"name": "features", "epochs": 1.5, "losses": [HIDDEN, ATTN]}, {"name": "prediction", "losses": KD}]},
 }
@@ -70,9 +78,12 @@ class Probe:
         cls = torch.nn.functional.normalize(out.hidden_states[-1][:, 0].detach(), dim=-1)
         cos = cls @ cls.T
         n = cos.shape[0]
+        tokens = torch.nn.functional.normalize(out.hidden_states[-1].detach()[batch["attention_mask"].bool()], dim=-1)
+        tok_cos, m = tokens @ tokens.T, tokens.shape[0]
         row: dict[str, Any] = {
             "step": self.calls - 1,
             "cls_cosine": float((cos.sum() - n) / (n * (n - 1))),
+            "token_cosine": float((tok_cos.sum() - m) / (m * (m - 1))),
             "logit_std": float(out.logits.detach().std(0).mean()),
             "majority_fraction": float(torch.bincount(out.logits.argmax(-1), minlength=2).max() / n),
         }
