@@ -144,7 +144,8 @@ def write_report(results: Path) -> None:
         first, last = r["trace"][0], r["trace"][-1]
         keys = [k.split("/")[0] for k in first if k.endswith("/grad_encoder")]
         g0 = ", ".join(f"{k} {first[k + '/grad_encoder']:.3g}" for k in keys)
-        g1 = ", ".join(f"{k} {last[k + '/grad_encoder']:.3g}" for k in keys)
+        last_keys = [k.split("/")[0] for k in last if k.endswith("/grad_encoder")]  # a later stage has other terms
+        g1 = ", ".join(f"{k} {last[k + '/grad_encoder']:.3g}" for k in last_keys)
         lines.append(f"| {r['cell']} | {100 * r['accuracy']:.1f} | {first['cls_cosine']:.3f} -> "
                      f"{last['cls_cosine']:.3f} | {last['majority_fraction']:.2f} | {g0} | {g1} |")
     (results.parent / "collapse.md").write_text("\n".join(lines) + "\n")

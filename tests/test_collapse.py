@@ -22,6 +22,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from kdistill import api
 from kdistill.config import DistillConfig, build
 from kdistill.distill.losses import attention_mse, hidden_mse
+from kdistill.errors import KDistillError
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +131,11 @@ def test_centred_attention_mse_ignores_what_softmax_ignores() -> None:
                 total += float((d - d.mean()).pow(2).sum())
                 count += n
     assert attention_mse(s, t, mask=mask, center=True).item() == pytest.approx(total / count, rel=1e-5)
+
+
+def test_center_must_be_a_boolean() -> None:
+    s = torch.zeros(1, 2, 4)
+    with pytest.raises(KDistillError, match="'center' must be true or false, got 'maybe'"):
+        hidden_mse(s, s, center="maybe")  # type: ignore[arg-type]
+    with pytest.raises(KDistillError, match="attn_mse: parameter 'center'"):
+        attention_mse(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), center=1)  # type: ignore[arg-type]

@@ -122,6 +122,12 @@ def valid_tokens(mask: Tensor | None, lead: torch.Size, loss: str, device: torch
     return mask.to(device) != 0
 
 
+def _check_flag(loss: str, name: str, value: object) -> None:
+    """A loss parameter given in YAML as a yes/no switch must be a boolean ("maybe" is not silently true)."""
+    if not isinstance(value, bool):
+        raise KDistillError(f"{loss}: parameter '{name}' must be true or false, got {value!r}")
+
+
 def _heads_match(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """With different head counts, compare head-averaged maps (a common 1-head view of both)."""
     if s.shape[1] != t.shape[1]:
@@ -255,6 +261,7 @@ def hidden_mse(s: Tensor, t: Tensor, *, mask: Tensor | None = None, center: bool
         raise KDistillError(f"hidden_mse: student width {s.shape[-1]} != teacher width {t.shape[-1]}; "
                             "project the student states first")
     _same_shape("hidden_mse", s, t)
+    _check_flag("hidden_mse", "center", center)
     valid = valid_tokens(mask, s.shape[:-1], "hidden_mse", s.device)[..., None]
     diff = torch.where(valid, s - t, torch.zeros((), dtype=s.dtype, device=s.device))
     if center:
@@ -277,6 +284,7 @@ def attention_mse(s: Tensor, t: Tensor, *, mask: Tensor | None = None, center: b
     s, t = as_f32(s), as_f32(t)
     _attn_checks("attn_mse", s, t)
     s, t = _heads_match(s, t)
+    _check_flag("attn_mse", "center", center)
     pairs, _ = _pair_mask(mask, s, "attn_mse")
     diff = torch.where(pairs, s - t, torch.zeros((), dtype=s.dtype, device=s.device))
     if center:
