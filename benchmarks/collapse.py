@@ -54,6 +54,8 @@ CELLS: dict[str, dict[str, Any]] = {
     "kd + attention, centred": {"losses": [*KD, ATTN_C]},
     "kd + hidden x0.3, centred": {"losses": [*KD, {**HIDDEN_C, "weight": 0.3}]},
     "kd + hidden + attention x0.3, centred": {"losses": [*KD, {**HIDDEN_C, "weight": 0.3}, ATTN_C]},
+    "kd + hidden_cka": {"losses": [*KD, {"name": "hidden_cka", "weight": 1.0}]},
+    "kd + hidden_cka + attention": {"losses": [*KD, {"name": "hidden_cka", "weight": 1.0}, ATTN]},
     "hidden + attention, then kd": {"stages": [
         {"name": "features", "epochs": 1.5, "losses": [HIDDEN, ATTN]}, {"name": "prediction", "losses": KD}]},
 }

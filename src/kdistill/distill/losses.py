@@ -369,7 +369,8 @@ def cls_cosine(s: Tensor, t: Tensor, *, form: str = "1-cos", mask: Tensor | None
     return cosine_loss(s0, t0, form=form)
 
 
-# The mean-pooled and relation losses register themselves on import; imported last because their modules use the
-# helpers above (a partly initialised `kdistill.distill.losses` already defines them when it is imported first).
+# The mean-pooled, CKA and relation losses register themselves on import; imported last because their modules use
+# the helpers above (a partly initialised `kdistill.distill.losses` already defines them when it is imported first).
+from kdistill.distill import cka as _cka  # noqa: E402, F401
 from kdistill.distill import pooled_losses as _pooled_losses  # noqa: E402, F401
 from kdistill.distill import relations as _relations  # noqa: E402, F401
