@@ -22,7 +22,6 @@ side without any variation, gives the maximum loss 1 (nothing is shared) without
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from kdistill.distill.losses import as_f32, register_loss, valid_tokens
