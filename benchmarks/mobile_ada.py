@@ -55,9 +55,9 @@ from kdistill.atomic import atomic_dir  # noqa: E402
 from kdistill.config import DistillConfig, FinetuneConfig, SearchConfig, StudentConfig, build  # noqa: E402
 from kdistill.models import load_classifier, load_tokenizer  # noqa: E402
 from kdistill.outputs import save_tokenizer  # noqa: E402
-from kdistill.search import derived_student  # noqa: E402
 from kdistill.speed import count_parameters  # noqa: E402
-from kdistill.students import build_student  # noqa: E402
+from kdistill.students.build import build_student  # noqa: E402
+from kdistill.students.search import derived_student  # noqa: E402
 from kdistill.timing import measure_speeds  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -45,7 +45,7 @@ from kdistill.distill.features import forward_features  # noqa: E402
 from kdistill.distill.mapping import uniform_map  # noqa: E402
 from kdistill.evaluate import score_split  # noqa: E402
 from kdistill.models import load_classifier, load_tokenizer, pick_device  # noqa: E402
-from kdistill.students import build_student  # noqa: E402
+from kdistill.students.build import build_student  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CORE_TEACHER = HERE / "runs" / "core" / "teacher"

@@ -35,7 +35,7 @@ from cells import done_cells, record  # noqa: E402
 from kdistill import api  # noqa: E402
 from kdistill.config import BenchConfig, ExportConfig, StudentConfig, build  # noqa: E402
 from kdistill.models import load_classifier, load_tokenizer  # noqa: E402
-from kdistill.students import build_student  # noqa: E402
+from kdistill.students.build import build_student  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TEACHER = HERE / "runs" / "core" / "teacher"

@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from kdistill import KDTrainer
 from kdistill.config import DataConfig, StudentConfig
 from kdistill.data import load_task_data, tokenize_splits
-from kdistill.students import build_student
+from kdistill.students.build import build_student
 
 
 def main() -> None:

@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from kdistill.adabert import OPS, AdaBertConfig, AdaBertForSequenceClassification, derive_genotype, num_edges
 from kdistill.config import DataConfig, build
 from kdistill.data import load_task_data, tokenize_splits
 from kdistill.export import export_onnx, onnx_logits, onnx_session
 from kdistill.models import load_classifier, load_tokenizer
-from kdistill.search import SearchSettings, derived_student, run_search
+from kdistill.students.adabert import OPS, AdaBertConfig, AdaBertForSequenceClassification, derive_genotype, num_edges
+from kdistill.students.search import SearchSettings, derived_student, run_search
 
 
 @pytest.fixture(scope="module")

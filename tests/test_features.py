@@ -87,7 +87,7 @@ def _mpnet(layers: int = 2) -> MPNetForSequenceClassification:
 
 
 def test_student_copied_from_a_hooked_mpnet_teacher_numbers_its_own_layers() -> None:
-    from kdistill.students import from_teacher_layers
+    from kdistill.students.build import from_teacher_layers
 
     teacher = _mpnet(layers=3).eval()
     t_req = FeatureRequest(attn_probs=frozenset({1, 2, 3}))
@@ -120,7 +120,7 @@ def test_unprepared_model_in_train_mode_refuses_post_dropout_maps() -> None:
 
 def test_attention_divergence_is_zero_for_a_copy_and_positive_otherwise() -> None:
     from kdistill.evaluate import attention_divergence
-    from kdistill.students import from_teacher_layers
+    from kdistill.students.build import from_teacher_layers
 
     teacher = _bert(layers=3)
     copy = from_teacher_layers(teacher, [1, 2, 3], single_sentence=False)

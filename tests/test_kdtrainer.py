@@ -16,7 +16,7 @@ from kdistill.data import load_task_data, tokenize_splits
 from kdistill.distill.kdtrainer import KDTrainer
 from kdistill.errors import KDistillError
 from kdistill.models import load_classifier, load_tokenizer
-from kdistill.students import build_student
+from kdistill.students.build import build_student
 
 LOSSES = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5},
           {"name": "hidden_mse", "weight": 1.0}]

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent('''
     from kdistill.data import load_task_data, tokenize_splits
     from kdistill.distill.kdtrainer import KDTrainer
     from kdistill.models import load_classifier, load_tokenizer
-    from kdistill.students import build_student
+    from kdistill.students.build import build_student
 
     teacher_dir, out = sys.argv[1], Path(sys.argv[2])
 

@@ -13,8 +13,8 @@ from kdistill.config import DistillConfig, build
 from kdistill.distill.features import forward_features
 from kdistill.errors import KDistillError
 from kdistill.export import export_onnx, onnx_logits, onnx_session
-from kdistill.mobilebert import MobileBertSpec, mobilebert_student, svd_embeddings
 from kdistill.models import load_classifier, load_tokenizer, probe
+from kdistill.students.mobilebert import MobileBertSpec, mobilebert_student, svd_embeddings
 
 SPEC = MobileBertSpec(num_layers=2, hidden_size=32, intra_bottleneck_size=16, num_heads=2, intermediate_size=32,
                       num_feedforward_networks=2, embedding_size=16)

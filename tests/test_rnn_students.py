@@ -44,7 +44,7 @@ def test_simple_student_refuses_feature_losses(tiny_teacher: Path, tmp_path: Pat
 
 
 def test_padding_does_not_change_the_prediction(tiny_teacher: Path) -> None:
-    from kdistill.rnn_students import simple_student
+    from kdistill.students.rnn import simple_student
 
     for kind in ("bilstm", "cnn"):
         model = simple_student(kind, load_classifier(str(tiny_teacher)), hidden_size=16).eval()
@@ -65,7 +65,7 @@ def _vector_file(path: Path, words: dict[str, list[float]]) -> Path:
 
 
 def test_vector_embeddings_match_words_pieces_and_lower_case(tmp_path: Path) -> None:
-    from kdistill.rnn_students import vector_embeddings
+    from kdistill.students.rnn import vector_embeddings
 
     vecs = {"the": [1.0, 2.0, 3.0], "ing": [0.5, -0.5, 0.25], "film": [-1.0, 0.0, 1.0], "[pad]": [9.0, 9.0, 9.0]}
     spec = str(_vector_file(tmp_path / "v.txt", vecs))
@@ -116,7 +116,7 @@ def test_simple_student_with_word_vectors_distills_saves_loads(kind: str, tiny_t
 def test_word_vectors_are_refused_for_a_transformer_student(tiny_teacher: Path, tmp_path: Path, tiny_data: dict,
                                                             fast_train: dict) -> None:
     from kdistill.config import StudentConfig
-    from kdistill.students import build_student
+    from kdistill.students.build import build_student
 
     cfg = build(DistillConfig, {"teacher": str(tiny_teacher), "student": {"init": "teacher_layers", "num_layers": 2,
                                                                           "embeddings": "glove-6b-50d"},
@@ -130,7 +130,7 @@ def test_word_vectors_are_refused_for_a_transformer_student(tiny_teacher: Path, 
 
 def test_bilstm_matches_packed_sequences(tiny_teacher: Path) -> None:
     """The export-friendly BiLSTM gives the same outputs as torch's packed sequences, in training too."""
-    from kdistill.rnn_students import _bilstm
+    from kdistill.students.rnn import _bilstm
 
     lstm = torch.nn.LSTM(8, 5, batch_first=True, bidirectional=True)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] + [0] * 6])
@@ -149,7 +149,7 @@ def test_simple_student_exports_to_onnx(kind: str, tiny_teacher: Path, tmp_path:
     from kdistill import export as ex
     from kdistill.config import DataConfig, ExportConfig
     from kdistill.models import load_tokenizer
-    from kdistill.rnn_students import simple_student
+    from kdistill.students.rnn import simple_student
 
     torch.manual_seed(0)
     model = simple_student(kind, load_classifier(str(tiny_teacher)), hidden_size=16)

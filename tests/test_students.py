@@ -8,7 +8,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from kdistill.config import StudentConfig
 from kdistill.errors import KDistillError
-from kdistill.students import build_student, default_layers, from_teacher_layers, slice_width
+from kdistill.students.build import build_student, default_layers, from_teacher_layers, slice_width
 
 
 def _teacher(layers: int = 6) -> BertForSequenceClassification:

@@ -54,7 +54,7 @@ from kdistill.runfolder import (
     run_folder,
 )
 from kdistill.speed import count_parameters, measure_speed
-from kdistill.students import build_student
+from kdistill.students.build import build_student
 from kdistill.tasks import HEADS, Task
 from kdistill.teachers import choose_teacher_source
 
@@ -415,8 +415,8 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
 
 
 def search(cfg: SearchConfig) -> dict[str, Any]:
-    """AdaBERT's architecture search with KD; writes the derived student to retrain; see `kdistill.search`."""
-    from kdistill.search import search_architecture
+    """AdaBERT's architecture search with KD; writes the derived student to retrain; see `kdistill.students.search`."""
+    from kdistill.students.search import search_architecture
 
     return search_architecture(cfg)
 

@@ -29,7 +29,7 @@ from kdistill.mlm import load_masked_lm, masked_accuracy
 from kdistill.models import load_tokenizer, probe
 from kdistill.runfolder import record_config, run_folder
 from kdistill.speed import count_parameters
-from kdistill.students import default_layers, from_smaller_config, from_teacher_layers, narrowed
+from kdistill.students.build import default_layers, from_smaller_config, from_teacher_layers, narrowed
 from kdistill.tasks import get_task
 
 

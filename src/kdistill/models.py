@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 def _register_simple_students() -> None:
     """BiLSTM/CNN and AdaBERT student folders load through the Auto classes once kdistill has registered them."""
-    import kdistill.adabert  # noqa: F401
-    import kdistill.rnn_students  # noqa: F401
+    import kdistill.students.adabert  # noqa: F401
+    import kdistill.students.rnn  # noqa: F401
 
 
 _register_simple_students()

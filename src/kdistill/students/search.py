@@ -10,8 +10,9 @@ count of the sampled architecture as a share of the largest possible one (only t
 AdaBERT also searches the number of cells; here it is fixed (`num_cells`) and the search picks operations and edges.
 
 The teacher's logits for the training split are computed once, before the search. The derived architecture
-(`kdistill.adabert.derive_genotype`) is saved as an untrained `AdaBertForSequenceClassification` with the teacher's
-embeddings and tokenizer: retrain it from scratch with `kdistill distill --student.init path --student.path OUT`.
+(`kdistill.students.adabert.derive_genotype`) is saved as an untrained `AdaBertForSequenceClassification` with the
+teacher's embeddings and tokenizer: retrain it from scratch with
+`kdistill distill --student.init path --student.path OUT`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel
 
-from kdistill.adabert import (
+from kdistill.errors import KDistillError
+from kdistill.students.adabert import (
     OPS,
     AdaBertConfig,
     AdaBertForSequenceClassification,
@@ -36,7 +38,6 @@ from kdistill.adabert import (
     num_edges,
     op_params,
 )
-from kdistill.errors import KDistillError
 
 __all__ = ["SearchSettings", "Supernet", "derived_student", "run_search", "search_architecture", "teacher_logits"]
 

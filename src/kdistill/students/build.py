@@ -148,7 +148,7 @@ def build_student(cfg: StudentConfig, teacher: PreTrainedModel, *, single_senten
     if cfg.init == "config":
         return from_smaller_config(teacher, cfg, auto=auto_class(task.head))
     if cfg.init == "mobilebert":
-        from kdistill.mobilebert import MobileBertSpec, mobilebert_student
+        from kdistill.students.mobilebert import MobileBertSpec, mobilebert_student
 
         width = cfg.hidden_size or 256
         spec = MobileBertSpec(num_layers=cfg.num_layers or 6, hidden_size=width,
@@ -158,7 +158,7 @@ def build_student(cfg: StudentConfig, teacher: PreTrainedModel, *, single_senten
                               embedding_size=cfg.embedding_size or 128)
         return mobilebert_student(teacher, spec)
     if cfg.init in ("bilstm", "cnn"):
-        from kdistill.rnn_students import simple_student
+        from kdistill.students.rnn import simple_student
 
         vocab = None
         if cfg.embeddings != "teacher":
