@@ -73,9 +73,11 @@ def _test_predictions(task: dict, student: Path) -> tuple[torch.Tensor, float]:
     return out.logits.argmax(-1), float(((states @ states.T).sum() - n) / (n * (n - 1)))
 
 
-def test_hidden_loss_keeps_a_narrow_student_predicting_several_classes(keyword_task: dict) -> None:
+def test_hidden_loss_keeps_a_narrow_student_predicting_several_classes(keyword_task: dict,
+                                                                       capsys: pytest.CaptureFixture) -> None:
     ce = [{"name": "ce"}]
     summary, folder = _distill(keyword_task, "ce", ce)
+    assert "through a learned projection can collapse" not in capsys.readouterr().out
     predicted, _ = _test_predictions(keyword_task, folder)
     assert predicted.unique().numel() == 2 and summary["test"]["accuracy"] > 0.9  # the task is learnable
 
@@ -86,6 +88,7 @@ def test_hidden_loss_keeps_a_narrow_student_predicting_several_classes(keyword_t
                                                              "params": {"center": False}}])
     predicted, collapsed_cosine = _test_predictions(keyword_task, folder)
     assert predicted.unique().numel() == 1
+    assert "WARNING: hidden_mse through a learned projection can collapse" in capsys.readouterr().out  # at set-up
     assert any("collapsed to a single class" in w for w in summary["warnings"])  # and says so out loud
 
     summary, folder = _distill(keyword_task, "centred", [*ce, {"name": "hidden_mse", "weight": 0.3,
