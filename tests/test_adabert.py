@@ -22,9 +22,9 @@ def train(tiny_teacher: Path):
     return tokenize_splits(data, load_tokenizer(str(tiny_teacher)), 24, None)["train"]
 
 
-def _search(tiny_teacher: Path, train, beta: float, epochs: float = 2.0):
+def _search(tiny_teacher: Path, train, beta: float, epochs: float = 2.0, warmup: float = 0.0):
     s = SearchSettings(num_cells=2, num_nodes=2, hidden_size=16, epochs=epochs, batch_size=16, arch_lr=0.05,
-                       efficiency_weight=beta, progress=False, seed=1)
+                       efficiency_weight=beta, arch_warmup=warmup, progress=False, seed=1)
     return run_search(load_classifier(str(tiny_teacher)), load_tokenizer(str(tiny_teacher)), train, s)
 
 
@@ -38,6 +38,16 @@ def test_the_search_moves_the_architecture_and_beta_lowers_its_cost(tiny_teacher
     assert len(cfg0.genotype) == 2 and all(len(node) == 2 for node in cfg0.genotype)
     assert all(op != "zero" for node in cfg0.genotype for op, _ in node)
     assert free["steps"] == 4 and len(free["history"]) == 4
+
+
+def test_warm_up_steps_leave_the_architecture_alone(tiny_teacher: Path, train) -> None:
+    _, none = _search(tiny_teacher, train, beta=1.0, epochs=4.0, warmup=0.0)
+    _, half = _search(tiny_teacher, train, beta=1.0, epochs=4.0, warmup=0.5)
+    assert none["steps"] == half["steps"] == 8
+    assert [h["step"] for h in half["history"]] == [5, 6, 7, 8]  # architecture steps only after the warm-up
+    assert len(none["history"]) == 8
+    moved_none = (torch.tensor(none["alpha"]) - torch.tensor(half["alpha"])).abs().max()
+    assert float(moved_none) > 0  # the warm-up changed the search
 
 
 def test_derivation_keeps_each_nodes_two_strongest_edges() -> None:

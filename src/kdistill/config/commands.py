@@ -257,6 +257,9 @@ class SearchConfig(StrictConfig):
     kd_weight: float = Field(0.8, ge=0, le=1, description="share of the KD loss against CE (AdaBERT's gamma)")
     temperature: float = Field(1.0, gt=0, description="soft-target temperature")
     efficiency_weight: float = Field(0.1, ge=0, description="weight of the expected-size loss (AdaBERT's beta)")
+    arch_warmup: float = Field(0.3, ge=0, lt=1, description="share of the search's steps that train only the "
+                               "supernet's weights before architecture steps begin (PC-DARTS's warm-up; without it "
+                               "parameter-free operations win before the convolutions have trained)")
     seed: int = Field(42, description="seed of the search")
     progress: bool = Field(True, description="show a progress bar")
 

@@ -8,6 +8,9 @@ as in the paper. The loss is AdaBERT's: (1 - gamma) x CE on gold labels + gamma 
 the teacher's probabilities at `temperature`, scaled by T^2) + beta x the efficiency loss, the expected parameter
 count of the sampled architecture as a share of the largest possible one (only the architecture step sees it).
 AdaBERT also searches the number of cells; here it is fixed (`num_cells`) and the search picks operations and edges.
+The first `arch_warmup` share of the steps trains only the weights (PC-DARTS, Xu et al. 2020): measured on SST-2
+without it (benchmarks/mobile_ada.py), half a pass picked only pooling and identity for every edge at both betas,
+the known bias of differentiable search towards parameter-free operations, which need no training to look good.
 
 The teacher's logits for the training split are computed once, before the search. The derived architecture
 (`kdistill.students.adabert.derive_genotype`) is saved as an untrained `AdaBertForSequenceClassification` with the
@@ -56,6 +59,7 @@ class SearchSettings:
     kd_weight: float = 0.8  # gamma
     temperature: float = 1.0
     efficiency_weight: float = 0.1  # beta
+    arch_warmup: float = 0.3  # share of the steps that train only the supernet's weights
     tau_start: float = 1.0
     tau_end: float = 0.1
     seed: int = 42
@@ -139,6 +143,7 @@ def run_search(teacher: PreTrainedModel, tokenizer: Any, train: Dataset, s: Sear
     cols = [c for c in ("input_ids", "attention_mask", "labels") if c in train.column_names]
     steps_per_epoch = max(1, math.ceil(half / s.batch_size))
     total = max(1, int(round(s.epochs * steps_per_epoch)))
+    warmup = int(s.arch_warmup * total)
     start_cost = float(net.expected_cost(net.alpha.detach().softmax(-1)))
     t0 = time.perf_counter()
     bar = tqdm(range(total), desc="[search] supernet", disable=not s.progress)
@@ -151,6 +156,8 @@ def run_search(teacher: PreTrainedModel, tokenizer: Any, train: Dataset, s: Sear
             weights = net.weights(tau)
             logits = net(batch["input_ids"], batch["attention_mask"], weights)
             loss = _loss(logits, batch["labels"], t_logits[rows], s)
+            if phase == 1 and step < warmup:
+                continue  # warm-up: parametric ops are judged only once they have trained
             if phase == 0:
                 w_opt.zero_grad()
                 loss.backward()
@@ -203,8 +210,8 @@ def search_architecture(cfg: Any) -> dict[str, Any]:
     train = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)["train"]
     s = SearchSettings(num_cells=cfg.cells, num_nodes=cfg.nodes, hidden_size=cfg.hidden_size, epochs=cfg.epochs,
                        batch_size=cfg.batch_size, lr=cfg.lr, arch_lr=cfg.arch_lr, kd_weight=cfg.kd_weight,
-                       temperature=cfg.temperature, efficiency_weight=cfg.efficiency_weight, seed=cfg.seed,
-                       progress=cfg.progress)
+                       temperature=cfg.temperature, efficiency_weight=cfg.efficiency_weight,
+                       arch_warmup=cfg.arch_warmup, seed=cfg.seed, progress=cfg.progress)
     student_cfg, summary = run_search(teacher, tokenizer, train, s)
     model = derived_student(student_cfg, teacher)
     params = sum(p.numel() for p in model.parameters())
