@@ -11,6 +11,8 @@ cells use batch 32 and group_by_length, the best epoch picked on validation.
   losses on from the top layer's stage), joint (3 epochs of all layer losses, then 3 of task distillation: two
   `stages`), auxiliary (layer losses + KD together, one stage) and no teacher (CE). Layer losses: hidden_mse
   (through a projection, 256 -> 384) + attn_kl; task distillation: kl(T=2) x 0.5 + ce x 0.5 (core.py's soft targets).
+  Each teacher-taught variant runs a second time with hidden_cka (no projection) in place of hidden_mse, which
+  collapsed the random-init student to one class as benchmarks/collapse.py describes.
 - Layer-picked students of core.py: 3L-384 (teacher layers 2,4,6, lr 5e-5) and 2L-192 (random init, lr 1e-4),
   soft targets, 3 epochs.
 - AdaBERT: `kdistill search` (3 cells of 3 nodes, on a 64-wide proxy supernet, half a pass over each half of the
@@ -68,6 +70,9 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
 LAYER = [{"name": "hidden_mse", "weight": 1.0}, {"name": "attn_kl", "weight": 1.0}]
+# hidden_mse through the 256 -> 384 projection collapsed the random-init MobileBERT student to one class (progressive,
+# SST-2: 49.9%), as benchmarks/collapse.py found for the 2L-192 student; hidden_cka needs no projection
+LAYER_CKA = [{"name": "hidden_cka", "weight": 1.0}, {"name": "attn_kl", "weight": 1.0}]
 MOBILE = {"init": "mobilebert", "num_layers": 4, "hidden_size": 256, "intra_bottleneck_size": 64, "num_heads": 4,
           "intermediate_size": 256, "num_feedforward_networks": 2, "embedding_size": 128}
 MB_EPOCHS, LAYER_EPOCHS = 6, 3  # every MobileBERT variant trains 6 epochs; joint: 3 of them layer-wise
@@ -100,12 +105,18 @@ def cells(epochs_scale: float) -> dict[str, dict[str, Any]]:
         "CNN | logit_mse": {"arch": "cnn", "cfg": {**simple, "student": CNN}},
         "MobileBERT | progressive": {"arch": "mobile", "cfg": {**mb, "losses": LAYER + KD, "schedule": {
             "name": "pid", "epochs_per_layer": max(1, round(epochs_scale)), "freeze_below": True}}},
+        "MobileBERT | progressive, hidden_cka": {"arch": "mobile", "cfg": {**mb, "losses": LAYER_CKA + KD, "schedule": {
+            "name": "pid", "epochs_per_layer": max(1, round(epochs_scale)), "freeze_below": True}}},
         "2L-192 | soft targets": {"arch": "2L", "cfg": {
             "student": TWO_L, "losses": KD, "train": {"lr": 1e-4, "epochs": ep(3)}}},
         "MobileBERT | joint": {"arch": "mobile", "cfg": {**mb, "stages": [
             {"name": "joint", "losses": LAYER, "epochs": ep(LAYER_EPOCHS)},
             {"name": "task", "losses": KD, "epochs": ep(MB_EPOCHS - LAYER_EPOCHS)}]}},
+        "MobileBERT | joint, hidden_cka": {"arch": "mobile", "cfg": {**mb, "stages": [
+            {"name": "joint", "losses": LAYER_CKA, "epochs": ep(LAYER_EPOCHS)},
+            {"name": "task", "losses": KD, "epochs": ep(MB_EPOCHS - LAYER_EPOCHS)}]}},
         "MobileBERT | auxiliary": {"arch": "mobile", "cfg": {**mb, "losses": LAYER + KD}},
+        "MobileBERT | auxiliary, hidden_cka": {"arch": "mobile", "cfg": {**mb, "losses": LAYER_CKA + KD}},
         "MobileBERT | no teacher": {"arch": "mobile", "cfg": {**mb, "losses": [{"name": "ce"}]}},
         "BiLSTM | logit_mse": {"arch": "bilstm", "cfg": {**simple, "student": BILSTM}},
         "3L-384 | soft targets": {"arch": "3L", "cfg": {
@@ -387,7 +398,8 @@ def method_paragraph(done: dict[str, dict[str, Any]]) -> str:
             "the test split scored once; batch 32, group_by_length in every cell. MobileBERT variants: 6 epochs in "
             "all at lr 1e-4 (progressive: pid schedule with freeze_below, one epoch per layer, prediction losses "
             "from the 4th layer's epoch on; joint: 3 epochs of hidden_mse + attn_kl, then 3 of kl(T=2) x 0.5 + ce x "
-            "0.5; auxiliary: all four losses for 6 epochs; no teacher: ce). Layer-picked students: soft targets, "
+            "0.5; auxiliary: all four losses for 6 epochs; no teacher: ce; each teacher-taught variant also with "
+            "hidden_cka in place of hidden_mse, which collapsed the student). Layer-picked students: soft targets, "
             "3 epochs (core.py's recipe). AdaBERT: `kdistill search` with 3 cells of 3 nodes on a 64-wide proxy "
             f"supernet, {SEARCH_EPOCHS:g} of a pass over each half of the training split, gamma 0.8, the first "
             f"{ARCH_WARMUP:g} of the steps training weights only; the derived "
