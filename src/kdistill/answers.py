@@ -2,7 +2,8 @@
 
 `kdistill.blackbox` talks to teachers; this module holds everything about what they answer:
 
-- `to_answer` / `text_to_label`: one raw answer (probs, logits, a label id or name, generated text) -> `TeacherAnswer`.
+- `to_answer` / `text_to_label`: one raw answer (probs, logits, a label id or name, generated text) -> `TeacherAnswer`
+  (scores and label sets from command, HTTP and python teachers: `kdistill.teachers.label_sources.read_answer`).
 - `read_numbered_examples`: the unlabeled input, with line numbers so an error or a log record can name its row.
 - `AnswerLog`: an append-only partial file (`partial_path`). A teacher may be a paid API, so every answer it gave must
   survive a failed batch, a crash or a `kill -9`, and a rerun must ask only for the rows still unanswered. Each
@@ -31,7 +32,7 @@ from kdistill.errors import KDistillError
 from kdistill.tasks import Task, get_task
 
 __all__ = ["TeacherAnswer", "to_answer", "text_to_label", "read_examples", "read_numbered_examples", "write_labeled",
-           "AnswerLog", "check_out_file", "partial_path", "row_key", "shorten", "parse_json"]
+           "AnswerLog", "check_out_file", "partial_path", "row_key", "shorten", "parse_json", "finite_numbers"]
 
 LOG_FORMAT = "kdistill-label-answers/1"  # first-line marker: a file of another kind is never overwritten
 
@@ -52,11 +53,16 @@ def parse_json(text: str | bytes, error: str) -> Any:
 
 @dataclass(frozen=True)
 class TeacherAnswer:
-    """What the teacher said about one example: always a label id; probabilities (and logits) when given."""
+    """What the teacher said about one example: always a label id; probabilities (and logits) when given.
+
+    A regression answer is its score as the one logit (label_id 0); a multi-label answer is per-label probabilities,
+    or `labels`: the ids of a label set answered without probabilities (label_id is then the first, or 0).
+    """
 
     label_id: int
     probs: list[float] | None = None
     logits: list[float] | None = None
+    labels: tuple[int, ...] | None = None
 
     @property
     def confidence(self) -> float | None:
@@ -84,7 +90,8 @@ def text_to_label(text: str, names: Sequence[str], where: str = "teacher") -> in
                         f"label names: {', '.join(names)}")
 
 
-def _numbers(raw: Any, key: str, names: Sequence[str] | None, where: str) -> list[float]:
+def finite_numbers(raw: Any, key: str, names: Sequence[str] | None, where: str) -> list[float]:
+    """An answer's `key` field as floats; `KDistillError` unless it is a list of finite numbers, one per name."""
     ok = isinstance(raw, list) and raw and all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw)
     if not ok or not all(math.isfinite(x) for x in raw):
         raise KDistillError(f"{where} answered '{key}' that is not a list of finite numbers: {shorten(str(raw))}")
@@ -103,12 +110,12 @@ def to_answer(raw: Any, names: Sequence[str] | None, where: str, task: Task | No
     probs = logits = None
     if isinstance(raw, dict):
         if "probs" in raw:
-            probs = _numbers(raw["probs"], "probs", names, where)
+            probs = finite_numbers(raw["probs"], "probs", names, where)
             if min(probs) < 0 or abs(sum(probs) - 1) > 1e-3:
                 raise KDistillError(f"{where} answered probs that are not a distribution (sum {sum(probs):.4g}); "
                                     "send unnormalised scores as 'logits'")
         elif "logits" in raw:
-            logits = _numbers(raw["logits"], "logits", names, where)
+            logits = finite_numbers(raw["logits"], "logits", names, where)
             probs = task.answer_probs(logits)
             if probs is None:  # a score: no classes to choose from
                 return TeacherAnswer(0, None, logits)
@@ -189,7 +196,8 @@ def write_labeled(out: Path, examples: Sequence[Sequence[str]], answers: Sequenc
 
     Rows whose top probability is under `min_confidence` are left out; label ids are named by `label_names`
     (else "0", "1", ...). `task` (default classification) writes each row's label fields (`Task.labeled_fields`):
-    a class name and id, a score (regression) or the list of labels at probability >= 0.5 (multi-label). Returns
+    a class name and id, a score (regression) or the list of labels at probability >= 0.5 (multi-label; a label set
+    answered without probabilities is written as it is, `TeacherAnswer.labels`). Returns
     kept (rows written), labels (rows per label name; none for scores), scores (regression: mean, min, max) and
     warning (set when `kdistill distill` would number the labels differently from the teacher).
     """
@@ -202,8 +210,9 @@ def write_labeled(out: Path, examples: Sequence[Sequence[str]], answers: Sequenc
     for ex, a in zip(examples, answers, strict=True):
         if min_confidence is not None and (a.confidence or 0.0) < min_confidence:
             continue
-        row: dict[str, Any] = {"text": ex[0], **({"text_pair": ex[1]} if len(ex) > 1 else {}),
-                               **task.labeled_fields(a.label_id, a.probs, a.logits, names)}
+        fields = ({"label": [names[i] for i in a.labels]} if a.labels is not None
+                  else task.labeled_fields(a.label_id, a.probs, a.logits, names))
+        row: dict[str, Any] = {"text": ex[0], **({"text_pair": ex[1]} if len(ex) > 1 else {}), **fields}
         if a.logits is not None:
             row["logits"] = [round(x, 6) for x in a.logits]
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
@@ -278,6 +287,12 @@ def _floats(raw: Any) -> list[float] | None:
     return raw
 
 
+def _ids(raw: Any) -> tuple[int, ...] | None:
+    if raw is not None and not (isinstance(raw, list) and all(isinstance(x, int) and x >= 0 for x in raw)):
+        raise TypeError("not a list of label ids")
+    return None if raw is None else tuple(raw)
+
+
 class AnswerLog:
     """An append-only JSONL file of answers keyed by `row_key`, readable after any crash.
 
@@ -323,7 +338,8 @@ class AnswerLog:
             try:
                 rec = json.loads(line)
                 key = f"{int(rec['line'])}:{rec['sha']}"
-                answer = TeacherAnswer(int(rec["label_id"]), _floats(rec.get("probs")), _floats(rec.get("logits")))
+                answer = TeacherAnswer(int(rec["label_id"]), _floats(rec.get("probs")), _floats(rec.get("logits")),
+                                       _ids(rec.get("labels")))
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 self.damaged += 1
                 continue
@@ -343,6 +359,8 @@ class AnswerLog:
             line, sha = key.split(":", 1)
             rec: dict[str, Any] = {"line": int(line), "sha": sha, "label_id": a.label_id}
             rec.update({k: v for k, v in (("probs", a.probs), ("logits", a.logits)) if v is not None})
+            if a.labels is not None:
+                rec["labels"] = list(a.labels)
             lines.append(json.dumps(rec) + "\n")
             self.answers[key] = a
         self._file.write("".join(lines).encode("utf-8"))  # one write per batch: a kill cuts at most its last line

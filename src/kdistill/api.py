@@ -273,13 +273,13 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
                   train_set=plan.train_set, eval_set=splits.get("validation"), metric=data.metric,
                   teacher=plan.live, schedule=schedule,
                   run_name="distill", callbacks=callbacks, teacher_source=plan.source)
-    d._log(f"objective: {objective}")
+    d.log(f"objective: {objective}")
     if cfg.student.init == "config" and any(t.cfg.name in ("hidden_mse", "embedding_mse") and t.key in
                                             objective.projections for t in objective.terms):
-        d._log("WARNING: hidden_mse through a learned projection can collapse a random-init student to one class "
+        d.log("WARNING: hidden_mse through a learned projection can collapse a random-init student to one class "
                "(every token state the same vector: benchmarks/collapse.py); hidden_cka compares any two widths "
                "without a projection and did not collapse there")
-    d._log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "
+    d.log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "
            f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
            + (f" ({plan.note})" if plan.note else ""))
     result = d.train()

@@ -31,18 +31,10 @@ the start of its text.
 
 from __future__ import annotations
 
-import http.client
 import importlib
-import json
-import re
-import shlex
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -51,215 +43,24 @@ from kdistill.answers import (
     AnswerLog,
     TeacherAnswer,
     check_out_file,
-    parse_json,
     partial_path,
     read_examples,
     read_numbered_examples,
     row_key,
-    shorten,
     text_to_label,
-    to_answer,
     write_labeled,
 )
 from kdistill.config import LabelConfig
 from kdistill.errors import KDistillError
-from kdistill.tasks import Task, get_task, task_of_config
+from kdistill.tasks import get_task, task_of_config
+from kdistill.teachers.label_sources import CallableTeacher, CommandTeacher, Example, HttpTeacher, Teacher
 
-# read_examples, TeacherAnswer and text_to_label live in kdistill.answers; re-exported for callers
+# the query-only sources live in kdistill.teachers.label_sources, read_examples, TeacherAnswer and text_to_label in
+# kdistill.answers; re-exported for callers
 __all__ = ["Teacher", "CallableTeacher", "CommandTeacher", "HttpTeacher", "ModelTeacher", "make_source", "label_file",
-           "TeacherAnswer", "read_examples", "text_to_label"]
+           "TeacherAnswer", "read_examples", "text_to_label", "Example", "BACKOFF_SECONDS"]
 
-Example = Sequence[str]  # one text, or (text, text_pair)
-BACKOFF_SECONDS = 0.5  # wait before the first HTTP retry; doubles with each further retry
-
-
-def _retry_after(headers: Any) -> float:
-    value = str(headers.get("Retry-After") or "").strip()  # seconds; the HTTP-date form is ignored
-    return min(60.0, float(value)) if re.fullmatch(r"\d+(\.\d+)?", value) else 0.0
-
-
-class Teacher:
-    """A source of teacher answers. Subclasses implement `raw` for one batch of requests."""
-
-    kind = "teacher"
-    where = "teacher"
-    concurrency = 1
-    label_names: list[str] | None = None
-    task: Task = get_task("classification")  # a model teacher's own task type (its head) replaces it
-
-    def raw(self, requests: list[dict[str, str]]) -> list[Any]:
-        raise NotImplementedError
-
-    def answer(self, examples: Sequence[Example], names: Sequence[str] | None = None) -> list[TeacherAnswer]:
-        """One batch of examples -> one normalised answer each, in order.
-
-        `names` says where each example comes from ("in.txt line 7"); a bad answer is reported with that name and
-        the start of the example's text, so the culprit can be found. Raises `KDistillError` for a bad batch.
-        """
-        requests = [{"text": e[0], **({"text_pair": e[1]} if len(e) > 1 else {})} for e in examples]
-        raw = self.raw(requests)
-        if len(raw) != len(requests):
-            raise KDistillError(f"{self.where} gave {len(raw)} answers for {len(requests)} examples")
-        names = names or [f"example {i} of {len(examples)} in the batch" for i in range(1, len(examples) + 1)]
-        out = []
-        for r, ex, name in zip(raw, examples, names, strict=True):
-            try:
-                out.append(to_answer(r, self.label_names, self.where, self.task))
-            except KDistillError as err:
-                raise KDistillError(f"{name} {shorten(' / '.join(ex), 60)}: {err}") from None
-        return out
-
-    def answer_batches(self, batches: Sequence[Sequence[Example]], names: Sequence[Sequence[str] | None] | None = None
-                       ) -> Iterator[tuple[int, list[TeacherAnswer]]]:
-        """(batch index, answers) for each batch as soon as it is answered; up to `concurrency` are asked at once.
-
-        With concurrency the order is that of completion, so one slow or failing batch does not hold back the
-        answers of the others. On the first failure no further batch is started, the batches already in flight
-        are awaited and yielded (they may have been paid for), and then the first error is raised.
-        """
-        names = names or [None] * len(batches)
-        if self.concurrency <= 1 or len(batches) <= 1:
-            for i, batch in enumerate(batches):
-                yield i, self.answer(batch, names[i])
-            return
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kdistill-teacher")
-        todo = iter(range(len(batches)))
-        running: dict[Future[list[TeacherAnswer]], int] = {}
-        error: BaseException | None = None
-        try:
-            while True:
-                while error is None and len(running) < self.concurrency and (i := next(todo, None)) is not None:
-                    running[pool.submit(self.answer, batches[i], names[i])] = i
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in sorted(done, key=running.__getitem__):
-                    i = running.pop(f)
-                    if f.exception() is not None:
-                        error = error or f.exception()
-                    else:
-                        yield i, f.result()
-        finally:  # the caller stopped early (or an interrupt): start nothing more, do not wait for those in flight
-            pool.shutdown(wait=False, cancel_futures=True)
-        if error is not None:
-            raise error
-
-
-class CallableTeacher(Teacher):
-    """A Python function ``fn(requests) -> answers``.
-
-    Answers go through JSON (numpy and torch values via `.tolist()`), so the contract is exactly the HTTP one. An
-    exception the function raises is a failed batch like an HTTP error: a `KDistillError` naming the function, the
-    batch's first input line and the exception's one-line message (the original is its ``__cause__``), so
-    `label_file` keeps the answers already given and a rerun asks only for the rest.
-    """
-
-    kind = "python"
-
-    def __init__(self, fn: Callable[[list[dict[str, str]]], Sequence[Any]], *,
-                 label_names: Sequence[str] | None = None, name: str | None = None) -> None:
-        self.fn, self.label_names = fn, list(label_names) if label_names else None
-        self.where = f"teacher function {name or getattr(fn, '__qualname__', repr(fn))}"
-
-    def answer(self, examples: Sequence[Example], names: Sequence[str] | None = None) -> list[TeacherAnswer]:
-        """`Teacher.answer`; an exception from the function becomes a one-line `KDistillError` (see the class)."""
-        try:
-            return super().answer(examples, names)
-        except KDistillError:
-            raise
-        except Exception as err:  # noqa: BLE001 - whatever the user's function raises is reported on one line
-            first = names[0] if names else f"example 1 of {len(examples)} in the batch"
-            lines = str(err).strip().splitlines()
-            msg = f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
-            batch = f" (first of a batch of {len(examples)})" if len(examples) > 1 else ""
-            raise KDistillError(f"{first} {shorten(' / '.join(examples[0]), 60)}{batch}: {self.where} failed "
-                                f"with {msg}") from err
-
-    def raw(self, requests: list[dict[str, str]]) -> list[Any]:
-        out = self.fn(requests)
-        if not isinstance(out, list | tuple):
-            raise KDistillError(f"{self.where} returned {type(out).__name__}, expected a list of answers")
-        return json.loads(json.dumps(list(out), default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
-class CommandTeacher(Teacher):
-    """A command that reads JSONL requests on stdin and writes JSONL answers on stdout, one process per batch."""
-
-    kind = "command"
-
-    def __init__(self, command: str | Sequence[str], *, timeout: float = 30.0,
-                 label_names: Sequence[str] | None = None) -> None:
-        self.argv = shlex.split(command) if isinstance(command, str) else list(command)
-        if not self.argv:
-            raise KDistillError("teacher 'command:' names no command")
-        self.timeout, self.label_names = timeout, list(label_names) if label_names else None
-        self.where = f"teacher command '{shlex.join(self.argv)[:120]}'"
-
-    def raw(self, requests: list[dict[str, str]]) -> list[Any]:
-        stdin = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in requests)
-        try:
-            proc = subprocess.run(self.argv, input=stdin, capture_output=True, text=True, encoding="utf-8",
-                                  errors="replace", timeout=self.timeout)
-        except FileNotFoundError:
-            raise KDistillError(f"{self.where}: command not found: {self.argv[0]}") from None
-        except PermissionError:
-            raise KDistillError(f"{self.where}: {self.argv[0]} is not executable") from None
-        except subprocess.TimeoutExpired:
-            raise KDistillError(f"{self.where} did not finish a batch of {len(requests)} within "
-                                f"{self.timeout:g} s (raise timeout)") from None
-        if proc.returncode != 0:
-            err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-            raise KDistillError(f"{self.where} exited with code {proc.returncode}"
-                                + (f"; last stderr line: {shorten(err[-1])}" if err else ""))
-        lines = [ln for ln in proc.stdout.split("\n") if ln.strip()]  # not splitlines: U+2028 is text
-        if len(lines) != len(requests):
-            raise KDistillError(f"{self.where} wrote {len(lines)} answer lines for {len(requests)} request lines")
-        return [parse_json(line, f"{self.where} output line {n} is not JSON") for n, line in enumerate(lines, 1)]
-
-
-class HttpTeacher(Teacher):
-    """A JSON endpoint (contract in the module docstring), with timeouts, retries and a concurrency limit."""
-
-    kind = "http"
-
-    def __init__(self, url: str, *, timeout: float = 30.0, retries: int = 3, concurrency: int = 4,
-                 backoff: float | None = None, label_names: Sequence[str] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        self.url, self.timeout, self.retries, self.concurrency = url, timeout, retries, concurrency
-        self.backoff = BACKOFF_SECONDS if backoff is None else backoff
-        self.label_names = list(label_names) if label_names else None
-        self.headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
-        self.where = f"teacher endpoint {url}"
-
-    def raw(self, requests: list[dict[str, str]]) -> list[Any]:
-        body = json.dumps({"inputs": requests}, ensure_ascii=False).encode()
-        last, wait = "", 0.0
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(wait)
-            wait = self.backoff * 2 ** attempt
-            req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    status, payload = resp.status, resp.read()
-            except urllib.error.HTTPError as err:
-                status, payload = err.code, err.read() if err.fp else b""
-                if status == 429 or status >= 500:
-                    last, wait = f"HTTP {status} {shorten(payload)}", max(wait, _retry_after(err.headers))
-                    continue
-                raise KDistillError(f"{self.where} answered HTTP {status}: {shorten(payload)}") from None
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-                last = str(getattr(err, "reason", err) or type(err).__name__)
-                continue
-            return self._outputs(status, payload)
-        raise KDistillError(f"{self.where} failed after {self.retries + 1} tries; last: {last}")
-
-    def _outputs(self, status: int, payload: bytes) -> list[Any]:
-        obj = parse_json(payload, f"{self.where} answered HTTP {status} with a body that is not JSON")
-        if not isinstance(obj, dict) or not isinstance(obj.get("outputs"), list):
-            raise KDistillError(f"{self.where} answered HTTP {status} without "
-                                f'{{"outputs": [one answer per input]}}: {shorten(payload)}')
-        return obj["outputs"]
+BACKOFF_SECONDS = 0.5  # wait before the first HTTP retry; doubles with each further retry (`HttpTeacher`'s default)
 
 
 class ModelTeacher(Teacher):

@@ -92,9 +92,9 @@ def _general_distill(cfg: GeneralConfig, out: Path) -> dict[str, Any]:
                   train_set=blocks["train"], eval_set=None, metric="mlm_accuracy", teacher=teacher,
                   run_name="general", collate_fn=mlm_collator(tokenizer, masking),
                   evaluator=lambda dist: masked_accuracy(dist.student, val, dist.acc.device))
-    d._log(f"objective: {objective}; masking {masking:g}; {len(blocks['train'])} blocks of "
+    d.log(f"objective: {objective}; masking {masking:g}; {len(blocks['train'])} blocks of "
            f"{cfg.corpus.max_length} tokens")
-    d._log(f"student: {s_probe.num_layers} layers x {s_probe.hidden_size}, {count_parameters(student) / 1e6:.1f}M "
+    d.log(f"student: {s_probe.num_layers} layers x {s_probe.hidden_size}, {count_parameters(student) / 1e6:.1f}M "
            f"params; teacher {count_parameters(teacher) / 1e6:.1f}M, masked-token accuracy "
            f"{teacher_val['mlm_accuracy']:.4f}")
     result = d.train()
@@ -110,7 +110,7 @@ def _general_distill(cfg: GeneralConfig, out: Path) -> dict[str, Any]:
                    "wall_seconds": result.wall_seconds, "steps": result.steps,
                    "params": count_parameters(d.student), "teacher_params": count_parameters(teacher)}
         atomic_write_json(out / "metrics.json", summary)
-        d._log(f"student masked-token accuracy {final['mlm_accuracy']:.4f} (teacher "
+        d.log(f"student masked-token accuracy {final['mlm_accuracy']:.4f} (teacher "
                f"{teacher_val['mlm_accuracy']:.4f}); written to {out}")
     d.mark_finished()  # last: a kill before it is repaired by a rerun
     return summary

@@ -161,7 +161,8 @@ class Distiller:
     def student(self) -> PreTrainedModel:
         return self.acc.unwrap_model(self.module).student
 
-    def _log(self, msg: str) -> None:
+    def log(self, msg: str) -> None:
+        """Print one line as `[run_name] msg` above the progress bars, on the main process only."""
         if self.acc.is_main_process:
             tqdm.write(f"[{self.run_name}] {msg}")
 
@@ -233,7 +234,7 @@ class Distiller:
             except Exception as err:  # noqa: BLE001 - any unreadable file: fall back to an older checkpoint
                 msg = " ".join(str(err).split())[:160]
                 errors.append(f"{ckpt.name}: {type(err).__name__}: {msg}")
-                self._log(f"warning: checkpoint {ckpt.name} is damaged ({type(err).__name__}: {msg}); falling "
+                self.log(f"warning: checkpoint {ckpt.name} is damaged ({type(err).__name__}: {msg}); falling "
                           f"back to the previous one (set aside as damaged-{ckpt.name} until the run finishes)")
                 if self.acc.is_main_process:
                     set_aside(ckpt)
@@ -241,7 +242,7 @@ class Distiller:
             self.state = state
             self.schedule.load_state_dict(self.state.schedule)
             self._resumed_step = state.global_step
-            self._log(f"resumed from {ckpt.name} (epoch {self.state.epoch + 1}, "
+            self.log(f"resumed from {ckpt.name} (epoch {self.state.epoch + 1}, "
                       f"batch {self.state.batches_in_epoch}, step {self.state.global_step})")
             return
         raise KDistillError(f"no checkpoint in {self.out / 'checkpoints'} can be loaded ({'; '.join(errors)}); "
@@ -321,7 +322,7 @@ class Distiller:
     def train(self) -> TrainResult:
         self._resume()
         if self.state.finished:
-            self._log("already finished; nothing to do")
+            self.log("already finished; nothing to do")
             return self._result()
         start = time.perf_counter()
         batches_per_epoch = len(self.train_loader)
@@ -413,16 +414,16 @@ class Distiller:
             score = metrics[primary(self.metric)]
             self._tb({f"validation/{k}": v for k, v in metrics.items()}, self.state.global_step)
             improved = self.state.best_score is None or score > self.state.best_score
-            self._log(f"epoch {epoch + 1}: validation {primary(self.metric)} {score:.4f}"
+            self.log(f"epoch {epoch + 1}: validation {primary(self.metric)} {score:.4f}"
                       + (" (best so far)" if improved else ""))
             if self.last_warning:
-                self._log(f"WARNING: epoch {epoch + 1}: {self.last_warning}")
+                self.log(f"WARNING: epoch {epoch + 1}: {self.last_warning}")
                 record["warnings"] = [self.last_warning]
             if improved:
                 self.state.best_score, self.state.best_epoch = score, epoch + 1
                 self.save_student(self.out / "best")
         for event in self.schedule.observe(epoch, layer_means):
-            self._log(event)
+            self.log(event)
             record.setdefault("events", []).append(event)
         self._tb({"schedule/stage": float(self.schedule.state_dict().get("stage", 0))}, self.state.global_step)
         self.state.history.append(record)
