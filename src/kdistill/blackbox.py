@@ -10,6 +10,14 @@ bare string or int. A string that is not exactly a label name (case-insensitive)
 one label name it holds as whole words ("Answer: Positive." -> positive); none or several is an error. String
 answers need `label_names`; a model teacher brings its own.
 
+`task_type` (`LabelConfig.task_type`, default classification) says what an HTTP, command or python teacher answers
+instead (`kdistill.teachers.label_sources.read_answer`): regression, one score per example (``3.8``, ``"3.8"``,
+``{"score": 3.8}``, ``{"logits": [3.8]}``), written as a regression model teacher's (label = logits[0] = the score);
+multilabel, a label set (``"joy,surprise"``, ``["joy", "surprise"]``, ids ``[0, 3]``, ``{"labels": [...]}``; needs
+`label_names`) or per-label ``{"probs": [...]}`` / ``{"logits": [...]}``, written as a multi-label model teacher's
+(label = the list of names, plus probs when given). A model teacher's head sets its task type (task_type, when
+given, must agree); an ``openai:`` chat teacher answers classes only.
+
 - ``http(s)://URL`` -> `HttpTeacher`: POST ``{"inputs": [request, ...]}``; the reply must be 2xx JSON
   ``{"outputs": [answer, ...]}``, one per input, in order. Connection errors, timeouts, 429 and 5xx are retried
   with exponential backoff (a numeric Retry-After is honoured, up to 60 s); any other status or a malformed reply
@@ -53,12 +61,12 @@ from kdistill.answers import (
 from kdistill.config import LabelConfig
 from kdistill.errors import KDistillError
 from kdistill.tasks import get_task, task_of_config
-from kdistill.teachers.label_sources import CallableTeacher, CommandTeacher, Example, HttpTeacher, Teacher
+from kdistill.teachers.label_sources import CallableTeacher, CommandTeacher, HttpTeacher, Teacher
 
 # the query-only sources live in kdistill.teachers.label_sources, read_examples, TeacherAnswer and text_to_label in
 # kdistill.answers; re-exported for callers
 __all__ = ["Teacher", "CallableTeacher", "CommandTeacher", "HttpTeacher", "ModelTeacher", "make_source", "label_file",
-           "TeacherAnswer", "read_examples", "text_to_label", "Example", "BACKOFF_SECONDS"]
+           "check_task", "TeacherAnswer", "read_examples", "text_to_label", "BACKOFF_SECONDS"]
 
 BACKOFF_SECONDS = 0.5  # wait before the first HTTP retry; doubles with each further retry (`HttpTeacher`'s default)
 
@@ -98,21 +106,42 @@ class ModelTeacher(Teacher):
         return [{"logits": row} for row in logits.tolist()]
 
 
+def _chat_task(task_type: str | None) -> None:
+    if task_type not in (None, "classification"):  # its prompt asks for one label name and parses one
+        raise KDistillError(f"an openai: chat teacher answers one class per example, not task_type {task_type} "
+                            f"({get_task(task_type).doc}): use a command:, http(s):// or python: teacher")
+
+
+def check_task(teacher: Teacher, task_type: str | None) -> None:
+    """Raise `KDistillError` when `task_type` (None: any) is set and `teacher` answers another task type."""
+    if task_type is not None and teacher.task.name != task_type:
+        raise KDistillError(f"task_type is {task_type}, but {teacher.where} is {teacher.task.doc}"
+                            + (" (its head decides)" if teacher.kind == "model" else ""))
+
+
 def make_source(spec: str, *, label_names: Sequence[str] | None = None, timeout: float = 30.0, retries: int = 3,
                 concurrency: int = 4, max_length: int = 128, device: str = "auto",
-                chat: dict[str, Any] | None = None) -> Teacher:
+                chat: dict[str, Any] | None = None, task_type: str | None = None) -> Teacher:
     """`LabelConfig.teacher` -> a source: http(s)://, command:, python:module:function, openai:BASE_URL (`chat`
-    holds `kdistill.teachers.chat.ChatTeacher`'s model, prompt, few_shot and api_key_env), else a model."""
+    holds `kdistill.teachers.chat.ChatTeacher`'s model, prompt, few_shot and api_key_env), else a model.
+
+    `task_type` is what the source answers (`kdistill.teachers.label_sources.answer_task`; None = classification);
+    a model's head decides its own, which must then agree. Raises `KDistillError` for an openai: teacher asked for
+    anything but classification, or a model of another task type.
+    """
     s = spec.strip()
+    answers = task_type or "classification"
     if s.startswith("openai:"):
+        _chat_task(task_type)
         from kdistill.teachers.chat import ChatTeacher  # imports this module: load it only when asked for
 
         return ChatTeacher(s[len("openai:"):], label_names=label_names, timeout=timeout, retries=retries,
                            concurrency=concurrency, **(chat or {}))
     if s.startswith(("http://", "https://")):
-        return HttpTeacher(s, timeout=timeout, retries=retries, concurrency=concurrency, label_names=label_names)
+        return HttpTeacher(s, timeout=timeout, retries=retries, concurrency=concurrency, label_names=label_names,
+                           task_type=answers)
     if s.startswith("command:"):
-        return CommandTeacher(s[len("command:"):], timeout=timeout, label_names=label_names)
+        return CommandTeacher(s[len("command:"):], timeout=timeout, label_names=label_names, task_type=answers)
     if s.startswith("python:"):
         module, _, attr = s[len("python:"):].rpartition(":")
         if not module or not attr:
@@ -124,8 +153,10 @@ def make_source(spec: str, *, label_names: Sequence[str] | None = None, timeout:
         fn = getattr(mod, attr, None)
         if not callable(fn):
             raise KDistillError(f"teacher '{spec}': module '{module}' has no function '{attr}'")
-        return CallableTeacher(fn, label_names=label_names, name=f"{module}:{attr}")
-    return ModelTeacher(s, max_length=max_length, device=device, label_names=label_names)
+        return CallableTeacher(fn, label_names=label_names, name=f"{module}:{attr}", task_type=answers)
+    model = ModelTeacher(s, max_length=max_length, device=device, label_names=label_names)
+    check_task(model, task_type)
+    return model
 
 
 def _ask(cfg: LabelConfig, teacher: Teacher, examples: list[tuple[str, ...]], lines: list[int],
@@ -155,12 +186,14 @@ def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any
     """Label `cfg.input` with the teacher; write JSONL that `kdistill distill --data.train_file` reads directly.
 
     Each line: text[, text_pair], label (the name), label_id, and with probabilities: probs, confidence (and logits
-    when the teacher gave logits). Answers are appended as they arrive to a partial file beside the output
-    (`kdistill.answers.partial_path`, `kdistill.answers.AnswerLog`); a rerun after a failure or a kill reuses them
-    and asks the teacher only for the rows still unanswered (same input line and text, same teacher and label
-    names). The output appears atomically once every row is answered, and the partial file is then removed. Raises
-    `KDistillError` for bad input, an `out` that cannot be written (checked before the teacher is built or asked),
-    or a teacher that fails; the message says how many answers were kept.
+    when the teacher gave logits); for regression label and logits are the score, for multi-label label is the list
+    of names (plus probs when given). `cfg.task_type` says what a non-model teacher answers. Answers are appended
+    as they arrive to a partial file beside the output (`kdistill.answers.partial_path`, `kdistill.answers.AnswerLog`);
+    a rerun after a failure or a kill reuses them and asks the teacher only for the rows still unanswered (same input
+    line and text, same teacher, label names and task type). The output appears atomically once every row is
+    answered, and the partial file is then removed. Raises `KDistillError` for bad input, an `out` that cannot be
+    written (checked before the teacher is built or asked), a teacher of another task type than `cfg.task_type`, or
+    a teacher that fails; the message says how many answers were kept.
     """
     examples, lines = read_numbered_examples(cfg.input, cfg.text_columns)
     examples, lines = examples[:cfg.max_examples], lines[:cfg.max_examples]
@@ -169,11 +202,17 @@ def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any
     if cfg.teacher.strip().startswith("openai:"):
         from kdistill.teachers.chat import chat_settings
 
+        _chat_task(cfg.task_type)  # before its prompt files are read
         chat = chat_settings(cfg.teacher_model, cfg.prompt, cfg.few_shot, cfg.api_key_env)
     teacher = source or make_source(cfg.teacher, label_names=cfg.label_names, timeout=cfg.timeout,
                                     retries=cfg.retries, concurrency=cfg.concurrency,
-                                    max_length=cfg.max_length, device=cfg.device, chat=chat)
+                                    max_length=cfg.max_length, device=cfg.device, chat=chat,
+                                    task_type=cfg.task_type)
+    check_task(teacher, cfg.task_type)
+    # a non-model teacher's answers are read for the task type: answers kept under another type are not reused
+    asked_for = teacher.task.name if teacher.kind != "model" and teacher.task.name != "classification" else None
     header = {"teacher": cfg.teacher, "label_names": teacher.label_names,
+              **({"task_type": asked_for} if asked_for else {}),
               **({"max_length": cfg.max_length} if teacher.kind == "model" else {}),
               **({"teacher_model": chat["model"], "prompt": chat["prompt"], "few_shot": chat["few_shot"]}
                  if chat and teacher.kind == "openai" else {})}

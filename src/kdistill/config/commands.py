@@ -203,6 +203,10 @@ class LabelConfig(StrictConfig):
     text_columns: list[str | int] | None = Field(None, description="for tables: one text column or a pair")
     out: str = Field("runs/labeled.jsonl", description="JSONL written: texts, label, probabilities when given")
     label_names: list[str] | None = Field(None, description="class names, in id order (else from the teacher)")
+    task_type: Literal["classification", "regression", "multilabel"] | None = Field(
+        None, description="what an http/command/python teacher answers: classification (a class), regression (one "
+        "score, e.g. 3.8), multilabel (a set of label_names, e.g. joy,surprise, or per-label probs); null = "
+        "classification, or a model teacher's own head (which must agree when set); openai: classification only")
     batch_size: int = Field(32, gt=0, description="examples per teacher call")
     max_length: int = Field(128, gt=1, description="tokens per example (model teachers)")
     max_examples: int | None = Field(None, gt=0, description="label only the first N examples")

@@ -36,6 +36,11 @@ Example = Sequence[str]  # one text, or (text, text_pair)
 ANSWER_TASKS = ("classification", "regression", "multilabel")  # one answer per example: what `kdistill label` keeps
 
 
+def _quoted(value: Any, n: int = 60) -> str:
+    """An answer's value for a message: a string as it is, anything else as JSON (NaN, true, null, [1, 2])."""
+    return shorten(value if isinstance(value, str) else json.dumps(value), n)
+
+
 def answer_task(task_type: str, label_names: Sequence[str] | None, where: str) -> Task:
     """The task type a command, HTTP or python teacher answers for (`LabelConfig.task_type`), checked at set-up.
 
@@ -74,7 +79,7 @@ def score_answer(raw: Any, where: str) -> TeacherAnswer:
         value = value[0]
     score = as_score(value)
     if score is None:
-        raise KDistillError(f"{where} answered {shorten(json.dumps(value), 60)}, not a finite number: a regression "
+        raise KDistillError(f"{where} answered {_quoted(value)}, not a finite number: a regression "
                             'teacher answers one score per example, e.g. 3.8 or {"score": 3.8}')
     return TeacherAnswer(0, None, [score])
 
@@ -101,7 +106,7 @@ def label_set_answer(raw: Any, names: Sequence[str], where: str) -> TeacherAnswe
                                 f"{shorten(json.dumps(raw))}")
         raw = raw[key]
     if isinstance(raw, bool) or not isinstance(raw, list | tuple | str | int):
-        raise KDistillError(f"{where} answered {shorten(json.dumps(raw), 60)}: a multi-label teacher answers a label "
+        raise KDistillError(f"{where} answered {_quoted(raw)}: a multi-label teacher answers a label "
                             'set ("joy,surprise" or a JSON list of names or ids), probs or logits')
     lookup = {norm_label(n): i for i, n in enumerate(names)}
     ids = set()
@@ -111,7 +116,7 @@ def label_set_answer(raw: Any, names: Sequence[str], where: str) -> TeacherAnswe
         if i is None:
             hint = ' (per-label probabilities go in {"probs": [...]})' if isinstance(item, float) else ""
             shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
-            raise KDistillError(f"{where} answered label {shorten(json.dumps(item), 40)}, not one of the "
+            raise KDistillError(f"{where} answered label {_quoted(item, 40)}, not one of the "
                                 f"{len(names)} labels ({shown}){hint}")
         ids.add(i)
     labels = tuple(sorted(ids))
@@ -256,7 +261,7 @@ class CommandTeacher(Teacher):
         if not self.argv:
             raise KDistillError("teacher 'command:' names no command")
         self.timeout, self.label_names = timeout, list(label_names) if label_names else None
-        self.where = f"teacher command '{shlex.join(self.argv)[:120]}'"
+        self.where = f"teacher command '{' '.join(shlex.join(self.argv).split())[:120]}'"  # one line, a -c script too
         self.task = answer_task(task_type, self.label_names, self.where)
 
     def raw(self, requests: list[dict[str, str]]) -> list[Any]:
