@@ -240,7 +240,7 @@ def test_objective_requests_qkv_of_mapped_layers_and_checks_at_set_up() -> None:
     obj = _objective("minilmv2_relations", student, teacher, relation_heads=4, relations=["qq", "vv"])
     assert obj.student_request == FeatureRequest(qkv=frozenset({2}))
     assert obj.teacher_request == FeatureRequest(qkv=frozenset({3}))
-    assert str(obj) == "1*minilmv2_relations[layers 2<-3]"
+    assert str(obj) == "1*minilmv2_relations[relation_heads=4, relations=['qq', 'vv']; layers 2<-3]"
     with pytest.raises(KDistillError, match=r"relation_heads 3 must divide both widths, and does not divide the "
                                             r"student width 16 or teacher width 32; pick a divisor of 16"):
         _objective("minilmv2_relations", student, teacher, relation_heads=3)
@@ -275,7 +275,7 @@ def test_task_distillation_with_relations_lowers_the_loss(tiny_teacher: Path, tm
     cfg = cfg.model_copy(update={"out": str(tmp_path / "s2"),
                                  "losses": [LossConfig(name="minilmv2_relations", params={"relation_heads": 2})]})
     summary = api.distill(cfg)
-    assert summary["method"] == "1*minilmv2_relations[layers 1<-2, 2<-4]"
+    assert summary["method"] == "1*minilmv2_relations[relation_heads=2; layers 1<-2, 2<-4]"
     first, last = (summary["history"][i]["layer_losses"]["minilmv2_relations"] for i in (0, -1))
     assert set(first) == {"1", "2"}
     assert sum(last.values()) < 0.95 * sum(first.values())
@@ -319,6 +319,6 @@ def test_general_distillation_takes_a_relation_loss(tmp_path: Path) -> None:
     from kdistill.general import general_distill
 
     summary = general_distill(cfg)
-    assert summary["objective"] == "1*minilmv2_relations[layers 1<-2]"
+    assert summary["objective"] == "1*minilmv2_relations[relation_heads=4, relations=['qq', 'kk', 'vv']; layers 1<-2]"
     first, last = (summary["history"][i]["layer_losses"]["minilmv2_relations"]["1"] for i in (0, -1))
     assert last < 0.95 * first

@@ -274,11 +274,12 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
                   teacher=plan.live, schedule=schedule,
                   run_name="distill", callbacks=callbacks, teacher_source=plan.source)
     d.log(f"objective: {objective}")
-    if cfg.student.init == "config" and any(t.cfg.name in ("hidden_mse", "embedding_mse") and t.key in
-                                            objective.projections for t in objective.terms):
-        d.log("WARNING: hidden_mse through a learned projection can collapse a random-init student to one class "
-               "(every token state the same vector: benchmarks/collapse.py); hidden_cka compares any two widths "
-               "without a projection and did not collapse there")
+    risky = [t.cfg.name for t in objective.terms if t.cfg.name in ("hidden_mse", "embedding_mse")
+             and t.key in objective.projections]
+    if cfg.student.init == "config" and risky:
+        d.log(f"WARNING: {risky[0]} through a learned projection can collapse a random-init student to one class "
+              "(every token state the same vector: benchmarks/collapse.py); for hidden states, hidden_cka compares "
+              "any two widths without a projection and did not collapse there")
     d.log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "
            f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
            + (f" ({plan.note})" if plan.note else ""))

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from kdistill.config import LossConfig, MappingConfig
 from kdistill.distill.features import FeatureRequest, Features
-from kdistill.distill.losses import LOSSES, LossSpec
+from kdistill.distill.losses import COSINE_FORMS, LOSSES, LossSpec
 from kdistill.distill.mapping import LayerPair, build_map
 from kdistill.errors import KDistillError
 from kdistill.models import ModelProbe
@@ -50,7 +50,9 @@ class Term:
 
     def describe(self) -> str:
         name = self.cfg.name if self.spec.name == self.cfg.name else f"{self.cfg.name}:{self.spec.name}"
-        extra = f"T={self.cfg.temperature:g}" if "temperature" in self.kwargs else ""
+        shown = [f"T={self.cfg.temperature:g}"] if "temperature" in self.kwargs else []
+        shown += [f"{k}={v}" for k, v in self.cfg.params.items()]  # so centred and plain runs read differently
+        extra = ", ".join(shown)
         if self.pairs:
             pairs = ", ".join(f"{p.student}<-{'+'.join(map(str, p.teacher))}" for p in self.pairs)
             extra = f"{extra}; " if extra else ""
@@ -72,11 +74,35 @@ def _loss_kwargs(cfg: LossConfig, spec: LossSpec) -> dict:
     if unknown:
         valid = [p for p in params if params[p].kind == inspect.Parameter.KEYWORD_ONLY and p not in MASKS]
         raise KDistillError(f"loss '{cfg.name}' has no parameter(s) {unknown} (valid: {valid})")
+    if "temperature" in kwargs:
+        raise KDistillError(f"loss '{cfg.name}': give the temperature as the term's own field "
+                            f"({{name: {cfg.name}, temperature: ...}}), not in params")
+    for key, value in kwargs.items():
+        _check_param(cfg.name, key, value, params[key].annotation)
     if "temperature" in params:
         kwargs["temperature"] = cfg.temperature
     elif cfg.temperature != 1.0:
         raise KDistillError(f"loss '{cfg.name}' takes no temperature")
     return kwargs
+
+
+_PARAM_TYPES = {"bool": ((bool,), "true or false"), "float": ((int, float), "a number"), "int": ((int,), "an integer"),
+                "str": ((str,), "a string")}
+
+
+def _check_param(loss: str, key: str, value: object, annotation: object) -> None:
+    """A loss parameter's value against the loss function's annotation, at set-up rather than at the first step.
+
+    Annotations are strings here (`from __future__ import annotations` in the loss modules); anything but a plain
+    bool/float/int/str is left to the loss. `form` must be one of the cosine forms.
+    """
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if kind in _PARAM_TYPES:
+        types, words = _PARAM_TYPES[kind]
+        if not isinstance(value, types) or (kind != "bool" and isinstance(value, bool)):
+            raise KDistillError(f"loss '{loss}': parameter '{key}' must be {words}, got {value!r}")
+    if key == "form" and value not in COSINE_FORMS:
+        raise KDistillError(f"loss '{loss}': unknown form {value!r} (valid: {', '.join(COSINE_FORMS)})")
 
 
 class Objective(nn.Module):
@@ -92,6 +118,8 @@ class Objective(nn.Module):
         self.task = task or get_task("classification")
         self.terms: list[Term] = []
         self.projections = nn.ModuleDict()
+        if losses and all(cfg.weight == 0 for cfg in losses):
+            raise KDistillError("every loss weight is 0: nothing would train the student (give one term a weight > 0)")
         seen: dict[str, int] = {}
         for cfg in losses:
             spec = self.task.loss_spec(LOSSES.get(cfg.name))
