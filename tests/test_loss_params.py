@@ -50,3 +50,21 @@ def test_parameters_show_in_the_formula(tiny_teacher: Path, tmp_path: Path, tiny
     plain = _distill(tiny_teacher, tmp_path / "p", [*KD, {"name": "hidden_mse"}], tiny_data,
                      {**fast_train, "epochs": 0.2})
     assert "hidden_mse[layers " in plain["method"] and plain["method"] != summary["method"]
+
+
+def test_yaml_given_twice_or_broken_is_one_line(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently; kdistill refuses them, in files and in flags, and a flag
+    meant as YAML that does not parse says why instead of failing later as 'not a valid list'."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "dup.yaml"
+    config.write_text("losses:\n  - {name: kl}\nlosses:\n  - {name: ce}\n")
+    cases = [(["--config", str(config)], "line 3, column 1: not valid YAML: the key 'losses' is given twice"),
+             (["--losses", "[{name: kl, params: {center: true, center: false}}]"], "the key 'center' is given twice"),
+             (["--losses", "[{name: kl"], "--losses: not valid YAML (expected ',' or '}'")]
+    for args, message in cases:
+        run = subprocess.run([sys.executable, "-m", "kdistill.cli", "distill", *args, "--out", str(tmp_path / "o")],
+                             capture_output=True, text=True)
+        assert run.returncode == 2 and message in run.stderr, run.stderr
+        assert run.stderr.strip().count("\n") == 0 and "Traceback" not in run.stderr

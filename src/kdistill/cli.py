@@ -37,6 +37,7 @@ from kdistill.config import (
     build,
     load_yaml,
     merge_dicts,
+    parse_yaml,
     with_section_defaults,
 )
 from kdistill.errors import KDistillError, TrainingDiverged
@@ -111,7 +112,7 @@ def _cli_kind(field: Any) -> str | None:
     return extra.get("cli") if isinstance(extra, dict) else None
 
 
-def _parse_value(raw: Any, field: Any) -> Any:
+def _parse_value(raw: Any, field: Any, path: str = "") -> Any:
     """Strings stay strings; anything else is read as YAML (numbers, booleans, lists, mappings).
 
     Repeated or positional values arrive as a list of strings and stay one.
@@ -121,8 +122,11 @@ def _parse_value(raw: Any, field: Any) -> Any:
     if field.annotation in (str, str | None) and raw not in ("null", "~"):
         return raw
     try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
+        return parse_yaml(raw)
+    except yaml.YAMLError as err:
+        if raw.lstrip()[:1] in ("[", "{") or "twice" in str(err):  # meant as YAML: say why it is not
+            problem = getattr(err, "problem", None) or "syntax error"
+            raise KDistillError(f"--{path}: not valid YAML ({problem}): {raw!r}") from None
         return raw
 
 
@@ -197,7 +201,7 @@ def _section_value(path: str, raw: str) -> dict[str, Any]:
     """Read a section flag's YAML mapping; raises KDistillError naming the flag when it is not one."""
     example = f"e.g. --{path} '{{FIELD: VALUE}}'"
     try:
-        value = yaml.safe_load(raw)
+        value = parse_yaml(raw)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at column {mark.column + 1}" if mark is not None else ""
@@ -233,7 +237,7 @@ def config_from_args(command: str, args: argparse.Namespace) -> Any:
     fields = dict(_leaves(model))
     for path, raw in given.items():
         if path in fields:
-            _set(data, path, _parse_value(raw, fields[path]))
+            _set(data, path, _parse_value(raw, fields[path], path))
     config_file = getattr(args, "config", None)
     source = (f"config {config_file} (or a flag)" if config_file else "flags") if data else "config"
     return build(model, with_section_defaults(model, data), source=source)

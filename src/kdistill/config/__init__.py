@@ -29,6 +29,7 @@ from kdistill.config.io import (
     load_config,
     load_yaml,
     merge_dicts,
+    parse_yaml,
     save_config,
     with_section_defaults,
     yaml_error_line,
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_TEACHER", "StrictConfig", "AugmentConfig", "BenchConfig", "DistillConfig", "EvaluateConfig",
     "ExportConfig", "FinetuneConfig", "GenerateConfig", "GeneralConfig", "LabelConfig", "MLMHeadConfig",
     "ReportConfig", "RunConfig", "SearchConfig", "build", "format_validation_error", "load_config", "load_yaml",
-    "merge_dicts", "save_config", "with_section_defaults", "yaml_error_line", "CorpusConfig", "DataConfig",
+    "merge_dicts", "parse_yaml", "save_config", "with_section_defaults", "yaml_error_line", "CorpusConfig",
+    "DataConfig",
     "LossConfig", "MappingConfig", "ScheduleConfig", "StageConfig", "StudentConfig", "TrainConfig",
 ]

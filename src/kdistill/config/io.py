@@ -32,13 +32,33 @@ def build(model_cls: type[StrictConfig], data: dict[str, Any], source: str = "co
         raise KDistillError(f"invalid {source}: {format_validation_error(err)}") from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load's loader, except that a key given twice in one mapping is an error: PyYAML keeps the last one
+    silently, so `losses:` written twice would drop the first list without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' is given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """`yaml.safe_load` that refuses duplicate keys (raises yaml.YAMLError, like safe_load's own errors)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with safe_load (no tags that execute code)."""
     p = Path(path)
     if not p.is_file():
         raise KDistillError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = parse_yaml(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise KDistillError(f"config file {p} is not UTF-8 text") from None
     except yaml.YAMLError as err:
