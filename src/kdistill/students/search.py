@@ -8,9 +8,10 @@ as in the paper. The loss is AdaBERT's: (1 - gamma) x CE on gold labels + gamma 
 the teacher's probabilities at `temperature`, scaled by T^2) + beta x the efficiency loss, the expected parameter
 count of the sampled architecture as a share of the largest possible one (only the architecture step sees it).
 AdaBERT also searches the number of cells; here it is fixed (`num_cells`) and the search picks operations and edges.
-The first `arch_warmup` share of the steps trains only the weights (PC-DARTS, Xu et al. 2020): measured on SST-2
-without it (benchmarks/mobile_ada.py), half a pass picked only pooling and identity for every edge at both betas,
-the known bias of differentiable search towards parameter-free operations, which need no training to look good.
+The first `arch_warmup` share of the steps trains only the weights (PC-DARTS, Xu et al. 2020), against
+differentiable search's bias towards parameter-free operations, which need no training to look good. On SST-2 (half
+a pass, benchmarks/mobile_ada.py) it was not enough: both betas still picked only pooling and identity, with or
+without the warm-up, while the architecture logits had barely moved.
 
 The teacher's logits for the training split are computed once, before the search. The derived architecture
 (`kdistill.students.adabert.derive_genotype`) is saved as an untrained `AdaBertForSequenceClassification` with the
