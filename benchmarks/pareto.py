@@ -51,6 +51,9 @@ METHODS: dict[str, dict[str, Any]] = {
     # the teacher cache keeps no queries/keys/values, so the relation cells run the teacher live
     "soft targets + relations": {"losses": [*KD, RELATIONS], "epochs": 1.0, "same_vocabulary": True, "cache": False},
     "soft targets, 2x epochs": {"losses": KD, "epochs": 2.0},
+    # feature transfer without a projection: hidden_mse through one collapsed random-init students (collapse.py)
+    "soft targets + hidden_cka": {"losses": [*KD, {"name": "hidden_cka", "weight": 1.0}], "epochs": 1.0,
+                                  "same_vocabulary": True},
 }
 TASKS: dict[str, dict[str, Any]] = {"sst2": {"max_length": 64}, "mrpc": {"max_length": 128}}
 TEACHERS: dict[str, dict[str, Any]] = {
