@@ -78,8 +78,14 @@ MOBILE = {"init": "mobilebert", "num_layers": 4, "hidden_size": 256, "intra_bott
 MB_EPOCHS, LAYER_EPOCHS = 6, 3  # every MobileBERT variant trains 6 epochs; joint: 3 of them layer-wise
 BETAS = (0.1, 1.0)
 ARCH_WARMUP = 0.3  # kdistill search's default since the SST-2 search without it picked only parameter-free ops
-SPEED = f"speed (AdaBERT warm-up {ARCH_WARMUP:g})"  # re-timed when the searched architectures change
-SEARCH_WIDTH, CELL_WIDTH, SEARCH_EPOCHS = 64, 128, 0.5  # search on a narrow proxy, train at 128
+# Half a pass (49 supernet steps on SST-2) picked only pooling and identity, with the architecture logits barely moved:
+# the search now runs 2 passes and reads the architecture off by perturbation (DARTS-PT); beta 0.1's search also
+# gives the largest-weight (DARTS) genotype of the same supernet, trained as its own cell, to show what selection does
+SEARCH_WIDTH, CELL_WIDTH, SEARCH_EPOCHS = 64, 128, 2.0  # search on a narrow proxy, train at 128
+SELECTION_EXAMPLES = 256  # held-out examples scoring each (edge, operation) pair: 72 scored passes over them
+SPEED = f"speed (AdaBERT {SEARCH_EPOCHS:g} passes)"  # re-timed when the searched architectures change
+ADA = {f"adabert-{b:g}-{sel}": (b, sel) for b in BETAS for sel in ("perturbation", "alpha")
+       if sel == "perturbation" or b == BETAS[0]}
 PARETO = HERE / "runs" / "pareto"  # pareto.py's MiniLM teachers, read only: the same recipe as TEACHER below
 TEACHER = {"epochs": 3, "lr": 5e-5, "seed": 42}
 THREE_L = {"init": "teacher_layers", "num_layers": 3}
@@ -89,7 +95,7 @@ BILSTM = {"init": "bilstm", "hidden_size": 600}
 ARCHS = {"teacher": "teacher (MiniLM-L6-H384)", "3L": "3L-384 (teacher layers 2,4,6)", "2L": "2L-192 (random init)",
          "mobile": "MobileBERT 4L, 256 / bottleneck 64", "cnn": "CNN 3x256 (teacher embeddings)",
          "bilstm": "BiLSTM 300x2 (teacher embeddings)",
-         **{f"adabert-{b:g}": f"AdaBERT searched, beta {b:g}, warm-up {ARCH_WARMUP:g}" for b in BETAS}}
+         **{a: f"AdaBERT searched, beta {b:g}, {sel} selection" for a, (b, sel) in ADA.items()}}
 
 
 def cells(epochs_scale: float) -> dict[str, dict[str, Any]]:
@@ -100,8 +106,8 @@ def cells(epochs_scale: float) -> dict[str, dict[str, Any]]:
     simple = {"train": {"lr": 3e-3, "epochs": ep(3)}, "losses": [{"name": "logit_mse"}],
               "teacher_cache": True}
     return {
-        **{f"AdaBERT beta {b:g}, warm-up {ARCH_WARMUP:g} | logit_mse": {"arch": f"adabert-{b:g}", "beta": b,
-                                                                   "cfg": {**simple}} for b in BETAS},
+        **{f"AdaBERT beta {b:g}, {SEARCH_EPOCHS:g} passes, {sel} selection | logit_mse": {
+            "arch": a, "beta": b, "selection": sel, "cfg": {**simple}} for a, (b, sel) in ADA.items()},
         "CNN | logit_mse": {"arch": "cnn", "cfg": {**simple, "student": CNN}},
         "MobileBERT | progressive": {"arch": "mobile", "cfg": {**mb, "losses": LAYER + KD, "schedule": {
             "name": "pid", "epochs_per_layer": max(1, round(epochs_scale)), "freeze_below": True}}},
@@ -201,30 +207,38 @@ def train_task(task: str, args: argparse.Namespace, results: Path, runs: Path) -
     return True
 
 
-def searched_student(task: str, beta: float, seed: int, teacher: Path, data: dict[str, Any], runs: Path,
-                     args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
-    """`kdistill search` on a SEARCH_WIDTH-wide proxy supernet; the derived cell, re-built CELL_WIDTH wide (the DARTS
+def searched_student(task: str, beta: float, selection: str, seed: int, teacher: Path, data: dict[str, Any],
+                     runs: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """`kdistill search` on a SEARCH_WIDTH-wide proxy supernet (once per beta and seed: search.json holds both the
+    perturbation and the largest-weight genotype); the `selection` genotype, re-built CELL_WIDTH wide (the DARTS
     practice: search narrow, train wide), saved as an untrained student to retrain."""
-    found = runs / f"{task}-search-{beta:g}-wu{ARCH_WARMUP:g}-{seed}"
-    shutil.rmtree(found, ignore_errors=True)
+    found = runs / f"{task}-search-{beta:g}-e{SEARCH_EPOCHS:g}-{seed}"
     t0 = time.perf_counter()
-    info = api.search(build(SearchConfig, {
-        "teacher": str(teacher), "data": data, "out": str(found), "cells": 3, "nodes": 3,
-        "hidden_size": SEARCH_WIDTH, "epochs": SEARCH_EPOCHS * args.epochs_scale, "efficiency_weight": beta,
-        "arch_warmup": ARCH_WARMUP, "seed": seed, "progress": False}))
-    search_seconds = time.perf_counter() - t0
+    if not (found / "search.json").is_file():
+        shutil.rmtree(found, ignore_errors=True)
+        api.search(build(SearchConfig, {
+            "teacher": str(teacher), "data": data, "out": str(found), "cells": 3, "nodes": 3,
+            "hidden_size": SEARCH_WIDTH, "epochs": SEARCH_EPOCHS * args.epochs_scale, "efficiency_weight": beta,
+            "arch_warmup": ARCH_WARMUP, "selection": "perturbation", "selection_examples": SELECTION_EXAMPLES,
+            "seed": seed, "progress": False}))
+        (found / "search_wall.json").write_text(json.dumps({"seconds": time.perf_counter() - t0}))
+    search_seconds = json.loads((found / "search_wall.json").read_text())["seconds"]
     summary = json.loads((found / "search.json").read_text())
     cfg = AutoConfig.from_pretrained(found)
     cfg.hidden_size = CELL_WIDTH
+    cfg.genotype = summary[f"genotype_{selection}"]
     model = derived_student(cfg, load_classifier(str(teacher)))
-    wide = runs / f"{task}-adabert-{beta:g}-wu{ARCH_WARMUP:g}-{seed}-w{CELL_WIDTH}"
+    wide = runs / f"{task}-adabert-{beta:g}-e{SEARCH_EPOCHS:g}-{selection}-{seed}-w{CELL_WIDTH}"
     with atomic_dir(wide) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         save_tokenizer(load_tokenizer(str(found)), tmp)
-    return wide, {"search_seconds": search_seconds, "search_loop_seconds": info["wall_seconds"],
-                  "genotype": info["genotype"], "expected_cost": info["expected_cost"],
+    return wide, {"search_seconds": search_seconds, "search_loop_seconds": summary["wall_seconds"],
+                  "genotype": cfg.genotype, "selection": selection,
+                  "genotype_alpha": summary["genotype_alpha"],
+                  "genotype_perturbation": summary["genotype_perturbation"],
+                  "expected_cost": summary["expected_cost_end"],
                   "expected_cost_start": summary["expected_cost_start"], "search_steps": summary["steps"],
-                  "search_params_w64": info["params"], "search_dir": str(found)}
+                  "search_params_w64": summary["params"], "search_dir": str(found)}
 
 
 def train_cell(task: str, name: str, c: dict[str, Any], seed: int, teacher: Path, data: dict[str, Any],
@@ -234,7 +248,7 @@ def train_cell(task: str, name: str, c: dict[str, Any], seed: int, teacher: Path
     cfg = json.loads(json.dumps(c["cfg"]))
     extra: dict[str, Any] = {}
     if "beta" in c:  # AdaBERT: the search first; its derived student is retrained from scratch below
-        path, extra = searched_student(task, c["beta"], seed, teacher, data, runs, args)
+        path, extra = searched_student(task, c["beta"], c["selection"], seed, teacher, data, runs, args)
         cfg["student"] = {"init": "path", "path": str(path)}
     if any(x["name"] != "ce" for x in cfg.get("losses", [])) or cfg.get("stages"):
         cfg["teacher_cache"] = str(runs / f"cache-{task}")  # teacher outputs once, shared by the cells that match
@@ -401,8 +415,11 @@ def method_paragraph(done: dict[str, dict[str, Any]]) -> str:
             "0.5; auxiliary: all four losses for 6 epochs; no teacher: ce; each teacher-taught variant also with "
             "hidden_cka in place of hidden_mse, which collapsed the student). Layer-picked students: soft targets, "
             "3 epochs (core.py's recipe). AdaBERT: `kdistill search` with 3 cells of 3 nodes on a 64-wide proxy "
-            f"supernet, {SEARCH_EPOCHS:g} of a pass over each half of the training split, gamma 0.8, the first "
-            f"{ARCH_WARMUP:g} of the steps training weights only; the derived "
+            f"supernet, {SEARCH_EPOCHS:g} passes over each half of the training split, gamma 0.8, the first "
+            f"{ARCH_WARMUP:g} of the steps training weights only; the architecture read off by perturbation "
+            f"(DARTS-PT: each (edge, operation) removed in turn, the held-out search loss on {SELECTION_EXAMPLES} "
+            "examples of the architecture half scored) and, for the first beta, also by the largest weight (DARTS) "
+            "from the same supernet; the derived "
             "cell built 128 wide and, like the CNN/BiLSTM, trained with logit_mse at lr 3e-3 for 3 epochs "
             "(blackbox.py's recipe). Latency: median of interleaved timed forward passes (random full-length "
             "inputs) after warm-up, every architecture of a task in one window, on a machine shared with other "

@@ -97,7 +97,7 @@ def test_kdistill_search_writes_a_student_that_kdistill_distill_retrains(tiny_te
     assert main(["search", "--teacher", str(tiny_teacher), *data, "--cells", "1", "--nodes", "2",
                  "--hidden_size", "16", "--batch_size", "16", "--progress", "false", "--out", "ada"]) == 0
     out = capsys.readouterr().out
-    assert "genotype (every cell)" in out and "node 2:" in out
+    assert "genotype (every cell; chosen by perturbation)" in out and "node 2:" in out
     genotype = json.loads((tmp_path / "ada" / "genotype.json").read_text())["genotype"]
     assert json.loads((tmp_path / "ada" / "config.json").read_text())["genotype"] == genotype
     assert main(["distill", "--teacher", str(tiny_teacher), "--student.init", "path", "--student.path", "ada",
@@ -106,3 +106,53 @@ def test_kdistill_search_writes_a_student_that_kdistill_distill_retrains(tiny_te
     assert json.loads((tmp_path / "retrained" / "config.json").read_text())["model_type"] == "kdistill-adabert"
     assert main(["search", "--teacher", str(tiny_teacher), *data, "--out", "ada", "--cells", "1",
                  "--progress", "false"]) == 0  # its own earlier output is a folder it may write again
+
+
+class _KnownNet(torch.nn.Module):
+    """logits = (4 w[0, conv3] + w[1, conv5], 0): the loss depends on two operations, with known sizes."""
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        first = 4 * w[0, OPS.index("conv3")] + w[1, OPS.index("conv5")]
+        return torch.stack([first, torch.tensor(0.0)]).expand(ids.size(0), 2)
+
+
+def test_perturbation_scores_are_the_rise_of_the_held_out_loss_when_one_operation_is_removed() -> None:
+    from kdistill.students.adabert import genotype_from_scores
+    from kdistill.students.selection import perturbation_scores
+
+    alpha = torch.zeros(num_edges(1), len(OPS))
+    alpha[0, OPS.index("identity")] = 3.0  # identity has edge 0's largest weight, but the output ignores it
+    w = alpha.softmax(-1)
+    labels = torch.zeros(4, dtype=torch.long)
+    batches = [(torch.ones(4, 3, dtype=torch.long), torch.ones(4, 3), labels, torch.zeros(4, 2))]
+
+    def ce(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    def by_hand(first: float) -> float:  # CE of class 0 with logits (first, 0)
+        return float(torch.nn.functional.softplus(torch.tensor(-first)))
+
+    conv3, conv5 = OPS.index("conv3"), OPS.index("conv5")
+    base = 4 * float(w[0, conv3]) + float(w[1, conv5])
+    scores = perturbation_scores(_KnownNet(), alpha, batches, ce)
+    assert scores.shape == alpha.shape
+    assert float(scores[0, conv3]) == pytest.approx(by_hand(base - 4 * float(w[0, conv3])) - by_hand(base), abs=1e-6)
+    assert float(scores[1, conv5]) == pytest.approx(by_hand(base - float(w[1, conv5])) - by_hand(base), abs=1e-6)
+    others = scores.clone()
+    others[0, conv3] = others[1, conv5] = 0.0
+    assert float(others.abs().max()) == 0.0  # an operation the output ignores scores nothing
+    assert float(scores[0, conv3]) > float(scores[1, conv5]) > 0  # 4 x 0.036 of the logit against 0.111
+    assert derive_genotype(alpha, 1)[0][0] == ("identity", 0)  # the weights' rule keeps the ignored operation
+    assert genotype_from_scores(scores, 1) == [[("conv3", 0), ("conv5", 1)]]
+
+
+def test_the_search_reports_both_selections_and_keeps_the_chosen_one(tiny_teacher: Path, train) -> None:
+    s = SearchSettings(num_cells=2, num_nodes=2, hidden_size=16, epochs=1.0, batch_size=16, progress=False,
+                       seed=1, selection="alpha", selection_examples=20)
+    cfg, summary = run_search(load_classifier(str(tiny_teacher)), load_tokenizer(str(tiny_teacher)), train, s)
+    assert summary["selection"] == "alpha" and cfg.genotype == summary["genotype_alpha"]
+    assert len(summary["genotype_perturbation"]) == 2
+    scores = torch.tensor(summary["perturbation_scores"])
+    assert scores.shape == (num_edges(2), len(OPS)) and float(scores.abs().max()) > 0
+    assert float(scores[:, OPS.index("zero")].abs().max()) == 0.0
+    assert cfg.genotype == [[list(e) for e in node] for node in derive_genotype(torch.tensor(summary["alpha"]), 2)]

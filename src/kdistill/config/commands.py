@@ -264,6 +264,12 @@ class SearchConfig(StrictConfig):
     arch_warmup: float = Field(0.3, ge=0, lt=1, description="share of the search's steps that train only the "
                                "supernet's weights before architecture steps begin (PC-DARTS's warm-up; without it "
                                "parameter-free operations win before the convolutions have trained)")
+    selection: Literal["perturbation", "alpha"] = Field(
+        "perturbation", description="how each edge's operation is chosen: perturbation = the operation whose removal "
+        "raises the held-out loss most (DARTS-PT); alpha = the largest architecture weight (DARTS), which picked "
+        "only pooling and identity on SST-2")
+    selection_examples: int = Field(512, gt=0, description="held-out examples that score the operations "
+                                    "(perturbation selection)")
     seed: int = Field(42, description="seed of the search")
     progress: bool = Field(True, description="show a progress bar")
 

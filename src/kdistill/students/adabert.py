@@ -28,7 +28,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 __all__ = ["OPS", "AdaBertConfig", "AdaBertForSequenceClassification", "MixedCell", "make_op", "op_params",
-           "derive_genotype", "num_edges"]
+           "derive_genotype", "genotype_from_scores", "num_edges"]
 
 OPS = ("conv3", "conv5", "conv7", "dilconv3", "dilconv5", "maxpool3", "avgpool3", "identity", "zero")
 """Candidate operations of an edge (AdaBERT, section 3.1)."""
@@ -131,15 +131,20 @@ def derive_genotype(alpha: Tensor, num_nodes: int) -> list[list[tuple[str, int]]
 
     An edge's strength is its strongest non-zero operation's softmax weight (DARTS, section 2.4).
     """
-    probs = alpha.detach().softmax(dim=-1)
+    return genotype_from_scores(alpha.detach().softmax(dim=-1), num_nodes)
+
+
+def genotype_from_scores(scores: Tensor, num_nodes: int) -> list[list[tuple[str, int]]]:
+    """Per-edge operation scores (E, len(OPS)), higher = more wanted -> per node its two strongest incoming edges as
+    (operation, input state): each edge's best operation other than zero, edges ranked by that operation's score."""
     zero = OPS.index("zero")
     genotype: list[list[tuple[str, int]]] = []
     k = 0
     for j in range(num_nodes):
         cands = []
         for i in range(2 + j):
-            p = probs[k].clone()
-            p[zero] = -1.0
+            p = scores[k].detach().clone().float()
+            p[zero] = -float("inf")
             best = int(p.argmax())
             cands.append((float(p[best]), OPS[best], i))
             k += 1

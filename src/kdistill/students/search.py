@@ -11,7 +11,10 @@ AdaBERT also searches the number of cells; here it is fixed (`num_cells`) and th
 The first `arch_warmup` share of the steps trains only the weights (PC-DARTS, Xu et al. 2020), against
 differentiable search's bias towards parameter-free operations, which need no training to look good. On SST-2 (half
 a pass, benchmarks/mobile_ada.py) it was not enough: both betas still picked only pooling and identity, with or
-without the warm-up, while the architecture logits had barely moved.
+without the warm-up, while the architecture logits had barely moved. So by default the architecture is read off by
+perturbation (`kdistill.students.selection`, DARTS-PT): each edge keeps the operation whose removal raises the
+held-out loss most, not the one with the largest weight; `selection: alpha` keeps DARTS's rule, and search.json
+holds both genotypes.
 
 The teacher's logits for the training split are computed once, before the search. The derived architecture
 (`kdistill.students.adabert.derive_genotype`) is saved as an untrained `AdaBertForSequenceClassification` with the
@@ -39,9 +42,11 @@ from kdistill.students.adabert import (
     AdaBertForSequenceClassification,
     MixedCell,
     derive_genotype,
+    genotype_from_scores,
     num_edges,
     op_params,
 )
+from kdistill.students.selection import perturbation_scores
 
 __all__ = ["SearchSettings", "Supernet", "derived_student", "run_search", "search_architecture", "teacher_logits"]
 
@@ -61,6 +66,8 @@ class SearchSettings:
     temperature: float = 1.0
     efficiency_weight: float = 0.1  # beta
     arch_warmup: float = 0.3  # share of the steps that train only the supernet's weights
+    selection: str = "perturbation"  # how the discrete architecture is read off: "perturbation" or "alpha"
+    selection_examples: int = 512  # held-out examples that score each operation (perturbation selection)
     tau_start: float = 1.0
     tau_end: float = 0.1
     seed: int = 42
@@ -172,13 +179,25 @@ def run_search(teacher: PreTrainedModel, tokenizer: Any, train: Dataset, s: Sear
                 value, spent = loss.item(), cost.item()
                 bar.set_postfix(loss=f"{value:.3f}", cost=f"{spent:.3f}", tau=f"{tau:.2f}", refresh=False)
                 s.history.append({"step": step + 1, "loss": value, "expected_cost": spent, "tau": tau})
-    genotype = derive_genotype(net.alpha, s.num_nodes)
+    by_alpha = derive_genotype(net.alpha, s.num_nodes)
+    held_out = parts[1][:s.selection_examples]  # the architecture half: data the weights never trained on
+    batches = []
+    for start in range(0, len(held_out), s.batch_size):
+        rows = held_out[start:start + s.batch_size]
+        b = collate([dict(r) for r in train.select(rows).select_columns(cols)])
+        batches.append((b["input_ids"], b["attention_mask"], b["labels"], t_logits[rows]))
+    scores = perturbation_scores(net, net.alpha, batches, lambda lg, y, t: _loss(lg, y, t, s))
+    by_perturbation = genotype_from_scores(scores, s.num_nodes)
+    genotype = by_perturbation if s.selection == "perturbation" else by_alpha
     cfg = AdaBertConfig(vocab_size=emb.size(0), embedding_size=emb.size(1), hidden_size=s.hidden_size,
                         num_cells=s.num_cells, genotype=[[list(e) for e in node] for node in genotype],
                         num_labels=num_labels, id2label=teacher.config.id2label, label2id=teacher.config.label2id,
                         pad_token_id=pad,
                         max_position_embeddings=getattr(teacher.config, "max_position_embeddings", 512))
-    summary = {"genotype": cfg.genotype, "expected_cost_start": start_cost,
+    summary = {"genotype": cfg.genotype, "selection": s.selection,
+               "genotype_alpha": [[list(e) for e in node] for node in by_alpha],
+               "genotype_perturbation": [[list(e) for e in node] for node in by_perturbation],
+               "perturbation_scores": scores.tolist(), "expected_cost_start": start_cost,
                "expected_cost_end": float(net.expected_cost(net.alpha.detach().softmax(-1))),
                "alpha": net.alpha.detach().tolist(), "ops": list(OPS), "steps": total,
                "wall_seconds": time.perf_counter() - t0, "history": s.history}
@@ -212,7 +231,8 @@ def search_architecture(cfg: Any) -> dict[str, Any]:
     s = SearchSettings(num_cells=cfg.cells, num_nodes=cfg.nodes, hidden_size=cfg.hidden_size, epochs=cfg.epochs,
                        batch_size=cfg.batch_size, lr=cfg.lr, arch_lr=cfg.arch_lr, kd_weight=cfg.kd_weight,
                        temperature=cfg.temperature, efficiency_weight=cfg.efficiency_weight,
-                       arch_warmup=cfg.arch_warmup, seed=cfg.seed, progress=cfg.progress)
+                       arch_warmup=cfg.arch_warmup, selection=cfg.selection,
+                       selection_examples=cfg.selection_examples, seed=cfg.seed, progress=cfg.progress)
     student_cfg, summary = run_search(teacher, tokenizer, train, s)
     model = derived_student(student_cfg, teacher)
     params = sum(p.numel() for p in model.parameters())
@@ -225,7 +245,7 @@ def search_architecture(cfg: Any) -> dict[str, Any]:
         save_config(cfg, tmp / "kdistill.yaml")
     lines = [f"node {j + 1}: " + " + ".join(f"{op}(state {i})" for op, i in node)
              for j, node in enumerate(summary["genotype"])]
-    print("[search] genotype (every cell):\n  " + "\n  ".join(lines), flush=True)
+    print(f"[search] genotype (every cell; chosen by {cfg.selection}):\n  " + "\n  ".join(lines), flush=True)
     print(f"[search] expected cost {summary['expected_cost_start']:.3f} -> {summary['expected_cost_end']:.3f}; "
           f"{summary['wall_seconds']:.0f} s; retrain it: kdistill distill --student.init path --student.path "
           f"{out} --losses \"[{{name: kl, temperature: 1.0}}, {{name: ce}}]\"", flush=True)
