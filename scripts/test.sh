@@ -12,4 +12,6 @@ fi
 export KDISTILL_REQUIRE_CHROMIUM=1
 "$PY" -m ruff check src tests benchmarks
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-"$PY" -m pytest -q -p no:cacheprovider
+# two workers (pytest-xdist), one module each at a time: the tiny models spend their time in Python, not in
+# torch's threads, so two processes nearly halve the wall time on 2 cores
+"$PY" -m pytest -q -p no:cacheprovider -n 2 --dist loadscope

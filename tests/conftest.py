@@ -15,7 +15,13 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread per pytest-xdist worker (scripts/test.sh runs two): tiny models gain nothing from a second thread,
+# and two workers with two threads each would spin against each other on a 2-core machine
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"  # and in the runs tests start as subprocesses: kill/resume tests compare
+    torch.set_num_threads(1)  # their weights bit for bit with an in-process run, and thread counts change float sums
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "kdistill" / "datasets"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

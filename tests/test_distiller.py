@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -137,16 +138,19 @@ def test_resume_after_kill_gives_the_same_weights(finetuned: Path, tmp_path: Pat
 
 def test_nan_loss_stops_the_run_naming_the_term(finetuned: Path, tmp_path: Path, tiny_data: dict,
                                                 fast_train: dict) -> None:
-    if "explodes" not in LOSSES:
-        @register_loss("explodes", feature="logits")
-        def explodes(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return (s - t).sum() * float("nan")
+    @register_loss("explodes", feature="logits")
+    def explodes(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (s - t).sum() * float("nan")
 
-    cfg = build(DistillConfig, {"teacher": str(finetuned), "data": tiny_data, "train": fast_train,
-                                "student": {"num_layers": 1}, "out": str(tmp_path / "nan"),
-                                "losses": [{"name": "ce"}, {"name": "explodes", "weight": 0.1}]})
-    with pytest.raises(TrainingDiverged, match="loss term 'explodes' became nan at epoch 1, step 1"):
-        api.distill(cfg)
+    try:
+        cfg = build(DistillConfig, {"teacher": str(finetuned), "data": tiny_data, "train": fast_train,
+                                    "student": {"num_layers": 1}, "out": str(tmp_path / "nan"),
+                                    "losses": [{"name": "ce"}, {"name": "explodes", "weight": 0.1}]})
+        with pytest.raises(TrainingDiverged, match="loss term 'explodes' became nan at epoch 1, step 1"):
+            api.distill(cfg)
+    finally:
+        LOSSES.remove("explodes")  # later tests (in this process) list the registered losses
+    assert "explodes" not in LOSSES
 
 
 def test_two_cpu_processes_on_gloo(finetuned: Path, tmp_path: Path, tiny_data: dict, fast_train: dict) -> None:
@@ -154,9 +158,12 @@ def test_two_cpu_processes_on_gloo(finetuned: Path, tmp_path: Path, tiny_data: d
     cfg = _distill_cfg(finetuned, out, tiny_data, fast_train, batch_size=8)
     cfg_file = tmp_path / "ddp.yaml"
     save_config(cfg, cfg_file)
+    with socket.socket() as probe:  # a free port: another test (or xdist worker) may be using accelerate's 29500
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "kdistill.cli", "distill",
-           "--config", str(cfg_file)]
+           "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
+           "kdistill.cli", "distill", "--config", str(cfg_file)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

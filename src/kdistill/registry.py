@@ -23,6 +23,11 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def remove(self, name: str) -> None:
+        """Unregister `name` (a plugin's or a test's own entry); a miss is a KDistillError listing the valid names."""
+        self.get(name)
+        del self._items[name]
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of `add`."""
 

@@ -261,7 +261,9 @@ class CommandTeacher(Teacher):
         if not self.argv:
             raise KDistillError("teacher 'command:' names no command")
         self.timeout, self.label_names = timeout, list(label_names) if label_names else None
-        self.where = f"teacher command '{' '.join(shlex.join(self.argv).split())[:120]}'"  # one line, a -c script too
+        line = " ".join(shlex.join(self.argv).split())  # one line, a -c script too
+        # a long command keeps its start (the program) and its end (the script or model, what the user wrote last)
+        self.where = f"teacher command '{line if len(line) <= 120 else line[:50] + ' ... ' + line[-65:]}'"
         self.task = answer_task(task_type, self.label_names, self.where)
 
     def raw(self, requests: list[dict[str, str]]) -> list[Any]:
