@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kdistill.config.base import DEFAULT_TEACHER, StrictConfig
+from kdistill.config.presets import apply_preset
 from kdistill.config.sections import (
     CorpusConfig,
     DataConfig,
@@ -118,6 +119,15 @@ class DistillConfig(StrictConfig):
     stages: list[StageConfig] | None = Field(
         None, description="multi-stage distillation: each stage its losses, epochs and lr, the next starting from "
         "the last one's student ('tinybert' = TinyBERT's intermediate then prediction stages); replaces `losses`")
+    preset: Literal["balanced", "fast"] | None = Field(
+        None, description="a measured recipe that fills student, losses/stages and train settings you did not give: "
+        "balanced = 3 teacher layers + soft targets (about 2x faster than a 6-layer teacher); fast = MobileBERT "
+        "4L-256 with joint feature-map transfer, then soft targets (about 6-9x)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_preset(cls, data: Any) -> Any:
+        return apply_preset(data)
 
     @field_validator("stages", mode="before")
     @classmethod
