@@ -119,3 +119,63 @@ def test_a_teacher_with_another_vocabulary_is_refused(still_teacher: Path, tmp_p
     student = load_classifier(str(still_teacher))
     with pytest.raises(KDistillError, match="same vocabulary"):
         KDTrainer(model=student, teacher=other, args=_args(tmp_path, 1, 8))
+
+
+def _qa_pair():
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # the loss compared by hand
+    torch.manual_seed(0)
+    return BertForQuestionAnswering(cfg), BertForQuestionAnswering(cfg)
+
+
+def _by_hand(s_logits: torch.Tensor, t_logits: torch.Tensor, keep: torch.Tensor, gold: torch.Tensor, t: float):
+    """0.5 x KL(teacher || student) at T over the kept positions x T² + 0.5 x CE of the gold position, each the mean of
+    the start and end terms, written out with plain torch ops."""
+    kls, ces = [], []
+    for k in (0, 1):
+        s, te = s_logits[..., k], t_logits[..., k]
+        neg = torch.finfo(s.dtype).min
+        ps = torch.log_softmax((s / t).masked_fill(~keep, neg), -1)
+        pt = torch.softmax((te / t).masked_fill(~keep, neg), -1)
+        kl = (pt * (torch.log(pt.clamp_min(1e-30)) - ps)).masked_fill(~keep, 0).sum(-1).mean() * t * t
+        kls.append(kl)
+        ces.append(torch.nn.functional.cross_entropy(s, gold[:, k]))
+    return 0.5 * torch.stack(kls).mean() + 0.5 * torch.stack(ces).mean()
+
+
+@pytest.mark.parametrize("with_span_mask", [False, True])
+def test_a_question_answering_student_learns_from_start_and_end_distributions(tmp_path: Path,
+                                                                              with_span_mask: bool) -> None:
+    from transformers import AutoModelForQuestionAnswering
+
+    student, teacher = _qa_pair()
+    ids = torch.randint(5, 100, (4, 12))
+    mask = torch.ones(4, 12, dtype=torch.long)
+    mask[1, 9:] = 0  # padding: never a position to match
+    span = mask.clone()
+    span[:, 1:4] = 0  # the question's tokens (kdistill's own span mask leaves them out)
+    gold = torch.tensor([[5, 6], [4, 8], [0, 0], [7, 10]])
+    batch = {"input_ids": ids, "attention_mask": mask, "start_positions": gold[:, 0], "end_positions": gold[:, 1]}
+    if with_span_mask:
+        batch["span_mask"] = span
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(4)]
+    trainer = KDTrainer(model=student, teacher=teacher, args=TrainingArguments(
+        output_dir=str(tmp_path / "qa"), per_device_train_batch_size=4, max_steps=3, report_to=[], use_cpu=True,
+        learning_rate=1e-3), train_dataset=rows)
+    assert trainer.label_names == ["start_positions", "end_positions"]
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    with torch.no_grad():
+        s_logits = torch.stack([student(input_ids=ids, attention_mask=mask).start_logits,
+                                student(input_ids=ids, attention_mask=mask).end_logits], -1)
+        t_logits = torch.stack([teacher(input_ids=ids, attention_mask=mask).start_logits,
+                                teacher(input_ids=ids, attention_mask=mask).end_logits], -1)
+    keep = (span if with_span_mask else mask).bool()
+    torch.testing.assert_close(loss.detach(), _by_hand(s_logits, t_logits, keep, gold, 2.0), atol=1e-5, rtol=1e-5)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    trainer.train()
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+    trainer.save_model(str(tmp_path / "student"))
+    again = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "student")
+    assert again.config.num_hidden_layers == 2

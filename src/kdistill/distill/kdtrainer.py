@@ -32,7 +32,7 @@ from kdistill.distill.objective import Active, Objective
 from kdistill.distill.schedules import AllLayers, LayerSchedule, build_schedule
 from kdistill.errors import KDistillError
 from kdistill.models import probe, same_vocabulary
-from kdistill.tasks import get_task, task_of_config
+from kdistill.tasks import get_task, task_of_model
 
 __all__ = ["DistillSpec", "KDModule", "KDTrainer"]
 
@@ -74,13 +74,21 @@ class KDModule(nn.Module):
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
                 labels: Tensor | None = None, teacher_features: Features | None = None,
-                active: Active | None = None) -> dict[str, Any]:
+                active: Active | None = None, start_positions: Tensor | None = None,
+                end_positions: Tensor | None = None, span_mask: Tensor | None = None) -> dict[str, Any]:
         # Named inputs (not **kwargs) so that Trainer's column filter and label detection read them off the signature.
         batch = {k: v for k, v in {"input_ids": input_ids, "attention_mask": attention_mask,
                                    "token_type_ids": token_type_ids, "position_ids": position_ids}.items()
                  if v is not None}
         feats = forward_features(self.student, batch, self.objective.student_request)
-        out = self.objective(feats, teacher_features, labels, active=active)
+        extra = {}
+        if start_positions is not None and end_positions is not None:  # Hugging Face's QA labels: (B,) each
+            labels = torch.stack([start_positions, end_positions], dim=-1)
+        if self.objective.task.name == "question_answering":
+            # the positions whose start/end distributions are matched: kdistill's span mask (context + CLS) when the
+            # dataset has one, else every real token, as DistilBERT's SQuAD distillation compares whole windows
+            extra["batch"] = {"span_mask": span_mask if span_mask is not None else attention_mask}
+        out = self.objective(feats, teacher_features, labels, active=active, **extra)
         return {"loss": out.total, "logits": feats.logits, "terms": out.terms, "layer_terms": out.layer_terms}
 
 
@@ -128,7 +136,7 @@ class KDTrainer(Trainer):
             raise KDistillError("KDTrainer runs the teacher on the student's batches: the two need the same "
                                 "vocabulary (use `kdistill distill` for a student with its own tokenizer)")
         t_probe, s_probe = probe(teacher), probe(student)
-        task = get_task(task_of_config(student.config))  # the student's head: classes, a score or label sets
+        task = get_task(task_of_model(student))  # the student's head: classes, a score or label sets
         self.objective = Objective(spec.losses, spec.mapping, student=s_probe, teacher=t_probe, same_tokens=True,
                                    task=task)
         prepare_for_capture(teacher, t_probe, self.objective.teacher_request, "teacher")
@@ -143,7 +151,8 @@ class KDTrainer(Trainer):
             training_args.ddp_find_unused_parameters = True  # idle projections in early stages
         super().__init__(KDModule(student, self.objective), *args, **kwargs)
         self.teacher = teacher.requires_grad_(False).eval().to(self.args.device)
-        self.label_names = ["labels"]
+        # what Trainer's evaluation loop hands back as label_ids: QA datasets label spans by two columns
+        self.label_names = ["start_positions", "end_positions"] if task.name == "question_answering" else ["labels"]
         self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean: Trainer scales it for accumulation
         self.spec = spec
         self._window: dict[str, list[float]] = {}
@@ -160,7 +169,7 @@ class KDTrainer(Trainer):
                      num_items_in_batch: Any = None) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """The objective's weighted total for one batch; the teacher runs on the same batch under no_grad."""
         del num_items_in_batch  # the objective's losses are per-batch means
-        batch = {k: v for k, v in inputs.items() if k != "labels"}
+        batch = {k: v for k, v in inputs.items() if k not in ("labels", "start_positions", "end_positions")}
         t_feats = None
         if self.objective.needs_teacher:
             with torch.no_grad():

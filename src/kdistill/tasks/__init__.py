@@ -20,7 +20,16 @@ from typing import Any
 
 from kdistill.labels import label_key
 from kdistill.registry import Registry
-from kdistill.tasks.base import HEADS, PROBLEM_TYPES, SEQUENCE_HEAD, Target, Task, head_of_config, task_of_config
+from kdistill.tasks.base import (
+    HEADS,
+    PROBLEM_TYPES,
+    SEQUENCE_HEAD,
+    Target,
+    Task,
+    head_of_config,
+    task_of_config,
+    task_of_model,
+)
 from kdistill.tasks.classification import Classification, MaskedLM
 from kdistill.tasks.multilabel import MultiLabel
 from kdistill.tasks.qa import QuestionAnswering
@@ -28,8 +37,8 @@ from kdistill.tasks.regression import Regression, as_score
 from kdistill.tasks.token import TokenClassification
 
 __all__ = ["TASK_TYPES", "PROBLEM_TYPES", "HEADS", "SEQUENCE_HEAD", "Task", "Target", "get_task", "task_of_config",
-           "head_of_config", "detect_task_type", "detect_file_task", "Classification", "Regression", "MultiLabel",
-           "MaskedLM", "TokenClassification", "QuestionAnswering"]
+           "task_of_model", "head_of_config", "detect_task_type", "detect_file_task", "Classification", "Regression",
+           "MultiLabel", "MaskedLM", "TokenClassification", "QuestionAnswering"]
 
 TASK_TYPES: Registry[Task] = Registry("task type")
 for _task in (Classification(), Regression(), MultiLabel(), MaskedLM(), TokenClassification(), QuestionAnswering()):

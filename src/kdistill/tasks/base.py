@@ -56,6 +56,20 @@ def head_of_config(config: Any) -> str | None:
     return None
 
 
+def task_of_model(model: Any) -> str:
+    """The task type of a model instance: its class's head when the class names one (a model built in memory has no
+    `architectures` yet), else `task_of_config(model.config)`."""
+    name = type(model).__name__
+    head = next((h for h in HEADS if name.endswith(h) and h != SEQUENCE_HEAD), None)
+    return _task_of_head(head) if head is not None else task_of_config(model.config)
+
+
+def _task_of_head(head: str) -> str:
+    from kdistill.tasks import TASK_TYPES
+
+    return next(n for n in TASK_TYPES if TASK_TYPES.get(n).head == head)
+
+
 def task_of_config(config: Any) -> str:
     """The task type a model's head was built for, read as Hugging Face reads it.
 
@@ -65,11 +79,7 @@ def task_of_config(config: Any) -> str:
     """
     head = head_of_config(config)
     if head is not None and head != SEQUENCE_HEAD:
-        from kdistill.tasks import TASK_TYPES
-
-        for name in TASK_TYPES:
-            if TASK_TYPES.get(name).head == head:
-                return name
+        return _task_of_head(head)
     problem = getattr(config, "problem_type", None)
     if problem in PROBLEM_TYPES:
         return PROBLEM_TYPES[problem]
