@@ -58,8 +58,10 @@ from kdistill.config import DistillConfig, FinetuneConfig, SearchConfig, Student
 from kdistill.models import load_classifier, load_tokenizer  # noqa: E402
 from kdistill.outputs import save_tokenizer  # noqa: E402
 from kdistill.speed import count_parameters  # noqa: E402
+from kdistill.students.adabert import genotype_from_scores, num_edges  # noqa: E402
 from kdistill.students.build import build_student  # noqa: E402
 from kdistill.students.search import derived_student  # noqa: E402
+from kdistill.students.selection import objective_scores, op_costs  # noqa: E402
 from kdistill.timing import measure_speeds  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -83,9 +85,14 @@ ARCH_WARMUP = 0.3  # kdistill search's default since the SST-2 search without it
 # gives the largest-weight (DARTS) genotype of the same supernet, trained as its own cell, to show what selection does
 SEARCH_WIDTH, CELL_WIDTH, SEARCH_EPOCHS = 64, 128, 2.0  # search on a narrow proxy, train at 128
 SELECTION_EXAMPLES = 256  # held-out examples scoring each (edge, operation) pair: 72 scored passes over them
-SPEED = f"speed (AdaBERT {SEARCH_EPOCHS:g} passes)"  # re-timed when the searched architectures change
-ADA = {f"adabert-{b:g}-{sel}": (b, sel) for b in BETAS for sel in ("perturbation", "alpha")
-       if sel == "perturbation" or b == BETAS[0]}
+SPEED = f"speed (AdaBERT {SEARCH_EPOCHS:g} passes, objective)"  # re-timed when the searched architectures change
+# Three ways to read one supernet: "objective" = kdistill's default, perturbation of the search objective (task loss +
+# beta x expected cost); "perturbation" = perturbation of the task loss alone (kdistill's default before the first
+# SST-2 cells showed beta 1 then picked the larger student); "alpha" = the largest weight (DARTS), beta 0.1 only
+ADA = {f"adabert-{b:g}-{sel}": (b, sel) for b in BETAS for sel in ("objective", "perturbation", "alpha")
+       if sel != "alpha" or b == BETAS[0]}
+SELECTIONS = {"objective": "perturbation of loss + beta x cost", "perturbation": "perturbation of the task loss",
+              "alpha": "largest weight (DARTS)"}
 PARETO = HERE / "runs" / "pareto"  # pareto.py's MiniLM teachers, read only: the same recipe as TEACHER below
 TEACHER = {"epochs": 3, "lr": 5e-5, "seed": 42}
 THREE_L = {"init": "teacher_layers", "num_layers": 3}
@@ -95,7 +102,7 @@ BILSTM = {"init": "bilstm", "hidden_size": 600}
 ARCHS = {"teacher": "teacher (MiniLM-L6-H384)", "3L": "3L-384 (teacher layers 2,4,6)", "2L": "2L-192 (random init)",
          "mobile": "MobileBERT 4L, 256 / bottleneck 64", "cnn": "CNN 3x256 (teacher embeddings)",
          "bilstm": "BiLSTM 300x2 (teacher embeddings)",
-         **{a: f"AdaBERT searched, beta {b:g}, {sel} selection" for a, (b, sel) in ADA.items()}}
+         **{a: f"AdaBERT searched, beta {b:g}, {SELECTIONS[sel]}" for a, (b, sel) in ADA.items()}}
 
 
 def cells(epochs_scale: float) -> dict[str, dict[str, Any]]:
@@ -226,7 +233,13 @@ def searched_student(task: str, beta: float, selection: str, seed: int, teacher:
     summary = json.loads((found / "search.json").read_text())
     cfg = AutoConfig.from_pretrained(found)
     cfg.hidden_size = CELL_WIDTH
-    cfg.genotype = summary[f"genotype_{selection}"]
+    # every reading from the saved scores, so searches saved before a reading existed serve it too
+    scores, alpha = torch.tensor(summary["perturbation_scores"]), torch.tensor(summary["alpha"])
+    readings = {"alpha": summary["genotype_alpha"],
+                "perturbation": genotype_from_scores(scores, 3),
+                "objective": genotype_from_scores(objective_scores(
+                    scores, alpha, op_costs(SEARCH_WIDTH, num_edges(3)), beta), 3)}
+    cfg.genotype = [[list(e) for e in node] for node in readings[selection]]
     model = derived_student(cfg, load_classifier(str(teacher)))
     wide = runs / f"{task}-adabert-{beta:g}-e{SEARCH_EPOCHS:g}-{selection}-{seed}-w{CELL_WIDTH}"
     with atomic_dir(wide) as tmp:
@@ -234,8 +247,7 @@ def searched_student(task: str, beta: float, selection: str, seed: int, teacher:
         save_tokenizer(load_tokenizer(str(found)), tmp)
     return wide, {"search_seconds": search_seconds, "search_loop_seconds": summary["wall_seconds"],
                   "genotype": cfg.genotype, "selection": selection,
-                  "genotype_alpha": summary["genotype_alpha"],
-                  "genotype_perturbation": summary["genotype_perturbation"],
+                  "readings": {k: [[list(e) for e in node] for node in g] for k, g in readings.items()},
                   "expected_cost": summary["expected_cost_end"],
                   "expected_cost_start": summary["expected_cost_start"], "search_steps": summary["steps"],
                   "search_params_w64": summary["params"], "search_dir": str(found)}
@@ -416,10 +428,10 @@ def method_paragraph(done: dict[str, dict[str, Any]]) -> str:
             "hidden_cka in place of hidden_mse, which collapsed the student). Layer-picked students: soft targets, "
             "3 epochs (core.py's recipe). AdaBERT: `kdistill search` with 3 cells of 3 nodes on a 64-wide proxy "
             f"supernet, {SEARCH_EPOCHS:g} passes over each half of the training split, gamma 0.8, the first "
-            f"{ARCH_WARMUP:g} of the steps training weights only; the architecture read off by perturbation "
-            f"(DARTS-PT: each (edge, operation) removed in turn, the held-out search loss on {SELECTION_EXAMPLES} "
-            "examples of the architecture half scored) and, for the first beta, also by the largest weight (DARTS) "
-            "from the same supernet; the derived "
+            f"{ARCH_WARMUP:g} of the steps training weights only; each supernet read three ways: by perturbation "
+            "(DARTS-PT: each (edge, operation) removed in turn and the rise of the held-out search objective, task "
+            f"loss + beta x expected cost, on {SELECTION_EXAMPLES} examples of the architecture half), by the rise of "
+            "the task loss alone, and (first beta only) by the largest weight (DARTS); the derived "
             "cell built 128 wide and, like the CNN/BiLSTM, trained with logit_mse at lr 3e-3 for 3 epochs "
             "(blackbox.py's recipe). Latency: median of interleaved timed forward passes (random full-length "
             "inputs) after warm-up, every architecture of a task in one window, on a machine shared with other "

@@ -97,7 +97,8 @@ def test_kdistill_search_writes_a_student_that_kdistill_distill_retrains(tiny_te
     assert main(["search", "--teacher", str(tiny_teacher), *data, "--cells", "1", "--nodes", "2",
                  "--hidden_size", "16", "--batch_size", "16", "--progress", "false", "--out", "ada"]) == 0
     out = capsys.readouterr().out
-    assert "genotype (every cell; chosen by perturbation)" in out and "node 2:" in out
+    assert "genotype (every cell; chosen by perturbation;" in out and "node 2:" in out
+    assert "by alpha it would be: node 1:" in out
     genotype = json.loads((tmp_path / "ada" / "genotype.json").read_text())["genotype"]
     assert json.loads((tmp_path / "ada" / "config.json").read_text())["genotype"] == genotype
     assert main(["distill", "--teacher", str(tiny_teacher), "--student.init", "path", "--student.path", "ada",
@@ -151,8 +152,30 @@ def test_the_search_reports_both_selections_and_keeps_the_chosen_one(tiny_teache
                        seed=1, selection="alpha", selection_examples=20)
     cfg, summary = run_search(load_classifier(str(tiny_teacher)), load_tokenizer(str(tiny_teacher)), train, s)
     assert summary["selection"] == "alpha" and cfg.genotype == summary["genotype_alpha"]
-    assert len(summary["genotype_perturbation"]) == 2
+    assert len(summary["genotype_perturbation"]) == 2 and len(summary["genotype_task_loss_perturbation"]) == 2
+    assert summary["selection_examples_used"] == 20  # of the 32 rows in the architecture half
     scores = torch.tensor(summary["perturbation_scores"])
     assert scores.shape == (num_edges(2), len(OPS)) and float(scores.abs().max()) > 0
     assert float(scores[:, OPS.index("zero")].abs().max()) == 0.0
     assert cfg.genotype == [[list(e) for e in node] for node in derive_genotype(torch.tensor(summary["alpha"]), 2)]
+
+
+def test_objective_scores_charge_each_operation_its_expected_cost_so_a_larger_beta_keeps_cheaper_ops() -> None:
+    from kdistill.students.adabert import genotype_from_scores, op_params
+    from kdistill.students.selection import objective_scores, op_costs
+
+    costs = op_costs(16, num_edges(1))
+    raw = torch.tensor([float(op_params(o, 16)) for o in OPS])
+    torch.testing.assert_close(costs, raw / (raw.max() * num_edges(1)))
+    assert float(costs[OPS.index("conv7")]) == pytest.approx(1 / num_edges(1))  # the largest op on every edge = 1
+    assert float(costs[OPS.index("maxpool3")]) == 0.0
+    alpha = torch.randn(num_edges(1), len(OPS))
+    scores = torch.zeros(num_edges(1), len(OPS))
+    scores[:, OPS.index("conv3")] = 0.01  # the task loss needs conv3 a little on both edges
+    scores[:, OPS.index("maxpool3")] = 0.005
+    w = alpha.softmax(-1)
+    got = objective_scores(scores, alpha, costs, 2.0)
+    torch.testing.assert_close(got, scores - 2.0 * w * costs)
+    assert genotype_from_scores(objective_scores(scores, alpha, costs, 0.0), 1) == [[("conv3", 0), ("conv3", 1)]]
+    heavy = genotype_from_scores(objective_scores(scores, alpha, costs, 100.0), 1)
+    assert {op for op, _ in heavy[0]} == {"maxpool3"}  # beta large: the parameter-free op that the loss still needs

@@ -276,10 +276,10 @@ class SearchConfig(StrictConfig):
                                "parameter-free operations win before the convolutions have trained)")
     selection: Literal["perturbation", "alpha"] = Field(
         "perturbation", description="how each edge's operation is chosen: perturbation = the operation whose removal "
-        "raises the held-out loss most (DARTS-PT); alpha = the largest architecture weight (DARTS), which picked "
-        "only pooling and identity on SST-2")
+        "raises the search objective (held-out task loss + efficiency_weight x expected cost) most (DARTS-PT); "
+        "alpha = the largest architecture weight (DARTS), which picked only pooling and identity on SST-2")
     selection_examples: int = Field(512, gt=0, description="held-out examples that score the operations "
-                                    "(perturbation selection)")
+                                    "(perturbation selection; at most the architecture half of the training split)")
     seed: int = Field(42, description="seed of the search")
     progress: bool = Field(True, description="show a progress bar")
 

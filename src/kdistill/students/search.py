@@ -44,9 +44,8 @@ from kdistill.students.adabert import (
     derive_genotype,
     genotype_from_scores,
     num_edges,
-    op_params,
 )
-from kdistill.students.selection import perturbation_scores
+from kdistill.students.selection import objective_scores, op_costs, perturbation_scores
 
 __all__ = ["SearchSettings", "Supernet", "derived_student", "run_search", "search_architecture", "teacher_logits"]
 
@@ -86,8 +85,7 @@ class Supernet(nn.Module):
         self.cells = nn.ModuleList(MixedCell(s.hidden_size, s.num_nodes) for _ in range(s.num_cells))
         self.classifier = nn.Linear(s.hidden_size, num_labels)
         self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(s.num_nodes), len(OPS)))
-        costs = torch.tensor([float(op_params(o, s.hidden_size)) for o in OPS])
-        self.register_buffer("op_cost", costs / (costs.max() * num_edges(s.num_nodes)), persistent=False)
+        self.register_buffer("op_cost", op_costs(s.hidden_size, num_edges(s.num_nodes)), persistent=False)
 
     def weights(self, tau: float) -> Tensor:
         return nn.functional.gumbel_softmax(self.alpha, tau=tau, dim=-1)
@@ -187,7 +185,9 @@ def run_search(teacher: PreTrainedModel, tokenizer: Any, train: Dataset, s: Sear
         b = collate([dict(r) for r in train.select(rows).select_columns(cols)])
         batches.append((b["input_ids"], b["attention_mask"], b["labels"], t_logits[rows]))
     scores = perturbation_scores(net, net.alpha, batches, lambda lg, y, t: _loss(lg, y, t, s))
-    by_perturbation = genotype_from_scores(scores, s.num_nodes)
+    by_loss = genotype_from_scores(scores, s.num_nodes)
+    by_perturbation = genotype_from_scores(objective_scores(scores, net.alpha, net.op_cost, s.efficiency_weight),
+                                           s.num_nodes)
     genotype = by_perturbation if s.selection == "perturbation" else by_alpha
     cfg = AdaBertConfig(vocab_size=emb.size(0), embedding_size=emb.size(1), hidden_size=s.hidden_size,
                         num_cells=s.num_cells, genotype=[[list(e) for e in node] for node in genotype],
@@ -197,7 +197,9 @@ def run_search(teacher: PreTrainedModel, tokenizer: Any, train: Dataset, s: Sear
     summary = {"genotype": cfg.genotype, "selection": s.selection,
                "genotype_alpha": [[list(e) for e in node] for node in by_alpha],
                "genotype_perturbation": [[list(e) for e in node] for node in by_perturbation],
-               "perturbation_scores": scores.tolist(), "expected_cost_start": start_cost,
+               "genotype_task_loss_perturbation": [[list(e) for e in node] for node in by_loss],
+               "perturbation_scores": scores.tolist(), "selection_examples_used": len(held_out),
+               "op_cost": net.op_cost.tolist(), "expected_cost_start": start_cost,
                "expected_cost_end": float(net.expected_cost(net.alpha.detach().softmax(-1))),
                "alpha": net.alpha.detach().tolist(), "ops": list(OPS), "steps": total,
                "wall_seconds": time.perf_counter() - t0, "history": s.history}
@@ -243,9 +245,14 @@ def search_architecture(cfg: Any) -> dict[str, Any]:
         atomic_write_json(tmp / "search.json", {**summary, "teacher": cfg.teacher, "task": data.name,
                                                 "params": params})
         save_config(cfg, tmp / "kdistill.yaml")
-    lines = [f"node {j + 1}: " + " + ".join(f"{op}(state {i})" for op, i in node)
-             for j, node in enumerate(summary["genotype"])]
-    print(f"[search] genotype (every cell; chosen by {cfg.selection}):\n  " + "\n  ".join(lines), flush=True)
+    def show(genotype: list[list[Any]]) -> list[str]:
+        return [f"node {j + 1}: " + " + ".join(f"{op}(state {i})" for op, i in node)
+                for j, node in enumerate(genotype)]
+
+    other = "alpha" if cfg.selection == "perturbation" else "perturbation"
+    print(f"[search] genotype (every cell; chosen by {cfg.selection}; states 0 and 1 are the two previous cells' "
+          "outputs, 2+ this cell's earlier nodes):\n  " + "\n  ".join(show(summary["genotype"])), flush=True)
+    print(f"[search] by {other} it would be: " + "; ".join(show(summary[f"genotype_{other}"])), flush=True)
     print(f"[search] expected cost {summary['expected_cost_start']:.3f} -> {summary['expected_cost_end']:.3f}; "
           f"{summary['wall_seconds']:.0f} s; retrain it: kdistill distill --student.init path --student.path "
           f"{out} --losses \"[{{name: kl, temperature: 1.0}}, {{name: ce}}]\"", flush=True)

@@ -10,6 +10,11 @@ one edge and measure how much the held-out loss rises; the operation whose remov
 This is the one-shot form: every (edge, operation) pair is scored against the same supernet, without DARTS-PT's
 fine-tuning between edge decisions (CPU time), and by the held-out search loss rather than accuracy (a smoother
 signal on a few hundred examples). Edges are then ranked by their chosen operation's score, two per node, as in DARTS.
+
+AdaBERT searches a trade-off, task loss + beta x expected cost, so an operation is scored by how much its removal
+raises that whole objective (`objective_scores`): the task-loss rise minus beta x the expected cost it carried.
+Scored by the task loss alone, beta only shaped the mixture and a larger beta did not give a smaller student
+(SST-2, benchmarks/mobile_ada.py: beta 1 picked 12.6M parameters against 12.3M at beta 0.1).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch import Tensor
 
 from kdistill.students.adabert import OPS
 
-__all__ = ["perturbation_scores"]
+__all__ = ["objective_scores", "op_costs", "perturbation_scores"]
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
 """input_ids (B, L), attention_mask (B, L), gold labels (B,), teacher logits (B, C)."""
@@ -61,3 +66,19 @@ def perturbation_scores(net: torch.nn.Module, alpha: Tensor, batches: Sequence[B
             scores[k, o] = held_out_loss(weights) - base
     net.train(was_training)
     return scores
+
+
+def op_costs(hidden_size: int, num_edges: int) -> Tensor:
+    """Each operation's parameters as a share of every edge holding the largest operation: (len(OPS),), the unit of
+    AdaBERT's efficiency loss (`Supernet.expected_cost` = sum of weights x these)."""
+    from kdistill.students.adabert import op_params
+
+    costs = torch.tensor([float(op_params(o, hidden_size)) for o in OPS])
+    return costs / (costs.max() * num_edges)
+
+
+def objective_scores(scores: Tensor, alpha: Tensor, costs: Tensor, efficiency_weight: float) -> Tensor:
+    """How much removing each operation raises the search objective (task loss + beta x expected cost): `scores`
+    (E, len(OPS), the task-loss rise from `perturbation_scores`) minus beta x the expected cost the operation
+    carried, softmax(`alpha`)[k, o] x `costs`[o] (removing it takes that share off the expected cost)."""
+    return scores - efficiency_weight * alpha.detach().softmax(dim=-1) * costs.to(scores.device)
