@@ -173,9 +173,26 @@ def test_a_question_answering_student_learns_from_start_and_end_distributions(tm
                                 teacher(input_ids=ids, attention_mask=mask).end_logits], -1)
     keep = (span if with_span_mask else mask).bool()
     torch.testing.assert_close(loss.detach(), _by_hand(s_logits, t_logits, keep, gold, 2.0), atol=1e-5, rtol=1e-5)
+    pred = trainer.predict(rows)  # as a plain Trainer over *ForQuestionAnswering: (start, end) logits and positions
+    assert isinstance(pred.predictions, tuple) and [p.shape for p in pred.predictions] == [(4, 12), (4, 12)]
+    assert [list(x) for x in pred.label_ids] == [gold[:, 0].tolist(), gold[:, 1].tolist()]
     before = {k: v.clone() for k, v in student.state_dict().items()}
     trainer.train()
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
     trainer.save_model(str(tmp_path / "student"))
     again = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "student")
     assert again.config.num_hidden_layers == 2
+
+
+def test_a_teacher_of_another_task_type_or_label_count_is_refused_when_the_trainer_is_built(tmp_path: Path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+    student, _ = _qa_pair()
+    cfg = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    args = TrainingArguments(output_dir=str(tmp_path / "x"), report_to=[], use_cpu=True)
+    with pytest.raises(KDistillError, match="the student is a question_answering model but the teacher a "
+                                            "classification model"):
+        KDTrainer(model=student, teacher=BertForSequenceClassification(BertConfig(**cfg)), args=args)
+    tagger = BertForTokenClassification(BertConfig(**cfg, num_labels=5))
+    with pytest.raises(KDistillError, match=r"the teacher has 3 outputs \(per token\) and the student 5"):
+        KDTrainer(model=tagger, teacher=BertForTokenClassification(BertConfig(**cfg, num_labels=3)), args=args)

@@ -28,7 +28,10 @@ def test_a_preset_fills_student_losses_and_train_and_keeps_the_users_values() ->
     mine = _flags("distill", "--preset", "fast", "--epochs", "1", "--batch_size", "8")
     assert (mine.train.epochs, mine.train.batch_size, mine.train.lr) == (1, 8, 1e-4)  # train merged key by key
     assert mine.student.init == "mobilebert"
-    # a section given by the user replaces the preset's whole: no half-preset student
+    # the preset's student resized by a flag; a student of another init replaces it whole (its sizes belong to it)
+    resized = _flags("distill", "--preset", "fast", "--student.embedding_size", "32")
+    student = resized.student
+    assert (student.init, student.embedding_size, student.hidden_size) == ("mobilebert", 32, 256)
     own = _flags("distill", "--preset", "fast", "--student.init", "teacher_layers", "--student.num_layers", "2")
     assert (own.student.init, own.student.num_layers, own.student.hidden_size) == ("teacher_layers", 2, None)
     # the user's losses are a single stage of their own: the preset's stages would silently replace them
@@ -45,6 +48,11 @@ def test_an_unknown_preset_is_one_line_naming_the_field_and_the_choices() -> Non
         _flags("distill", "--preset", "turbo")
     assert "\n" not in str(err.value)
     assert set(PRESETS) == {"balanced", "fast"}
+    for odd in ("[fast]", "{a: 1}"):  # YAML values that are no name: one line, not a TypeError
+        with pytest.raises(KDistillError, match=r"preset: Input should be 'balanced' or 'fast'"):
+            _flags("distill", "--preset", odd)
+        with pytest.raises(KDistillError, match=r"distill.preset: Input should be 'balanced' or 'fast'"):
+            _flags("run", "--distill.preset", odd)
 
 
 def test_run_with_a_preset_takes_the_presets_recipe_not_the_main_jobs_student() -> None:

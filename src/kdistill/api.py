@@ -280,9 +280,12 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
         d.log(f"WARNING: {risky[0]} through a learned projection can collapse a random-init student to one class "
               "(every token state the same vector: benchmarks/collapse.py); for hidden states, hidden_cka compares "
               "any two widths without a projection and did not collapse there")
-    d.log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size}, "
-           f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
-           + (f" ({plan.note})" if plan.note else ""))
+    d.log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size} ({type(student).__name__}), "
+          f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
+          + (f" ({plan.note})" if plan.note else ""))
+    if cfg.preset:
+        d.log(f"preset {cfg.preset}: student.init {cfg.student.init}, lr {cfg.train.lr:g}, {cfg.train.epochs:g} epochs"
+              + (" per stage" if cfg.stages else "") + " (your own flags override any of it)")
     result = d.train()
     teacher_summary_file = Path(resolve_model_path(cfg.teacher)) / "metrics.json"
     teacher_summary = json.loads(teacher_summary_file.read_text()) if teacher_summary_file.is_file() else None

@@ -108,8 +108,9 @@ def with_section_defaults(model_cls: type[BaseModel], data: dict[str, Any]) -> d
             continue
         default = field.get_default(call_default_factory=True) if field.default_factory is not None else None
         base = default.model_dump(mode="json", exclude_defaults=True) if isinstance(default, BaseModel) else {}
-        if out[name].get("preset") in PRESETS:  # the preset's recipe, not the section default's, under the user's
-            base = {k: v for k, v in base.items() if k not in (*PRESETS[out[name]["preset"]], "losses", "stages")}
+        preset = out[name].get("preset")
+        if isinstance(preset, str) and preset in PRESETS:  # the preset's recipe, not the section default's
+            base = {k: v for k, v in base.items() if k not in (*PRESETS[preset], "losses", "stages")}
         out[name] = with_section_defaults(ann, merge_dicts(base, out[name]))
     return out
 

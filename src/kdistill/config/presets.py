@@ -1,9 +1,10 @@
 """Named distillation recipes (`--preset`): the student and losses the benchmarks measured best across tasks.
 
-A preset fills the parts of a `distill` config the user did not give. Sections are taken whole: a user's `student`,
-`losses`, `stages` or `schedule` replaces the preset's (a half-preset student, e.g. its width with another init,
-would be a recipe nobody measured); `train` is merged key by key, so `--epochs 1` shortens a preset run and keeps
-its learning rate. The choice and its figures are in the README ("Which student for which speed budget") and
+A preset fills the parts of a `distill` config the user did not give. `train` and `student` are merged key by key
+(`--epochs 1` shortens a preset run and keeps its learning rate; `--student.embedding_size 32` resizes the preset's
+student), except that a student with another `init` replaces the preset's student whole (its sizes belong to its
+init). `losses`, `stages` and `schedule` are taken whole, and the user's `losses` are a single stage of their own.
+The choice and its figures are in the README ("Which student for which speed budget") and
 `benchmarks/results/mobile_ada.md`; the figures are on a MiniLM-L6 teacher, where a base-size teacher (12 x 768)
 makes every student several times faster again.
 """
@@ -46,12 +47,16 @@ def apply_preset(data: Any) -> Any:
     Returns `data` unchanged when there is no preset or the name is unknown (field validation then names `preset`
     and the valid names). Never mutates `data`.
     """
-    if not isinstance(data, dict) or data.get("preset") not in PRESETS:
+    name = data.get("preset") if isinstance(data, dict) else None
+    if not isinstance(name, str) or name not in PRESETS:
         return data
-    preset = copy.deepcopy(PRESETS[data["preset"]])
+    preset = copy.deepcopy(PRESETS[name])
     out = dict(data)
     for key, value in preset.items():
-        if key in _WHOLE:
+        mine = data.get(key)
+        if key == "student" and isinstance(mine, dict) and mine.get("init", value["init"]) == value["init"]:
+            out[key] = {**value, **mine}  # the preset's student, resized: --student.embedding_size 32
+        elif key in _WHOLE:
             # the user's losses are one stage of their own: the preset's stages would replace them, and vice versa
             given = key in data or (key == "stages" and "losses" in data) or (key == "losses" and "stages" in data)
             if not given:

@@ -137,6 +137,14 @@ class KDTrainer(Trainer):
                                 "vocabulary (use `kdistill distill` for a student with its own tokenizer)")
         t_probe, s_probe = probe(teacher), probe(student)
         task = get_task(task_of_model(student))  # the student's head: classes, a score or label sets
+        t_task = task_of_model(teacher)
+        if t_task != task.name:
+            raise KDistillError(f"KDTrainer: the student is a {task.name} model but the teacher a {t_task} model: "
+                                "give a teacher fine-tuned for the student's task")
+        if int(teacher.config.num_labels) != int(student.config.num_labels):
+            raise KDistillError(f"KDTrainer: the teacher has {teacher.config.num_labels} outputs "
+                                f"({'per token' if task.per_token else 'per example'}) and the student "
+                                f"{student.config.num_labels}: both need the task's labels")
         self.objective = Objective(spec.losses, spec.mapping, student=s_probe, teacher=t_probe, same_tokens=True,
                                    task=task)
         prepare_for_capture(teacher, t_probe, self.objective.teacher_request, "teacher")
@@ -185,7 +193,12 @@ class KDTrainer(Trainer):
                     acc[0] += v
                     acc[1] += 1
         loss = out["loss"]
-        return (loss, {"logits": out["logits"]}) if return_outputs else loss
+        if not return_outputs:
+            return loss
+        logits = out["logits"]
+        if self.objective.task.name == "question_answering":  # as *ForQuestionAnswering: predictions (start, end)
+            return loss, {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+        return loss, {"logits": logits}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add each loss term's mean since the last training log as `kd/<term>`.
