@@ -81,3 +81,21 @@ def test_each_preset_trains_a_student_that_automodel_loads(tmp_path: Path, tiny_
     else:
         assert student.config.num_hidden_layers == 3
         assert summary["method"].startswith("0.5*kl[T=2]")
+
+
+def test_a_preset_student_that_does_not_fit_the_task_names_the_preset(tmp_path: Path, tiny_teacher: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    from conftest import make_tiny_bert
+
+    monkeypatch.chdir(tmp_path)
+    tagger = make_tiny_bert(tmp_path / "tagger", num_labels=9)
+    cfg = json.loads((tagger / "config.json").read_text())
+    cfg["architectures"] = ["BertForTokenClassification"]  # a CoNLL tagger's head: the CNN preset cannot serve it
+    (tagger / "config.json").write_text(json.dumps(cfg))
+    code = main(["distill", "--teacher", str(tagger), "--preset", "fast", "--data.task", "conll2003",
+                 "--data.max_train_examples", "16", "--data.max_eval_examples", "8", "--progress", "false",
+                 "--out", "tagged"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "cnn" in err[0] and "comes from --preset fast" in err[0]

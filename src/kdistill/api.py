@@ -253,7 +253,13 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
     data.task.check_model(data, teacher.config, cfg.teacher)  # a regression teacher on classes is refused here
     check_max_length(cfg.data.max_length, teacher.config, "teacher", cfg.teacher)
     t_tok = load_tokenizer(cfg.teacher)
-    student = build_student(cfg.student, teacher, single_sentence=not data.is_pair, tokenizer=t_tok)
+    try:
+        student = build_student(cfg.student, teacher, single_sentence=not data.is_pair, tokenizer=t_tok)
+    except KDistillError as err:
+        if cfg.preset:  # the student the user did not choose: say where it came from and how to replace it
+            raise KDistillError(f"{err} (the student comes from --preset {cfg.preset}: choose your own with "
+                                "--student.init and its --student.* fields, or the other preset)") from None
+        raise
     check_max_length(cfg.data.max_length, student.config, "student", cfg.student.path or "built from the teacher")
     s_tok = load_tokenizer(cfg.student.path) if cfg.student.init == "path" and cfg.student.path else t_tok
     same = same_vocabulary(t_tok, s_tok)
