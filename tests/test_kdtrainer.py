@@ -184,6 +184,21 @@ def test_a_question_answering_student_learns_from_start_and_end_distributions(tm
     assert again.config.num_hidden_layers == 2
 
 
+def test_a_span_mask_row_without_positions_is_refused_not_silently_dropped(tmp_path: Path) -> None:
+    student, teacher = _qa_pair()
+    ids = torch.randint(5, 100, (2, 8))
+    span = torch.ones(2, 8, dtype=torch.long)
+    span[1] = 0  # a window whose soft targets would otherwise add nothing to the loss
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "start_positions": torch.tensor([1, 0]),
+             "end_positions": torch.tensor([2, 0]), "span_mask": span}
+    trainer = KDTrainer(model=student, teacher=teacher, args=TrainingArguments(
+        output_dir=str(tmp_path / "qa"), report_to=[], use_cpu=True))
+    with pytest.raises(KDistillError, match="span_mask: a window has no position to match"):
+        trainer.compute_loss(trainer.model, dict(batch))
+    span[1, 0] = 1  # CLS alone ("not in this window") is a distribution
+    assert torch.isfinite(trainer.compute_loss(trainer.model, {**batch, "span_mask": span}))
+
+
 def test_a_teacher_of_another_task_type_or_label_count_is_refused_when_the_trainer_is_built(tmp_path: Path) -> None:
     from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 

@@ -87,7 +87,13 @@ class KDModule(nn.Module):
         if self.objective.task.name == "question_answering":
             # the positions whose start/end distributions are matched: kdistill's span mask (context + CLS) when the
             # dataset has one, else every real token, as DistilBERT's SQuAD distillation compares whole windows
-            extra["batch"] = {"span_mask": span_mask if span_mask is not None else attention_mask}
+            mask = span_mask if span_mask is not None else attention_mask
+            if mask is not None and not bool(mask.bool().any(dim=-1).all()):
+                # every window can at least answer "not here" (CLS): an empty row would drop out of the soft-target
+                # loss without a word, a mask built wrong
+                raise KDistillError("span_mask: a window has no position to match (all zeros); give 1 for CLS and "
+                                    "the context tokens, as get_task('question_answering').collator(tokenizer) does")
+            extra["batch"] = {"span_mask": mask}
         out = self.objective(feats, teacher_features, labels, active=active, **extra)
         return {"loss": out.total, "logits": feats.logits, "terms": out.terms, "layer_terms": out.layer_terms}
 
