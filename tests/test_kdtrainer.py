@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,31 @@ def test_a_question_answering_student_learns_from_start_and_end_distributions(tm
     trainer.save_model(str(tmp_path / "student"))
     again = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "student")
     assert again.config.num_hidden_layers == 2
+
+
+def test_kdistills_own_qa_encoding_and_unlabelled_batches_evaluate_and_predict(tmp_path: Path) -> None:
+    student, teacher = _qa_pair()
+    ids = torch.randint(5, 100, (4, 10))
+    gold = torch.tensor([[3, 4], [0, 0], [5, 7], [2, 2]])
+    span = torch.ones(4, 10, dtype=torch.long)
+    # kdistill's encoding (tokenize_splits + the QA collator): `labels` (B, 2) = (start, end), plus the span mask
+    rows = [{"input_ids": ids[i], "attention_mask": torch.ones(10, dtype=torch.long), "labels": gold[i],
+             "span_mask": span[i]} for i in range(4)]
+    trainer = KDTrainer(model=student, teacher=teacher, args=TrainingArguments(
+        output_dir=str(tmp_path / "qa"), per_device_eval_batch_size=4, report_to=[], use_cpu=True),
+        train_dataset=rows, eval_dataset=rows)
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"]) and metrics["eval_loss"] > 0
+    pred = trainer.predict(rows)
+    assert [list(x) for x in pred.label_ids] == [gold[:, 0].tolist(), gold[:, 1].tolist()]
+    with torch.no_grad():
+        want = student(input_ids=ids).start_logits
+    torch.testing.assert_close(torch.as_tensor(pred.predictions[0]), want, atol=1e-5, rtol=1e-5)
+    unlabelled = [{k: v for k, v in r.items() if k != "labels"} for r in rows]
+    pred = trainer.predict(unlabelled)  # the plain Trainer would run the objective without a teacher
+    assert pred.label_ids is None and pred.predictions[0].shape == (4, 10)
+    torch.testing.assert_close(torch.as_tensor(pred.predictions[1]), student(input_ids=ids).end_logits.detach(),
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_a_span_mask_row_without_positions_is_refused_not_silently_dropped(tmp_path: Path) -> None:

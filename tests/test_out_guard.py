@@ -257,6 +257,21 @@ def test_run_checks_distill_and_evaluate_lengths_before_fine_tuning(tiny_teacher
     assert not (tmp_path / "t").exists() and not (tmp_path / "s").exists()
 
 
+def test_run_refuses_steps_of_different_task_types_before_fine_tuning(tiny_teacher: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    base = ["run", "--finetune.model", str(tiny_teacher), "--finetune.out", "t", "--distill.out", "s",
+            "--finetune.train.device", "cpu"]
+    assert main([*base, "--finetune.data.task", "conll2003"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--finetune.data is conll2003 (token_classification), --distill.data is sst2 (classification)" in err
+    assert err.count("\n") == 0 and not (tmp_path / "t").exists()  # one line, and no fine-tuning started
+    assert main([*base, "--distill.data.task_type", "regression"]) == 2
+    assert "--distill.data is regression (regression)" in capsys.readouterr().err
+    with pytest.raises(KDistillError, match="model folder"):  # same task type, tasks differ: past this check
+        api.run(build(RunConfig, {"finetune": {"model": str(tmp_path / "absent"), "out": "t"},
+                                  "distill": {"out": "s", "data": {"task": "mrpc"}}}))
+
+
 # ---------------------------------------------------------------- items 4, 5, 6: comparing configs
 
 

@@ -348,10 +348,11 @@ def _check_run(cfg: RunConfig, dcfg: DistillConfig, reuse: bool) -> None:
     """`kdistill run`'s set-up checks of the later steps, made before the fine-tuning instead of after it.
 
     Raises:
-        KDistillError: a `max_length` of any step past a model's positions (`check_run_lengths`, naming `run`'s
-            flags); an `--out` of either step that is refused (`check_out_guard`) or holds a run with another config
-            (`check_resumable`); a missing model folder.
+        KDistillError: steps whose data are of different task types; a `max_length` of any step past a model's
+            positions (`check_run_lengths`, naming `run`'s flags); an `--out` of either step that is refused
+            (`check_out_guard`) or holds a run with another config (`check_resumable`); a missing model folder.
     """
+    _check_run_tasks(cfg)
     check_run_lengths(cfg, reuse)
     if not reuse:
         check_out_guard(cfg.finetune.out, cfg.finetune)
@@ -360,6 +361,23 @@ def _check_run(cfg: RunConfig, dcfg: DistillConfig, reuse: bool) -> None:
     check_out_guard(dcfg.out, dcfg)
     if dcfg.train.resume and not dcfg.stages:
         check_resumable(dcfg.out, dcfg)
+
+
+def _check_run_tasks(cfg: RunConfig) -> None:
+    """The three steps' data must be one task type, or the fine-tuned teacher fits none of the later steps; read off
+    each section without its files (`declared_task_type`), so the check costs nothing and comes first."""
+    from kdistill.tasks.shipped import declared_task_type
+
+    kinds = {}
+    for step in ("finetune", "distill", "evaluate"):
+        data = getattr(cfg, step).data
+        kind = declared_task_type(data.task, data.task_type, from_files=bool(data.train_file or data.dataset))
+        if kind is not None:
+            kinds[step] = (kind, data.task_type or data.task)
+    if len({kind for kind, _ in kinds.values()}) > 1:
+        said = ", ".join(f"--{step}.data is {name} ({kind})" for step, (kind, name) in kinds.items())
+        raise KDistillError(f"run: {said}; the teacher fine-tuned on one task type cannot teach or be compared on "
+                            "another: give every step the same --<step>.data.task (or data file)")
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:

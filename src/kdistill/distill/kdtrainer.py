@@ -206,6 +206,30 @@ class KDTrainer(Trainer):
             return loss, {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
         return loss, {"logits": logits}
 
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[Tensor | None, Any, Any]:
+        """Trainer's evaluation step, for two batches it does not know: kdistill's QA encoding, whose `labels`
+        (B, 2) hold (start, end), is read as Hugging Face's `start_positions` / `end_positions` (so `label_ids` are
+        the same either way); and a batch without gold labels gives the student's predictions alone (no loss:
+        soft targets are a training signal), where the plain Trainer would call the objective without a teacher."""
+        labels = inputs.get("labels")
+        if self.objective.task.name == "question_answering" and labels is not None \
+                and inputs.get("start_positions") is None and labels.dim() == 2 and labels.size(-1) == 2:
+            inputs = {**{k: v for k, v in inputs.items() if k != "labels"},
+                      "start_positions": labels[:, 0], "end_positions": labels[:, 1]}
+        if all(inputs.get(k) is not None for k in self.label_names):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        batch = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids",
+                                                          "position_ids")}
+        with torch.no_grad():
+            out = self.student(**batch)
+        if prediction_loss_only:
+            return None, None, None
+        if self.objective.task.name == "question_answering":
+            return None, (out.start_logits, out.end_logits), None
+        return None, out.logits, None
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add each loss term's mean since the last training log as `kd/<term>`.
 

@@ -16,7 +16,7 @@ from kdistill.tasks.token import CONLL2003_TAGS
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "datasets"
 
-__all__ = ["DATA_DIR", "TaskSpec", "TASKS"]
+__all__ = ["DATA_DIR", "TaskSpec", "TASKS", "declared_task_type"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,13 @@ for _spec in (
              {"train": "train.json", "test": "dev.json"}, task_type="question_answering"),
 ):
     TASKS.add(_spec.name, _spec)
+
+
+def declared_task_type(task: str | None, task_type: str | None, *, from_files: bool) -> str | None:
+    """The task type a data section names without reading any file: `data.task_type`, else the shipped task's
+    (`task`, unless a local file or `datasets` name is the source: `from_files`); None when only the data can tell."""
+    if task_type is not None:
+        return task_type
+    if from_files or task is None or task not in TASKS.names():
+        return None
+    return TASKS.get(task).task_type
