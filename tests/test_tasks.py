@@ -188,6 +188,13 @@ def test_label_sets_are_read_from_names_or_ids(tmp_path: Path) -> None:
                          for i, lab in enumerate([["b"], ["a", "b"], [], ["c"], ["a"]] * 2)))
     d = load_task_data(_data(j))
     assert d.task_type == "multilabel" and d.label_names == ["a", "b", "c"]
+    # ... and so does a JSON list in a CSV/TSV cell, whose commas are the list's, not a label's
+    t = _file(tmp_path / "j.tsv", "text\tlabels", [f"t{i}\t{json.dumps(lab)}" for i, lab in
+                                                   enumerate([["joy", "love"], [], ["love"], ["joy"], [2]] * 2)])
+    d = load_task_data(_data(t, label_names=["joy", "love", "fear"], validation_fraction=0.2))
+    assert d.task_type == "multilabel"
+    rows = {r["text_a"]: r["label"] for split in d.splits.values() for r in split}
+    assert (rows["t0"], rows["t1"], rows["t4"]) == ([1, 1, 0], [0, 0, 0], [0, 0, 1])
 
 
 def test_dataset_folders_of_scores_and_label_sets(tmp_path: Path) -> None:

@@ -338,7 +338,8 @@ def _export_into(cfg: ExportConfig, model_dir: Path, model: Any, tokenizer: Any,
             data.task.check_model(data, model.config, str(model_dir))
             loader = make_loader(tokens, tokenizer, 64, task=data.task)
             key = primary(data.metric)
-            print(f"[export] scoring fp32 and int8 ONNX on {len(tokens)} {split} examples")
+            unit = "windows" if data.task.name == "question_answering" else "examples"  # a question spans windows
+            print(f"[export] scoring fp32 and int8 ONNX on {len(tokens)} {split} {unit}")
             fp32, int8 = _score(session, loader, data, tokens)[key], _score(q_session, loader, data, tokens)[key]
             result.update(metric=key, split=split, scored_examples=len(tokens),
                           scores={"fp32": fp32, "int8": int8}, change=int8 - fp32)

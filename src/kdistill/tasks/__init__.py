@@ -31,7 +31,7 @@ from kdistill.tasks.base import (
     task_of_model,
 )
 from kdistill.tasks.classification import Classification, MaskedLM
-from kdistill.tasks.multilabel import MultiLabel
+from kdistill.tasks.multilabel import MultiLabel, json_list
 from kdistill.tasks.qa import QuestionAnswering
 from kdistill.tasks.regression import Regression, as_score
 from kdistill.tasks.token import TokenClassification
@@ -73,7 +73,7 @@ def detect_task_type(labels: Sequence[Any], texts: Sequence[Any] = ()) -> str:
         return "token_classification"
     if any(isinstance(v, dict) and "answer_start" in v for v in labels):  # answers of a `datasets` squad split
         return "question_answering"
-    if any(isinstance(v, list | tuple) for v in labels):
+    if any(isinstance(v, list | tuple) or json_list(v) is not None for v in labels):
         return "multilabel"
     keys = [label_key(v) for v in labels]
     if keys and not all(isinstance(k, int) for k in keys) and all(

@@ -8,6 +8,7 @@ here). A label is predicted when its probability is at least 0.5; scored by micr
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,16 +26,31 @@ if TYPE_CHECKING:
     from kdistill.data import TaskData
     from kdistill.tasks.readers import RawSplit
 
-__all__ = ["MultiLabel", "label_items"]
+__all__ = ["MultiLabel", "json_list", "label_items"]
 
 THRESHOLD = 0.5
 
 
+def json_list(cell: Any) -> list[Any] | None:
+    """A CSV/TSV cell that holds a JSON list (`["joy", "love"]`, `[2, 27]`, `[]`) as that list, else None."""
+    if not isinstance(cell, str) or not cell.strip().startswith("[") or not cell.strip().endswith("]"):
+        return None
+    try:
+        value = json.loads(cell)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, list) else None
+
+
 def label_items(cell: Any) -> list[Any]:
-    """The labels one cell lists: a JSON list as it is, "a,b" split at commas, a single id or name alone."""
+    """The labels one cell lists: a JSON list (a list, or a file cell holding one) as it is, "a,b" split at
+    commas, a single id or name alone."""
     if isinstance(cell, list | tuple):
         return list(cell)
     if isinstance(cell, str):
+        parsed = json_list(cell)
+        if parsed is not None:
+            return parsed
         return [part.strip() for part in cell.split(",") if part.strip()]
     return [cell]
 

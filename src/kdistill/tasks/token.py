@@ -148,7 +148,8 @@ class TokenClassification(Task):
         n = int(config.num_labels)
         if n != data.num_labels:
             raise KDistillError(f"model '{model_name}' has {n} tags, the data has {data.num_labels} "
-                                f"({_shown(data.label_names)}): a token-classification model needs one output per tag")
+                                f"({_shown(data.label_names)}): a token-classification model needs one output per tag "
+                                "(a file that lacks some tags: give data.label_names in the model's order)")
         id2label = config.id2label or {}
         model_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
         generic = all(m == f"LABEL_{i}" for i, m in enumerate(model_names))
