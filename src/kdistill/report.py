@@ -276,10 +276,10 @@ def _write_report(cfg: ReportConfig, out: Path) -> dict[str, Any]:
     for info in teachers.values():
         info.update(method="teacher", retention=1.0, teacher=True)
     for run in runs:
-        if not run.student.get("teacher"):
+        if not run.student.get("teacher"):  # a share of a teacher's score <= 0 (a correlation) means nothing
             run.student.update(method=run.method, teacher=False,
                                retention=run.student["score"] / run.teacher["score"]
-                               if run.teacher and run.teacher["score"] else None)
+                               if run.teacher and run.teacher["score"] > 0 else None)
     models = [*teachers.values(), *(r.student for r in runs if not r.student.get("teacher"))]
     speed_note = _attach_speed(runs, keys, scored, loaded, cfg, device) if cfg.speed else ""
     loaded.clear()
