@@ -342,3 +342,23 @@ def test_loss_registry_declares_task_types() -> None:
     assert LOSSES.get("kl").tasks == frozenset({"classification"})
     assert LOSSES.get("logit_mse").tasks is None and LOSSES.get("hidden_mse").tasks is None
     assert LOSSES.get("bce_soft").tasks == frozenset({"multilabel"})
+
+
+def test_a_new_multilabel_head_starts_at_the_label_priors() -> None:
+    from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+    labels = [[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]]  # frequencies 3/4, 1/4, 0 (clamped to 1e-3)
+    want = torch.tensor([np.log(3), -np.log(3), np.log(1e-3 / (1 - 1e-3))], dtype=torch.float32)
+    small = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                 num_labels=3, problem_type="multi_label_classification")
+    for model, head in ((BertForSequenceClassification(BertConfig(**small)), "classifier"),
+                        (RobertaForSequenceClassification(RobertaConfig(**small)), "classifier.out_proj")):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        get_task("multilabel").init_head(model, labels)
+        torch.testing.assert_close(model.get_submodule(head).bias, want)
+        changed = [k for k, v in model.state_dict().items() if not torch.equal(before[k], v)]
+        assert changed == [f"{head}.bias"]  # the encoder and the head's weights are untouched
+    bert = BertForSequenceClassification(BertConfig(**{**small, "num_labels": 2}))
+    before = bert.classifier.bias.clone()
+    get_task("classification").init_head(bert, [0, 1, 1])  # other task types keep their random start
+    assert torch.equal(before, bert.classifier.bias)

@@ -40,7 +40,7 @@ from kdistill.distill.objective import Objective
 from kdistill.distill.schedules import LayerSchedule, build_schedule
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
-from kdistill.limits import check_max_length, check_run_lengths
+from kdistill.limits import check_max_length, check_run_lengths, model_config
 from kdistill.metrics import primary
 from kdistill.modelcard import write_model_card
 from kdistill.models import load_classifier, load_tokenizer, pick_device, probe, resolve_model_path, same_vocabulary
@@ -55,7 +55,7 @@ from kdistill.runfolder import (
 )
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students.build import build_student
-from kdistill.tasks import HEADS, Task
+from kdistill.tasks import HEADS, Task, head_of_config
 from kdistill.teachers import choose_teacher_source
 
 __all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label", "mlm_head", "general",
@@ -127,8 +127,11 @@ def _finetune(cfg: FinetuneConfig, out: Path, callbacks: list[Callable[[Distille
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
+    new_head = head_of_config(model_config(cfg.model)) != data.task.head
     model = load_classifier(cfg.model, num_labels=data.num_labels, label_names=data.label_names, task=data.task)
     data.task.check_model(data, model.config, cfg.model)
+    if new_head:
+        data.task.init_head(model, data.splits["train"]["label"])
     check_max_length(cfg.data.max_length, model.config, "model", cfg.model)
     splits = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)
     # `ce` is the task's gold-label loss: cross-entropy, MSE to the score, or BCE per label

@@ -121,6 +121,26 @@ class MultiLabel(Task):
             raise KDistillError(f"label names differ: data has {_shown(data.label_names)} (by id), model "
                                 f"'{model_name}' has {_shown(model_names)}")
 
+    def init_head(self, model: Any, labels: Any) -> None:
+        """Start each label's output bias at the log-odds of its training frequency (`labels`: (N, C) 0/1 rows).
+
+        A random head starts every label at probability ~0.5 against priors of a few percent, and the large first
+        gradients then teach the encoder to act as one shared negative bias: measured on GoEmotions (28 labels,
+        all-MiniLM-L6-v2, 3 epochs, lr 5e-5) the [CLS] state became the same for every comment, the pooler
+        saturated and the teacher answered the label prior for all of them (macro F1 0). The prior-bias start is
+        the focal-loss paper's (Lin et al. 2017, "Focal Loss for Dense Object Detection", section 4.1).
+        """
+        y = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+        if y.dim() != 2 or y.size(0) == 0:
+            return
+        out = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+               and m.out_features == y.size(1) and not name.startswith(f"{model.base_model_prefix}.")]
+        if not out or out[-1].bias is None:
+            return
+        prior = y.mean(dim=0).clamp(1e-3, 1 - 1e-3)
+        with torch.no_grad():
+            out[-1].bias.copy_(prior.log() - (1 - prior).log())
+
     def average_teachers(self, logits: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
         """The logit of the weighted average per-label probability."""
         probs = torch.as_tensor(sum(w * lg.float().sigmoid() for w, lg in zip(weights, logits, strict=True)))
