@@ -64,6 +64,10 @@ def test_unknown_flag_prints_the_command_usage_and_the_closest_field(capsys) -> 
         cli.main(["distill", "--bogus", "1"])
     err = capsys.readouterr().err
     assert "unrecognized arguments: --bogus 1;" in err and "did you mean" not in err, err  # not `--out`
+    with pytest.raises(SystemExit):  # a field `run` has once per step: every step's flag, not a look-alike
+        cli.main(["run", "--task", "stsb"])
+    err = capsys.readouterr().err
+    assert "(did you mean --finetune.data.task / --distill.data.task / --evaluate.data.task?)" in err, err
 
 
 def test_a_whole_section_is_one_yaml_flag(tmp_path: Path) -> None:

@@ -260,6 +260,11 @@ def unknown_flags_message(sub: argparse.ArgumentParser, extras: list[str]) -> st
             flag = arg.split("=", 1)[0]
             name = flag.lstrip("-")
             leaf = name.rsplit(".", 1)[-1]  # `--train.epoch` may mean `--epochs`
+            # `run --task x`: the field exists, once per step (`--finetune.data.task`, `--distill.data.task`, ...)
+            per_step = [k for k in known if "." in k and k.rsplit(".", 1)[-1] == name]
+            if per_step:
+                hints.append((flag, " / ".join(f"--{k}" for k in per_step)))
+                continue
             close = (difflib.get_close_matches(name, known, n=1, cutoff=0.6)
                      or difflib.get_close_matches(leaf, known, n=1, cutoff=0.6))
             if close:
