@@ -173,6 +173,11 @@ def test_float_labels_are_detected_as_regression(tmp_path: Path) -> None:
     assert load_task_data(_data(ints)).task_type == "classification"
     d = load_task_data(_data(ints, task_type="regression", metric="spearman"))
     assert (d.task_type, d.num_labels, d.metric) == ("regression", 1, "spearman")
+    # ... and a fractional score outside them says so, naming the setting that reads them as scores
+    val = _file(tmp_path / "val.csv", "text,label", ["u,4.5", "v,2"])
+    with pytest.raises(KDistillError, match=r"label '4.5' in .*val.csv line 2 is not among the training labels \(0, "
+                                            r"1, 2, 3, 4, 5\); scores, not classes\? set data.task_type regression"):
+        load_task_data(_data(ints, validation_file=str(val)))
 
 
 def test_label_sets_are_read_from_names_or_ids(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from kdistill.errors import KDistillError
 from kdistill.labels import check_labels, label_key, norm_label
 from kdistill.metrics import compute_metrics, single_class_warning
 from kdistill.tasks.base import Target, Task
+from kdistill.tasks.regression import as_score
 
 if TYPE_CHECKING:
     from kdistill.data import TaskData
@@ -62,8 +63,11 @@ def class_ids(raw: dict[str, RawSplit], names: list[str] | None,
         for k, v, ln in zip(keys[split], s.labels, s.lines, strict=True):
             if k not in lookup:
                 shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+                hint = ""
+                if all(as_score(x) is not None for x in [k, *keys["train"]]):  # numbers: perhaps scores
+                    hint = "; scores, not classes? set data.task_type regression"
                 raise KDistillError(f"label {v!r} in {s.source} line {ln} is not among the training labels "
-                                    f"({shown})")
+                                    f"({shown}){hint}")
         out[split] = s.with_labels([lookup[k] for k in keys[split]])
     return names, out
 
