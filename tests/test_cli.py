@@ -99,6 +99,8 @@ def test_run_flags_keep_the_main_jobs_other_defaults() -> None:
     ("{stratgy: top}", "mapping.stratgy: Extra inputs are not permitted"),
     ("top", "--mapping takes a YAML mapping"),
     ("{strategy: top", "--mapping: not valid YAML at column 15"),
+    ("{strategy:top}", "mapping.strategy:top: Extra inputs are not permitted (YAML needs a space after the colon: "
+                       "`strategy: top`)"),
 ])
 def test_bad_section_flag_is_one_line_naming_the_field(capsys, value: str, message: str) -> None:
     code, err = _run(capsys, ["distill", "--mapping", value])

@@ -21,6 +21,10 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-after"))
         loc = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
         msg = e["msg"].removeprefix("Value error, ")
+        key = str(e["loc"][-1]) if e["loc"] else ""
+        if e["type"] == "extra_forbidden" and ":" in key:  # YAML reads `{name:kl}` as one key "name:kl"
+            field, _, value = key.partition(":")
+            msg += f" (YAML needs a space after the colon: `{field}: {value}`)"
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 
