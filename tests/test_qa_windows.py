@@ -195,6 +195,8 @@ def test_tiny_distillation_run_answers_across_windows(tokenizer, one_thread, tmp
     assert answer_questions(model, tok, examples, max_length=10, doc_stride=2, batch_size=5) == t_pred
     one = answer(model, tok, "where", backwards, max_length=10, doc_stride=2)
     assert one.text == "theta" and backwards[one.start_char:one.end_char] == "theta"
+    with pytest.raises(KDistillError, match="answer: the context is empty"):  # not a silent '' at score -inf
+        answer(model, tok, "where", "  ")
 
 
 def test_a_model_without_start_end_logits_is_refused(tokenizer) -> None:

@@ -73,5 +73,11 @@ def answer_questions(model: Any, tokenizer: Any, examples: Sequence[QAExample], 
 
 
 def answer(model: Any, tokenizer: Any, question: str, context: str, **kw: Any) -> SpanPrediction:
-    """One question about one context: what `pipeline("question-answering")(question=..., context=...)` gave."""
+    """One question about one context: what `pipeline("question-answering")(question=..., context=...)` gave.
+
+    Raises `KDistillError` for an empty question or context (no span to find: the pipeline refuses them too).
+    """
+    for name, text in (("question", question), ("context", context)):
+        if not str(text).strip():
+            raise KDistillError(f"answer: the {name} is empty")
     return answer_spans(model, tokenizer, [QAExample("question", question, context, (), ())], **kw)[0]
