@@ -68,6 +68,9 @@ def test_unknown_flag_prints_the_command_usage_and_the_closest_field(capsys) -> 
         cli.main(["run", "--task", "stsb"])
     err = capsys.readouterr().err
     assert "(did you mean --finetune.data.task / --distill.data.task / --evaluate.data.task?)" in err, err
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--train.epochs", "1"])
+    assert "(did you mean --finetune.train.epochs / --distill.train.epochs?)" in capsys.readouterr().err
 
 
 def test_a_whole_section_is_one_yaml_flag(tmp_path: Path) -> None:

@@ -178,6 +178,10 @@ def test_float_labels_are_detected_as_regression(tmp_path: Path) -> None:
     with pytest.raises(KDistillError, match=r"label '4.5' in .*val.csv line 2 is not among the training labels \(0, "
                                             r"1, 2, 3, 4, 5\); scores, not classes\? set data.task_type regression"):
         load_task_data(_data(ints, validation_file=str(val)))
+    val.write_text("text,label\nu,9\nv,2\n")  # an id outside the named classes is an unknown class, no score
+    with pytest.raises(KDistillError, match=r"label '9' in .*val.csv line 2 is not among the training labels "
+                                            r"\(a, b, c, d, e, f\)$"):
+        load_task_data(_data(ints, validation_file=str(val), label_names=list("abcdef")))
 
 
 def test_label_sets_are_read_from_names_or_ids(tmp_path: Path) -> None:
@@ -200,6 +204,20 @@ def test_label_sets_are_read_from_names_or_ids(tmp_path: Path) -> None:
     assert d.task_type == "multilabel"
     rows = {r["text_a"]: r["label"] for split in d.splits.values() for r in split}
     assert (rows["t0"], rows["t1"], rows["t4"]) == ([1, 1, 0], [0, 0, 0], [0, 0, 1])
+    # a 0/1 flag per label (a pandas export) is read as flags, not as the ids 1, 0, 0
+    v = _file(tmp_path / "v.tsv", "text\tlabels", [f"t{i}\t{json.dumps(flags)}" for i, flags in
+                                                   enumerate([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]] * 2)])
+    d = load_task_data(_data(v, validation_fraction=0.25))
+    rows = {r["text_a"]: r["label"] for split in d.splits.values() for r in split}
+    assert d.label_names == ["0", "1", "2"] and (rows["t0"], rows["t3"]) == ([1, 0, 0], [1, 1, 0])
+    d = load_task_data(_data(v, label_names=["joy", "love", "fear"], validation_fraction=0.25))
+    rows = {r["text_a"]: r["label"] for split in d.splits.values() for r in split}
+    assert d.label_names == ["joy", "love", "fear"] and (rows["t2"], rows["t3"]) == ([0, 0, 1], [1, 1, 0])
+    with pytest.raises(KDistillError, match=r"0/1 vectors of 3 flags but 2 label names"):
+        load_task_data(_data(v, label_names=["joy", "love"]))
+    dup = _file(tmp_path / "dup.tsv", "text\tlabels", ["a\tjoy,joy", "b\tlove", "c\tjoy", "d\tlove"])
+    with pytest.raises(KDistillError, match=r"dup.tsv line 2 \(cell 'joy,joy'\) lists a label twice"):
+        load_task_data(_data(dup, task_type="multilabel", label_names=["joy", "love"]))
 
 
 def test_dataset_folders_of_scores_and_label_sets(tmp_path: Path) -> None:
@@ -359,11 +377,11 @@ def test_a_new_multilabel_head_starts_at_the_label_priors() -> None:
     for model, head in ((BertForSequenceClassification(BertConfig(**small)), "classifier"),
                         (RobertaForSequenceClassification(RobertaConfig(**small)), "classifier.out_proj")):
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        get_task("multilabel").init_head(model, labels)
+        get_task("multilabel").init_head(model, {"label": labels})
         torch.testing.assert_close(model.get_submodule(head).bias, want)
         changed = [k for k, v in model.state_dict().items() if not torch.equal(before[k], v)]
         assert changed == [f"{head}.bias"]  # the encoder and the head's weights are untouched
     bert = BertForSequenceClassification(BertConfig(**{**small, "num_labels": 2}))
     before = bert.classifier.bias.clone()
-    get_task("classification").init_head(bert, [0, 1, 1])  # other task types keep their random start
+    get_task("classification").init_head(bert, {"label": [0, 1, 1]})  # other task types keep their random start
     assert torch.equal(before, bert.classifier.bias)

@@ -56,6 +56,7 @@ from kdistill.runfolder import (
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students.build import build_student
 from kdistill.tasks import HEADS, Task, head_of_config
+from kdistill.tasks.shipped import check_run_tasks
 from kdistill.teachers import choose_teacher_source
 
 __all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label", "mlm_head", "general",
@@ -131,7 +132,7 @@ def _finetune(cfg: FinetuneConfig, out: Path, callbacks: list[Callable[[Distille
     model = load_classifier(cfg.model, num_labels=data.num_labels, label_names=data.label_names, task=data.task)
     data.task.check_model(data, model.config, cfg.model)
     if new_head:
-        data.task.init_head(model, data.splits["train"]["label"])
+        data.task.init_head(model, data.splits["train"])
     check_max_length(cfg.data.max_length, model.config, "model", cfg.model)
     splits = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)
     # `ce` is the task's gold-label loss: cross-entropy, MSE to the score, or BCE per label
@@ -355,7 +356,7 @@ def _check_run(cfg: RunConfig, dcfg: DistillConfig, reuse: bool) -> None:
             positions (`check_run_lengths`, naming `run`'s flags); an `--out` of either step that is refused
             (`check_out_guard`) or holds a run with another config (`check_resumable`); a missing model folder.
     """
-    _check_run_tasks(cfg)
+    check_run_tasks(cfg)
     check_run_lengths(cfg, reuse)
     if not reuse:
         check_out_guard(cfg.finetune.out, cfg.finetune)
@@ -364,23 +365,6 @@ def _check_run(cfg: RunConfig, dcfg: DistillConfig, reuse: bool) -> None:
     check_out_guard(dcfg.out, dcfg)
     if dcfg.train.resume and not dcfg.stages:
         check_resumable(dcfg.out, dcfg)
-
-
-def _check_run_tasks(cfg: RunConfig) -> None:
-    """The three steps' data must be one task type, or the fine-tuned teacher fits none of the later steps; read off
-    each section without its files (`declared_task_type`), so the check costs nothing and comes first."""
-    from kdistill.tasks.shipped import declared_task_type
-
-    kinds = {}
-    for step in ("finetune", "distill", "evaluate"):
-        data = getattr(cfg, step).data
-        kind = declared_task_type(data.task, data.task_type, from_files=bool(data.train_file or data.dataset))
-        if kind is not None:
-            kinds[step] = (kind, data.task_type or data.task)
-    if len({kind for kind, _ in kinds.values()}) > 1:
-        said = ", ".join(f"--{step}.data is {name} ({kind})" for step, (kind, name) in kinds.items())
-        raise KDistillError(f"run: {said}; the teacher fine-tuned on one task type cannot teach or be compared on "
-                            "another: give every step the same --<step>.data.task (or data file)")
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:

@@ -251,7 +251,8 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
 
 
 def unknown_flags_message(sub: argparse.ArgumentParser, extras: list[str]) -> str:
-    """'unrecognized arguments: --epoch 1 (did you mean --epochs?)', suggesting the closest flag of the command."""
+    """'unrecognized arguments: --epoch 1 (did you mean --epochs?)', suggesting the closest flag of the command, or
+    every flag that ends in the one given (`run --task` -> `--finetune.data.task / --distill.data.task / ...`)."""
     # compared without the dashes, which every flag shares and would make `--bogus` look like `--out`
     known = [f[2:] for a in sub._actions for f in a.option_strings if f.startswith("--")]
     hints: list[tuple[str, str]] = []
@@ -260,8 +261,9 @@ def unknown_flags_message(sub: argparse.ArgumentParser, extras: list[str]) -> st
             flag = arg.split("=", 1)[0]
             name = flag.lstrip("-")
             leaf = name.rsplit(".", 1)[-1]  # `--train.epoch` may mean `--epochs`
-            # `run --task x`: the field exists, once per step (`--finetune.data.task`, `--distill.data.task`, ...)
-            per_step = [k for k in known if "." in k and k.rsplit(".", 1)[-1] == name]
+            # `run --task x` / `run --data.task x`: the field exists once per step or section (`--finetune.data.task`,
+            # `--distill.data.task`, ...): offer each, not one look-alike
+            per_step = [k for k in known if k.endswith(f".{name}")]
             if per_step:
                 hints.append((flag, " / ".join(f"--{k}" for k in per_step)))
                 continue

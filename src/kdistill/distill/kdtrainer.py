@@ -219,13 +219,14 @@ class KDTrainer(Trainer):
                       "start_positions": labels[:, 0], "end_positions": labels[:, 1]}
         if all(inputs.get(k) is not None for k in self.label_names):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if prediction_loss_only:  # no labels, no loss: nothing to compute
+            return None, None, None
         inputs = self._prepare_inputs(inputs)
         batch = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids",
                                                           "position_ids")}
-        with torch.no_grad():
+        # the student alone, at the precision a labelled batch gets (Trainer's autocast context)
+        with torch.no_grad(), self.compute_loss_context_manager():
             out = self.student(**batch)
-        if prediction_loss_only:
-            return None, None, None
         if self.objective.task.name == "question_answering":
             return None, (out.start_logits, out.end_logits), None
         return None, out.logits, None

@@ -225,8 +225,9 @@ class Task:
     def check_label(self) -> None:
         """Raise `KDistillError` when `kdistill label` and `teacher_answers` cannot serve this task type."""
 
-    def init_head(self, model: Any, labels: Any) -> None:
-        """Set a freshly initialised head from the training labels before fine-tuning; by default nothing."""
+    def init_head(self, model: Any, train: Any) -> None:
+        """Set a freshly initialised head from the training split (its "label" column) before fine-tuning; by
+        default nothing."""
 
     def check_student(self, init: str) -> None:
         """Raise `KDistillError` when a student of kind `init` (`student.init`) cannot give this task's outputs."""

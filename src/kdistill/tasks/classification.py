@@ -64,7 +64,9 @@ def class_ids(raw: dict[str, RawSplit], names: list[str] | None,
             if k not in lookup:
                 shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
                 hint = ""
-                if all(as_score(x) is not None for x in [k, *keys["train"]]):  # numbers: perhaps scores
+                score = as_score(k)
+                if (not named and score is not None and not score.is_integer()  # a fraction beside whole numbers
+                        and all(as_score(x) is not None for x in keys["train"])):
                     hint = "; scores, not classes? set data.task_type regression"
                 raise KDistillError(f"label {v!r} in {s.source} line {ln} is not among the training labels "
                                     f"({shown}){hint}")

@@ -55,6 +55,17 @@ def label_items(cell: Any) -> list[Any]:
     return [cell]
 
 
+def _flag_vectors(items: dict[str, list[list[Any]]]) -> bool:
+    """Whether every label cell of every split is a 0/1 vector of one width (>= 2) and some cell repeats a value,
+    which a set of label ids cannot (`[0, 1]` alone stays the ids 0 and 1)."""
+    rows = [row for split_rows in items.values() for row in split_rows]
+    if not rows or not items.get("train") or len(rows[0]) < 2:
+        return False
+    width = len(rows[0])
+    return (all(len(r) == width and all(isinstance(k, int) and k in (0, 1) for k in r) for r in rows)
+            and any(len(set(r)) < width for r in rows))
+
+
 def _shown(names: Sequence[str]) -> str:
     return ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
 
@@ -75,6 +86,13 @@ class MultiLabel(Task):
     def read_labels(self, raw: dict[str, RawSplit], names: list[str] | None,
                     named: bool) -> tuple[list[str], dict[str, RawSplit]]:
         items = {split: [[label_key(x) for x in label_items(v)] for v in s.labels] for split, s in raw.items()}
+        if _flag_vectors(items):  # `[1, 0, 1]`: one 0/1 flag per label (a common export), not the ids 1, 0, 1
+            width = len(items["train"][0])
+            if names is not None and len(names) != width:
+                raise KDistillError(f"label cells are 0/1 vectors of {width} flags but {len(names)} label names are "
+                                    "given: give one name per flag")
+            items = {split: [[i for i, k in enumerate(row) if k == 1] for row in rows] for split, rows in items.items()}
+            names = names if names is not None else [str(i) for i in range(width)]
         if names is None:
             train = [k for row in items["train"] for k in row]
             if train and all(isinstance(k, int) and k >= 0 for k in train):
@@ -87,6 +105,9 @@ class MultiLabel(Task):
         for split, s in raw.items():
             rows = []
             for keys, v, ln in zip(items[split], s.labels, s.lines, strict=True):
+                if len({str(k) for k in keys}) < len(keys):
+                    raise KDistillError(f"{s.source} line {ln} (cell {v!r}) lists a label twice: a label set names "
+                                        "each label once (ids or names), or is a 0/1 flag per label in every row")
                 row = [0.0] * len(names)
                 for k in keys:
                     i = k if isinstance(k, int) and 0 <= k < len(names) else lookup.get(norm_label(str(k)))
@@ -121,8 +142,9 @@ class MultiLabel(Task):
             raise KDistillError(f"label names differ: data has {_shown(data.label_names)} (by id), model "
                                 f"'{model_name}' has {_shown(model_names)}")
 
-    def init_head(self, model: Any, labels: Any) -> None:
-        """Start each label's output bias at the log-odds of its training frequency (`labels`: (N, C) 0/1 rows).
+    def init_head(self, model: Any, train: Any) -> None:
+        """Start each label's output bias at the log-odds of its training frequency (`train["label"]`: (N, C) 0/1
+        rows).
 
         A random head starts every label at probability ~0.5 against priors of a few percent, and the large first
         gradients then teach the encoder to act as one shared negative bias: measured on GoEmotions (28 labels,
@@ -130,7 +152,7 @@ class MultiLabel(Task):
         saturated and the teacher answered the label prior for all of them (macro F1 0). The prior-bias start is
         the focal-loss paper's (Lin et al. 2017, "Focal Loss for Dense Object Detection", section 4.1).
         """
-        y = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+        y = torch.as_tensor(np.asarray(train["label"], dtype=np.float32))
         if y.dim() != 2 or y.size(0) == 0:
             return
         out = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)

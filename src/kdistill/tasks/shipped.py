@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from kdistill.errors import KDistillError
 from kdistill.registry import Registry
 from kdistill.tasks.token import CONLL2003_TAGS
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "datasets"
 
-__all__ = ["DATA_DIR", "TaskSpec", "TASKS", "declared_task_type"]
+__all__ = ["DATA_DIR", "TaskSpec", "TASKS", "check_run_tasks", "declared_task_type"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,23 @@ def declared_task_type(task: str | None, task_type: str | None, *, from_files: b
     if from_files or task is None or task not in TASKS.names():
         return None
     return TASKS.get(task).task_type
+
+
+def check_run_tasks(cfg: Any) -> None:
+    """`kdistill run` (`cfg`: a `RunConfig`): its three steps' data must be one task type, or the fine-tuned teacher
+    fits none of the later steps. Read off each section without its files (`declared_task_type`), so the check costs
+    nothing and comes before the fine-tuning; sections given by a file or `datasets` name are left to their step.
+
+    Raises:
+        KDistillError: two steps whose data are of different task types, naming `run`'s flags.
+    """
+    kinds: dict[str, tuple[str, str]] = {}
+    for step in ("finetune", "distill", "evaluate"):
+        data = getattr(cfg, step).data
+        kind = declared_task_type(data.task, data.task_type, from_files=bool(data.train_file or data.dataset))
+        if kind is not None:
+            kinds[step] = (kind, kind if data.task_type else f"{data.task} ({kind})")
+    if len({kind for kind, _ in kinds.values()}) > 1:
+        said = ", ".join(f"--{step}.data is {shown}" for step, (_, shown) in kinds.items())
+        raise KDistillError(f"run: {said}; the teacher fine-tuned on one task type cannot teach or be compared on "
+                            "another: give every step the same --<step>.data.task (or data file)")
