@@ -37,7 +37,7 @@ def main(head: str, steps: int) -> None:
     train, val = data.splits["train"], data.splits["validation"]
     y = torch.tensor(list(train["label"]))
     if head == "prior":
-        get_task("multilabel").init_head(model, y.numpy())
+        get_task("multilabel").init_head(model, train)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
     sched = get_linear_schedule_with_warmup(opt, int(0.1 * steps), steps)
     texts, start = list(train["text_a"]), time.time()
