@@ -213,3 +213,23 @@ def test_multilabel_end_to_end(tmp_path: Path, bare_encoder: Path) -> None:
     first = json.loads(Path(labeled["out"]).read_text().splitlines()[0])
     assert first["label"] == [n for n, p in zip(names, first["probs"], strict=True) if p >= 0.5]
     assert len(first["probs"]) == 28 and len(first["logits"]) == 28
+
+
+def test_finetune_starts_a_new_multilabel_head_at_the_label_priors_and_keeps_a_trained_one(
+        tmp_path: Path, bare_encoder: Path) -> None:
+    train = _tsv(tmp_path / "train.tsv", DATA / "goemotions" / "train.tsv", 64)
+    names = (DATA / "goemotions" / "labels.txt").read_text().split()
+    data = {"task": None, "train_file": str(train), "task_type": "multilabel", "label_names": names,
+            "max_length": 16}
+    still = {**TRAIN, "lr": 1e-9, "weight_decay": 0.0}  # training barely moves the head: its start shows
+    api.finetune(FinetuneConfig(model=str(bare_encoder), data=DataConfig(**data), train=TrainConfig(**still),
+                                out=str(tmp_path / "t")))
+    y = torch.tensor(load_task_data(DataConfig(**data)).splits["train"]["label"])
+    prior = y.mean(0).clamp(1e-3, 1 - 1e-3)
+    bias = load_file(str(tmp_path / "t" / "model.safetensors"))["classifier.bias"]
+    torch.testing.assert_close(bias, prior.log() - (1 - prior).log(), atol=1e-4, rtol=0)
+    # fine-tuning the fine-tuned model again keeps its head (a trained head is not reset to the priors)
+    api.finetune(FinetuneConfig(model=str(tmp_path / "t"), data=DataConfig(**{**data, "max_train_examples": 8}),
+                                train=TrainConfig(**still), out=str(tmp_path / "t2")))
+    again = load_file(str(tmp_path / "t2" / "model.safetensors"))["classifier.bias"]
+    assert torch.allclose(again, bias, atol=1e-4)
