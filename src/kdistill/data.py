@@ -216,13 +216,45 @@ def _task_type(cfg: DataConfig, spec: TaskSpec | None, raw: dict[str, RawSplit])
     return get_task(kind)
 
 
-def load_task_data(cfg: DataConfig) -> TaskData:
+def scoring_files_only(cfg: DataConfig) -> bool:
+    """Local validation/test files without a training file: data to score a trained model on, not to train."""
+    return not cfg.train_file and not cfg.dataset and bool(cfg.validation_file or cfg.test_file)
+
+
+def _scoring_as_training(cfg: DataConfig) -> DataConfig:
+    """The lone test (else validation) file in the training file's place, so that the same format and label
+    detection read it; a validation file given beside a test file stays the validation split."""
+    first = cfg.test_file or cfg.validation_file
+    second = cfg.validation_file if cfg.test_file else None
+    return cfg.model_copy(update={"train_file": first, "validation_file": second, "test_file": None})
+
+
+def load_task_data(cfg: DataConfig, scoring: bool = False) -> TaskData:
     """Read the configured source, let the task type read the labels, carve validation from train when there is none.
 
+    With `scoring` (`kdistill evaluate`) local validation/test files may come without a training file: they are
+    read alone, labels mapped through `data.label_names` (evaluate fills them from the model's `id2label`).
+
     Raises `KDistillError` (one line) for a missing file or column, a missing cell, a label the task type cannot
-    read (a text score, an unknown label in a label set), or a metric that does not score the task type.
+    read (a text score, an unknown label in a label set), a metric that does not score the task type, or
+    validation/test files without a training file when not `scoring`.
     """
     spec = None
+    if scoring_files_only(cfg):
+        if not scoring:
+            given = "data.test_file" if cfg.test_file else "data.validation_file"
+            raise KDistillError(f"{given} without data.train_file: training needs data.train_file (`kdistill "
+                                "evaluate` scores a model on a lone test file)")
+        as_train = _scoring_as_training(cfg)
+        raw, _ = _from_files(as_train)
+        raw = drop_missing(raw, cfg.skip_empty)
+        task = _task_type(as_train, None, raw)
+        metric = cfg.metric or task.metrics[0]
+        task.check_metric(metric)
+        names, raw = task.read_labels(raw, cfg.label_names, named=bool(cfg.label_names))
+        lone = raw.pop("train")
+        raw = {"validation": raw.get("validation", lone), "test": lone}
+        return _task_data(cfg, task, Path(str(cfg.test_file or cfg.validation_file)).stem, names, metric, raw)
     if cfg.dataset:
         raw, names = _from_dataset(cfg)
         task_name = str(cfg.dataset)
@@ -248,7 +280,12 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         keep = set(held)
         raw["validation"] = raw["train"].take(held)
         raw["train"] = raw["train"].take([i for i in range(n) if i not in keep])
-    is_pair = raw["train"].text_b is not None
+    return _task_data(cfg, task, task_name, names, metric, raw)
+
+
+def _task_data(cfg: DataConfig, task: Task, task_name: str, names: Any, metric: str,
+               raw: dict[str, RawSplit]) -> TaskData:
+    is_pair = next(iter(raw.values())).text_b is not None
     feats = task.split_features(is_pair, names)
     splits = {}
     for key in [k for k in ("train", "validation", "test") if k in raw]:

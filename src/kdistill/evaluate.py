@@ -8,6 +8,7 @@ measurement behind `kdistill evaluate`, `kdistill run` and `kdistill report`.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,9 +21,9 @@ from tqdm.auto import tqdm
 
 from kdistill.atomic import atomic_write_json
 from kdistill.config import EvaluateConfig
-from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
+from kdistill.data import TaskData, load_task_data, make_loader, scoring_files_only, tokenize_splits
 from kdistill.distill.features import model_inputs, model_logits
-from kdistill.limits import check_max_length
+from kdistill.limits import check_max_length, model_config
 from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
 from kdistill.speed import comparison_table, count_parameters, measure_speeds, size_on_disk
@@ -206,12 +207,24 @@ def read_record(folder: str | Path, student: nn.Module, teacher: nn.Module | Non
     return record
 
 
+def _with_model_labels(data: Any, model: str) -> Any:
+    """A lone test file has no training file to name the classes: take them from the model's `id2label` (unless
+    `data.label_names` is set or the names are the default LABEL_i, which say nothing)."""
+    if data.label_names or not scoring_files_only(data):
+        return data
+    id2label = getattr(model_config(model), "id2label", None) or {}
+    names = [str(id2label[i]) for i in sorted(id2label, key=int)]
+    if not names or all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+        return data
+    return data.model_copy(update={"label_names": names})
+
+
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Score the model (and the teacher), time both interleaved, build the comparison table, optionally write JSON.
 
     A run folder (one with metrics.json and kdistill.yaml) also gets `RECORD`, which `kdistill report` reuses.
     """
-    data = load_task_data(cfg.data)
+    data = load_task_data(_with_model_labels(cfg.data, cfg.model), scoring=True)
     device = pick_device(cfg.device)
     student, s_model = load_scored(cfg.model, data, cfg, "student" if cfg.teacher else "model", device)
     teacher, t_model = load_scored(cfg.teacher, data, cfg, "teacher", device) if cfg.teacher else (None, None)

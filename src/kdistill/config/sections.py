@@ -50,10 +50,12 @@ class DataConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        sources = [self.task is not None and not self.train_file and not self.dataset,
-                   bool(self.train_file), bool(self.dataset)]
+        files = bool(self.train_file or self.validation_file or self.test_file)
+        sources = [self.task is not None and not files and not self.dataset, files, bool(self.dataset)]
         if sum(sources) == 0:
             raise ValueError("give one of data.task, data.train_file or data.dataset")
+        if self.dataset and (self.validation_file or self.test_file):
+            raise ValueError("data.validation_file and data.test_file go with data.train_file, not data.dataset")
         if self.train_file and self.dataset:
             raise ValueError("give data.train_file or data.dataset, not both")
         if self.text_columns is not None and not 1 <= len(self.text_columns) <= 2:

@@ -1,4 +1,4 @@
-"""Reading example tables (CSV, TSV, JSONL) into raw splits: cells and line numbers, before any task reads labels.
+"""Reading example tables (CSV, TSV, JSONL, a JSON array of records) into raw splits: cells and line numbers.
 
 Every task type starts here: a `RawSplit` holds the text cells, the raw label cells and each row's line, so that a
 task's label reader (class ids, scores, label sets) can name the file and line of a bad cell. Bad input raises
@@ -64,6 +64,19 @@ class Table:
     lines: list[int]
 
 
+def _json_records(text: str) -> list[Any] | None:
+    """A whole-file JSON array of objects or of arrays (pandas' `to_json(orient="records")`), else None."""
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(whole, list) and whole and all(isinstance(r, dict) for r in whole):
+        return whole
+    if isinstance(whole, list) and whole and all(isinstance(r, list) for r in whole):
+        return whole
+    return None
+
+
 def read_rows(path: Path) -> tuple[list[Any], list[int], str]:
     """Raw rows (lists or dicts) with their line numbers, plus the text (for csv.Sniffer)."""
     if not path.is_file():
@@ -84,6 +97,8 @@ def read_rows(path: Path) -> tuple[list[Any], list[int], str]:
                     lines.append(reader.line_num)
         except csv.Error as err:
             raise KDistillError(f"{path} line {reader.line_num}: {err}") from None
+    elif ext == ".json" and (records := _json_records(text)) is not None:
+        rows, lines = records, list(range(1, len(records) + 1))  # no lines to name: record numbers
     elif ext in (".jsonl", ".json"):
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
