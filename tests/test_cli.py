@@ -36,7 +36,7 @@ def test_every_command_prints_its_help(command: str) -> None:
 
 def test_help_shows_real_defaults_of_lists_and_sections() -> None:
     assert cli.default_text(DistillConfig, "losses") == (
-        "[{name: kl, temperature: 2.0, weight: 0.5}, {name: ce, weight: 0.5}]")
+        "[{name: soft_targets, temperature: 2.0, weight: 0.5}, {name: ce, weight: 0.5}]")
     # `run`'s distill section has its own default (the main job's four terms), not DistillConfig's two
     assert cli.default_text(RunConfig, "distill.losses").count("name:") == 4
     assert cli.default_text(RunConfig, "distill.train.lr") == "0.0001"
@@ -44,7 +44,7 @@ def test_help_shows_real_defaults_of_lists_and_sections() -> None:
     assert cli.default_text(EvaluateConfig, "batch_sizes") == "[1, 32]"
     assert cli.default_text(DistillConfig, "teacher_answers") == "None"
     help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["distill"].format_help().split())
-    assert "[default: [{name: kl, temperature: 2.0, weight: 0.5}, {name: ce, weight: 0.5}]]" in help_text
+    assert "[default: [{name: soft_targets, temperature: 2.0, weight: 0.5}, {name: ce, weight: 0.5}]]" in help_text
 
 
 def test_unknown_flag_prints_the_command_usage_and_the_closest_field(capsys) -> None:

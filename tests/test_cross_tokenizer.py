@@ -175,7 +175,7 @@ def test_token_level_losses_across_tokenizers_are_refused_at_set_up(teacher_dir:
         api.distill(cfg)
     msg = str(err.value)
     assert "\n" not in msg and "'hidden_mse'" in msg
-    assert msg.endswith("per-example losses: kl, soft_ce, logit_mse, ce, cls_cosine, mean_pooled_cosine, "
+    assert msg.endswith("per-example losses: kl, soft_targets, soft_ce, logit_mse, ce, cls_cosine, mean_pooled_cosine, "
                         "mean_pooled_mse"), msg
     assert not (tmp_path / "h" / "kdistill.yaml").exists()  # refused before anything was recorded
     several = _cfg(teacher_dir, student_dir, tmp_path / "m", tiny_data, fast_train, KD,

@@ -38,7 +38,7 @@ def test_a_preset_fills_student_losses_and_train_and_keeps_the_users_values() ->
     assert [s.name for s in staged.stages] == ["a"] and staged.student.num_layers == 3
     balanced = _flags("distill", "--preset", "balanced")
     assert balanced.student.init == "teacher_layers" and balanced.student.num_layers == 3
-    assert [t.name for t in balanced.losses] == ["kl", "ce"] and balanced.stages is None
+    assert [t.name for t in balanced.losses] == ["soft_targets", "ce"] and balanced.stages is None
     assert (balanced.train.epochs, balanced.train.lr) == (3, 5e-5)
     assert build(DistillConfig, {}).preset is None and build(DistillConfig, {}).student.init == "teacher_layers"
 
@@ -80,7 +80,7 @@ def test_each_preset_trains_a_student_that_automodel_loads(tmp_path: Path, tiny_
         assert summary["method"] == "1*logit_mse"
     else:
         assert student.config.num_hidden_layers == 3
-        assert summary["method"].startswith("0.5*kl[T=2]")
+        assert summary["method"].startswith("0.5*soft_targets:kl[T=2]")
 
 
 def test_a_preset_student_that_does_not_fit_the_task_names_the_preset(tmp_path: Path, tiny_teacher: Path,
@@ -99,3 +99,22 @@ def test_a_preset_student_that_does_not_fit_the_task_names_the_preset(tmp_path: 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "cnn" in err[0] and "comes from --preset fast" in err[0]
+
+
+@pytest.mark.parametrize(("task", "loss"), [("stsb", "logit_mse"), ("goemotions", "bce_soft[T=2]")])
+def test_the_balanced_preset_takes_each_task_types_soft_target_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    task: str, loss: str) -> None:
+    """`kl` has no class distribution to compare on a regression task: the preset (and the default losses) name
+    `soft_targets`, which each task type resolves to its own loss, so `--preset balanced` serves every task."""
+    from conftest import make_tiny_bert
+
+    monkeypatch.chdir(tmp_path)
+    teacher = (make_tiny_bert(tmp_path / "t", num_labels=1, problem_type="regression") if task == "stsb" else
+               make_tiny_bert(tmp_path / "t", num_labels=28, problem_type="multi_label_classification"))
+    code = main(["distill", "--teacher", str(teacher), "--preset", "balanced", "--data.task", task,
+                 "--data.max_train_examples", "32", "--data.max_eval_examples", "16", "--data.max_length", "24",
+                 "--epochs", "0.5", "--batch_size", "16", "--progress", "false", "--device", "cpu", "--out", "s"])
+    assert code == 0
+    summary = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert summary["method"].startswith(f"0.5*soft_targets:{loss} + 0.5*ce:")
+    assert build(DistillConfig, {}).losses[0].name == "soft_targets"  # the plain default too

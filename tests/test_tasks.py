@@ -71,11 +71,11 @@ def test_ce_means_the_tasks_gold_loss_and_unfit_losses_are_refused() -> None:
     multi = Objective([LossConfig(name="bce_soft", temperature=2.0), LossConfig(name="ce")], MappingConfig(),
                       student=PROBE, teacher=PROBE, task=get_task("multilabel"))
     assert str(multi) == "1*bce_soft[T=2] + 1*ce:bce"
-    for task, loss, valid in (("regression", "kl", {"ce", "logit_mse", "mse"}),
-                              ("regression", "soft_ce", {"ce", "logit_mse", "mse"}),
-                              ("multilabel", "kl", {"bce", "bce_soft", "ce", "logit_mse"}),
-                              ("classification", "bce_soft", {"ce", "kl", "logit_mse", "soft_ce"}),
-                              ("classification", "mse", {"ce", "kl", "logit_mse", "soft_ce"})):
+    for task, loss, valid in (("regression", "kl", {"ce", "logit_mse", "mse", "soft_targets"}),
+                              ("regression", "soft_ce", {"ce", "logit_mse", "mse", "soft_targets"}),
+                              ("multilabel", "kl", {"bce", "bce_soft", "ce", "logit_mse", "soft_targets"}),
+                              ("classification", "bce_soft", {"ce", "kl", "logit_mse", "soft_ce", "soft_targets"}),
+                              ("classification", "mse", {"ce", "kl", "logit_mse", "soft_ce", "soft_targets"})):
         with pytest.raises(KDistillError, match=f"loss '{loss}' does not fit ") as err:
             Objective([LossConfig(name=loss)], MappingConfig(), student=PROBE, teacher=PROBE, task=get_task(task))
         assert "\n" not in str(err.value)
@@ -298,7 +298,7 @@ def test_wrong_teacher_type_and_unfit_losses_exit_2_with_one_line(capsys, tmp_pa
          r"is a regression task \(one score per example\), but the data is a classification task"),
         (["distill", "--teacher", str(tiny_teacher), *stsb, "--losses", "[{name: logit_mse}]"],
          r"is a classification task \(one class per example\), but the data is a regression task"),
-        (["distill", "--teacher", str(regression_teacher), *stsb],  # the default losses: kl + ce
+        (["distill", "--teacher", str(regression_teacher), *stsb, "--losses", "[{name: kl}, {name: ce}]"],
          r"loss 'kl' does not fit a regression task .* its prediction losses are ce, (.*, )?logit_mse, mse"),
         (["finetune", "--model", str(tiny_teacher), *stsb],
          r"model '.*' is a classification task .*, but the data is a regression task"),

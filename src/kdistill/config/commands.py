@@ -89,7 +89,7 @@ class FinetuneConfig(StrictConfig):
 
 
 def _default_losses() -> list[LossConfig]:
-    return [LossConfig(name="kl", weight=0.5, temperature=2.0), LossConfig(name="ce", weight=0.5)]
+    return [LossConfig(name="soft_targets", weight=0.5, temperature=2.0), LossConfig(name="ce", weight=0.5)]
 
 
 class DistillConfig(StrictConfig):
@@ -98,7 +98,10 @@ class DistillConfig(StrictConfig):
     teacher: str = Field("runs/teacher", description="fine-tuned teacher folder or hub name")
     student: StudentConfig = Field(default_factory=StudentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    losses: list[LossConfig] = Field(default_factory=_default_losses, description="weighted loss terms")
+    losses: list[LossConfig] = Field(
+        default_factory=_default_losses, description="weighted loss terms; `soft_targets` is the task type's "
+        "soft-target loss (kl; logit_mse for regression, bce_soft for multi-label, span_kl for QA), `ce` its gold-label"
+        " loss")
     mapping: MappingConfig = Field(default_factory=MappingConfig, description="default layer map")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="layer schedule")
     train: TrainConfig = Field(default_factory=TrainConfig)

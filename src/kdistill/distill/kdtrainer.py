@@ -41,7 +41,7 @@ SCHEDULE_FILE = "kdistill_schedule.json"
 
 
 def _soft_targets_and_labels() -> list[LossConfig]:
-    return [LossConfig(name="kl", weight=0.5, temperature=2.0), LossConfig(name="ce", weight=0.5)]
+    return [LossConfig(name="soft_targets", weight=0.5, temperature=2.0), LossConfig(name="ce", weight=0.5)]
 
 
 class DistillSpec(BaseModel):

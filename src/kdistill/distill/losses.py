@@ -170,6 +170,17 @@ def kl_div(s_logits: Tensor, t_logits: Tensor, *, temperature: float = 1.0) -> T
     return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * temperature**2
 
 
+@register_loss("soft_targets", feature="logits")
+def soft_targets(s_logits: Tensor, t_logits: Tensor, *, temperature: float = 1.0) -> Tensor:
+    """The task type's own soft-target loss, so one recipe fits every task (the default losses and `--preset`).
+
+    A run resolves the name through `kdistill.tasks.Task.loss_spec` to `kl` (classification; per labelled token for
+    NER), `span_kl` (QA: start and end distributions), `logit_mse` (regression: one output, no distribution, so the
+    temperature is unused) or `bce_soft` (multi-label: per-label sigmoids at T). Called directly it is `kl`.
+    """
+    return kl_div(s_logits, t_logits, temperature=temperature)
+
+
 @register_loss("soft_ce", feature="logits", tasks={"classification"})
 def soft_cross_entropy(s_logits: Tensor, t_logits: Tensor, *, temperature: float = 1.0,
                        t2_scale: bool = False) -> Tensor:

@@ -109,6 +109,7 @@ class Task:
     loss_type: ClassVar[str] = ""  # the task type whose losses fit (`LossSpec.tasks`); default `name`
     metrics: ClassVar[tuple[str, ...]] = ()  # valid metric names; the first is the default
     gold_loss: ClassVar[str] = "ce"  # the registered gold-label loss that the name `ce` means for this task
+    soft_loss: ClassVar[str] = "kl"  # the registered soft-target loss that the name `soft_targets` means here
     figure_heading: ClassVar[str | None] = None  # the report's heading for `figure`, None = no figure
     figure_caption: ClassVar[str] = ""  # the figure's caption after the model's name
     pipeline_kwargs: ClassVar[dict[str, Any]] = {}  # what a `pipeline("text-classification")` call should add
@@ -270,13 +271,16 @@ class Task:
         return sorted(n for n in LOSSES if LOSSES.get(n).feature in ("logits", "labels") and self.fits(LOSSES.get(n)))
 
     def loss_spec(self, spec: LossSpec) -> LossSpec:
-        """The loss a run computes for `spec`: `ce` becomes this task's gold-label loss (`gold_loss`).
+        """The loss a run computes for `spec`: `ce` becomes this task's gold-label loss (`gold_loss`) and
+        `soft_targets` its soft-target loss (`soft_loss`).
 
         Raises a one-line `KDistillError` naming the valid losses when `spec` does not fit this task type
         (e.g. `kl` on a regression task: there is no class distribution to compare).
         """
         if spec.name == "ce" and spec.feature == "labels":
             spec = LOSSES.get(self.gold_loss)
+        if spec.name == "soft_targets":
+            spec = LOSSES.get(self.soft_loss)
         if not self.fits(spec):
             raise KDistillError(f"loss '{spec.name}' does not fit {self.doc}; its prediction losses are "
                                 f"{', '.join(self.valid_losses())} (feature losses such as hidden_mse work as well)")

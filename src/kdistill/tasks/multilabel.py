@@ -77,6 +77,7 @@ class MultiLabel(Task):
     problem_type = "multi_label_classification"
     metrics = ("macro_f1", "micro_f1")
     gold_loss = "bce"
+    soft_loss = "bce_soft"
     pipeline_kwargs = {"function_to_apply": "sigmoid", "top_k": None}
     doc = "a multi-label task (a set of labels per example)"
 

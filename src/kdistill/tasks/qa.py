@@ -161,6 +161,7 @@ class QuestionAnswering(Task):
     name = NAME
     metrics = ("squad_f1", "exact_match")
     gold_loss = "span_ce"
+    soft_loss = "span_kl"
     doc = "an extractive question-answering task (an answer span in a context, SQuAD)"
     head = "ForQuestionAnswering"
     pipeline_tag = "question-answering"

@@ -44,6 +44,7 @@ class Regression(Task):
     problem_type = "regression"
     metrics = ("pearson", "spearman")
     gold_loss = "mse"
+    soft_loss = "logit_mse"
     figure_heading = "Predicted vs gold scores"
     figure_caption = "predicted vs gold scores"
     pipeline_kwargs = {"function_to_apply": "none"}
