@@ -23,6 +23,7 @@ checkpoint under benchmarks/runs/tasks.
     python benchmarks/tasks.py --tasks stsb goemotions
     python benchmarks/tasks.py --report-only    # results/tasks.md and tasks.png from the JSONL
     python benchmarks/tasks.py --report-only --retime   # time every model again, nothing else running
+    python benchmarks/tasks.py --report-only --calibrate --tasks goemotions   # fit thresholds of older cells
 """
 
 from __future__ import annotations
@@ -186,6 +187,38 @@ def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def calibrate_recorded(args: argparse.Namespace) -> None:
+    """What `kdistill finetune`/`distill` now do at the end of a run, for cells recorded before: fit the task type's
+    decision rule on validation into the saved model (`kdistill.calibration.calibrate_saved`), score the test split
+    again and record the cell again (a later line wins; teachers first, so that retention uses the new score)."""
+    from kdistill.calibration import calibrate_saved
+    from kdistill.config import DataConfig
+    from kdistill.data import load_task_data
+    from kdistill.evaluate import score_split
+    from kdistill.models import load_classifier, load_tokenizer
+    from kdistill.tasks.shipped import TASKS as SHIPPED
+
+    rows = sorted(done_cells(args.results).values(), key=lambda r: r["kind"] != "teacher")
+    for row in rows:
+        if row["task"] not in args.tasks or "decision" in row or SHIPPED[row["task"]].task_type != "multilabel":
+            continue  # only multi-label models fit a decision rule
+        data = load_task_data(DataConfig(**data_cfg(row["task"], args)))
+        path = Path(row["model_dir"])
+        model, tok = load_classifier(str(path)), load_tokenizer(str(path))
+        if getattr(model.config, "kdistill_threshold", None) is not None:
+            raise SystemExit(f"{path} already has a folded threshold; its cell would be scored twice")
+        fitted = calibrate_saved(model, tok, path, data, TASKS[row["task"]]["max_length"], progress=True)
+        if fitted is None:
+            continue
+        test = score_split(model, tok, data, "test", TASKS[row["task"]]["max_length"], desc="test")
+        row = {**row, "decision": fitted, "test_at_0.5": row["test"], "test": test, "score": test[row["metric"]]}
+        if row["kind"] == "student":
+            teacher = done_cells(args.results)[f"teacher | {row['task']}"]
+            row["retention"] = row["score"] / teacher["score"] if teacher["score"] > 0 else None
+        print(f"[tasks] {row['cell']}: threshold {fitted['threshold']:g}, test {test}", flush=True)
+        record(args.results, row)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -200,6 +233,9 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=HERE / "results" / "tasks.jsonl")
     ap.add_argument("--dry-run", action="store_true", help="list the cells left and stop")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="fit the decision rule of models recorded before kdistill did so at the end of a run "
+                         "(multi-label threshold) into their folders and score their test split again")
     ap.add_argument("--retime", action="store_true",
                     help="time every recorded model again in one quiet window (a later line of a cell wins)")
     args = ap.parse_args()
@@ -227,6 +263,8 @@ def main() -> None:
                 done = done_cells(args.results)
         if args.dry_run:
             return
+    if args.calibrate:
+        calibrate_recorded(args)
     if args.retime:
         for row in done_cells(args.results).values():
             scratch = runs / row["task"] / "bench"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,11 @@ def test_multilabel_end_to_end(tmp_path: Path, bare_encoder: Path) -> None:
     metrics = json.loads((runs["student"] / "metrics.json").read_text())
     assert metrics["method"].startswith("1*bce_soft[T=2] + 1*ce:bce") and set(metrics["test"]) == {"macro_f1",
                                                                                                   "micro_f1"}
+    # the decision threshold tuned on validation is recorded and folded into the saved head
+    decision = metrics["decision"]
+    assert decision["threshold"] == cfg["kdistill_threshold"] and 0.05 <= decision["threshold"] <= 0.95
+    assert decision["validation_tuned"] >= decision["validation_at_0.5"]
+    assert f"the validation split, {decision['threshold']:g}, is folded" in (runs["student"] / "README.md").read_text()
     _cache_is_the_live_teacher(runs, data)
 
     result = api.evaluate(EvaluateConfig(model=str(runs["student"]), teacher=str(runs["teacher"]),
@@ -227,9 +233,12 @@ def test_finetune_starts_a_new_multilabel_head_at_the_label_priors_and_keeps_a_t
     y = torch.tensor(load_task_data(DataConfig(**data)).splits["train"]["label"])
     prior = y.mean(0).clamp(1e-3, 1 - 1e-3)
     bias = load_file(str(tmp_path / "t" / "model.safetensors"))["classifier.bias"]
-    torch.testing.assert_close(bias, prior.log() - (1 - prior).log(), atol=1e-4, rtol=0)
+    # the saved head also carries the decision threshold tuned at the end (folded in as bias - logit(t))
+    t = json.loads((tmp_path / "t" / "config.json").read_text())["kdistill_threshold"]
+    torch.testing.assert_close(bias + math.log(t / (1 - t)), prior.log() - (1 - prior).log(), atol=1e-4, rtol=0)
     # fine-tuning the fine-tuned model again keeps its head (a trained head is not reset to the priors)
     api.finetune(FinetuneConfig(model=str(tmp_path / "t"), data=DataConfig(**{**data, "max_train_examples": 8}),
                                 train=TrainConfig(**still), out=str(tmp_path / "t2")))
     again = load_file(str(tmp_path / "t2" / "model.safetensors"))["classifier.bias"]
-    assert torch.allclose(again, bias, atol=1e-4)
+    t2 = json.loads((tmp_path / "t2" / "config.json").read_text())["kdistill_threshold"]
+    assert torch.allclose(again + math.log(t2 / (1 - t2)), bias, atol=1e-4)

@@ -15,6 +15,7 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
 from kdistill.atomic import atomic_write_json, kill_point
+from kdistill.calibration import calibrate_saved
 from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import (
     AugmentConfig,
@@ -42,7 +43,7 @@ from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
 from kdistill.limits import check_max_length, check_run_lengths, model_config
 from kdistill.metrics import primary
-from kdistill.modelcard import write_model_card
+from kdistill.modelcard import decision_section, write_model_card
 from kdistill.models import load_classifier, load_tokenizer, pick_device, probe, resolve_model_path, same_vocabulary
 from kdistill.runfolder import (
     CONFIG_FILE,
@@ -83,6 +84,12 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
     if distiller.acc.is_main_process:
         model = load_classifier(str(out))
         tokenizer = load_tokenizer(str(out))
+        fitted = calibrate_saved(model, tokenizer, out, data, max_length, cache_dir, distiller.cfg.progress)
+        if fitted is not None:
+            summary["decision"] = fitted
+            distiller.log(f"decision threshold tuned on validation: {fitted['threshold']:g} ({data.metric} "
+                          f"{fitted['validation_at_0.5']:.4f} at 0.5 -> {fitted['validation_tuned']:.4f}), folded "
+                          "into the output biases")
         if "test" in data.splits:
             summary["test"] = score_split(model, tokenizer, data, "test", max_length, cache_dir=cache_dir,
                                           desc="scoring test split", progress=distiller.cfg.progress)
@@ -111,7 +118,9 @@ def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: 
     write_model_card(out, base_model=base, method=method, task=summary["task"], metrics=scores,
                      teacher_metrics=t_scores, params=summary.get("params"),
                      teacher_params=(teacher_summary or {}).get("params"), speed=summary.get("speed"),
-                     config_yaml=cfg_yaml, task_type=data.task_type, pair=data.is_pair)
+                     config_yaml=cfg_yaml, task_type=data.task_type, pair=data.is_pair,
+                     extra=decision_section(summary.get("decision"), data.metric))
+
 
 
 def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:

@@ -258,6 +258,16 @@ def _call_kwargs(kwargs: Mapping[str, Any]) -> str:
     return "".join(f", {k}={'None' if v is None else json.dumps(v)}" for k, v in kwargs.items())
 
 
+def decision_section(decision: dict[str, Any] | None, metric: str) -> str | None:
+    """The card's note on a decision threshold folded into the model (`kdistill.calibration`), or None."""
+    if not decision:
+        return None
+    return (f"## Decision threshold\n\nA label applies when its probability is at least 0.5: the threshold tuned on "
+            f"the validation split, {decision['threshold']:g}, is folded into the output biases "
+            f"(`kdistill_threshold` in config.json; validation {metric} {decision['validation_at_0.5']:.4f} at 0.5 "
+            f"before, {decision['validation_tuned']:.4f} with it).")
+
+
 def write_model_card(
     out_dir: str | Path,
     *,

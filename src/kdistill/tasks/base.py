@@ -230,6 +230,11 @@ class Task:
         """Set a freshly initialised head from the training split (its "label" column) before fine-tuning; by
         default nothing."""
 
+    def calibrate(self, model: Any, logits: np.ndarray, labels: np.ndarray, metric: str) -> dict[str, Any] | None:
+        """Fit a decision rule on validation outputs into `model` at the end of a run (multi-label: the threshold);
+        returns what was fitted, for metrics.json, or None (by default: nothing to fit)."""
+        return None
+
     def check_student(self, init: str) -> None:
         """Raise `KDistillError` when a student of kind `init` (`student.init`) cannot give this task's outputs."""
 

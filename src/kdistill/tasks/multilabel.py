@@ -3,7 +3,8 @@
 A label cell lists names or ids separated by commas (`anger,annoyance`, `2,3`; GoEmotions' `labels` column), or is
 a JSON list. The head is `problem_type="multi_label_classification"`; the teacher's per-label probabilities are
 taught with `bce_soft` (binary cross-entropy at a temperature) and the gold labels with `bce` (which `ce` means
-here). A label is predicted when its probability is at least 0.5; scored by micro and macro F1.
+here). A label is predicted when its probability is at least 0.5; scored by micro and macro F1. At the end of a
+run the decision threshold is tuned on validation and folded into the output biases (`MultiLabel.calibrate`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,17 @@ if TYPE_CHECKING:
     from kdistill.data import TaskData
     from kdistill.tasks.readers import RawSplit
 
-__all__ = ["MultiLabel", "json_list", "label_items"]
+__all__ = ["MultiLabel", "json_list", "label_items", "output_bias"]
 
 THRESHOLD = 0.5
+
+
+def output_bias(model: Any, num_labels: int) -> torch.nn.Parameter | None:
+    """The bias (K,) of the model's last head `Linear` with `num_labels` outputs (outside the encoder), or None."""
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    out = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+           and m.out_features == num_labels and not name.startswith(prefix)]
+    return out[-1].bias if out and out[-1].bias is not None else None
 
 
 def json_list(cell: Any) -> list[Any] | None:
@@ -156,13 +165,37 @@ class MultiLabel(Task):
         y = torch.as_tensor(np.asarray(train["label"], dtype=np.float32))
         if y.dim() != 2 or y.size(0) == 0:
             return
-        out = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
-               and m.out_features == y.size(1) and not name.startswith(f"{model.base_model_prefix}.")]
-        if not out or out[-1].bias is None:
+        bias = output_bias(model, y.size(1))
+        if bias is None:
             return
         prior = y.mean(dim=0).clamp(1e-3, 1 - 1e-3)
         with torch.no_grad():
-            out[-1].bias.copy_(prior.log() - (1 - prior).log())
+            bias.copy_(prior.log() - (1 - prior).log())
+
+    def calibrate(self, model: Any, logits: np.ndarray, labels: np.ndarray, metric: str) -> dict[str, Any] | None:
+        """Tune one decision threshold on validation outputs (N, K) and fold it into the head's output biases.
+
+        The threshold t (0.05, 0.10, ..., 0.95) that maximises `metric` on validation is folded in as
+        bias -= log(t / (1 - t)): the model then crosses probability 0.5 exactly where it crossed t, so every
+        consumer that thresholds at 0.5 (kdistill's scoring, ONNX Runtime, `pipeline`, `kdistill label`) uses
+        the tuned rule, and the model's sigmoid outputs are shifted by the same amount. One shared threshold,
+        not one per label: rare labels have a handful of validation positives, too few to tune on. Ties go to
+        the threshold nearest 0.5. Returns {"threshold", "validation_at_0.5", "validation_tuned"} (t is also
+        recorded as `config.kdistill_threshold`), or None when the model has no output bias to shift.
+        """
+        bias = output_bias(model, np.asarray(logits).shape[-1])
+        if bias is None:
+            return None
+        best = (-math.inf, 0.0, THRESHOLD)
+        for t in np.round(np.arange(0.05, 0.951, 0.05), 2):
+            score = self.score(metric, np.asarray(logits) - math.log(t / (1 - t)), labels)[metric]
+            best = max(best, (score, -abs(float(t) - THRESHOLD), float(t)))
+        t = best[2]
+        with torch.no_grad():
+            bias.sub_(math.log(t / (1 - t)))
+        model.config.kdistill_threshold = t
+        return {"threshold": t, "validation_at_0.5": self.score(metric, logits, labels)[metric],
+                "validation_tuned": best[0]}
 
     def average_teachers(self, logits: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
         """The logit of the weighted average per-label probability."""

@@ -1,0 +1,48 @@
+"""The end-of-run decision rule: fitted on the validation split and folded into the saved model.
+
+`kdistill finetune` and `kdistill distill` call `calibrate_saved` after the best model is exported into the run
+folder and before the test split is scored, so the test score, metrics.json, the ONNX export, `pipeline` and
+`kdistill label` all use the fitted rule. What is fitted is the task type's (`Task.calibrate`): for multi-label
+models one decision threshold folded into the output biases; other task types fit nothing.
+
+A kill midway is repaired by the rerun: it exports the unshifted best model into the folder again and fits the same
+rule on the same (deterministic) validation outputs. Each file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kdistill.atomic import atomic_path
+from kdistill.data import TaskData, make_loader, tokenize_splits
+from kdistill.evaluate import predict
+
+__all__ = ["calibrate_saved"]
+
+
+def calibrate_saved(model: nn.Module, tokenizer: Any, out: Path, data: TaskData, max_length: int,
+                    cache_dir: str | None = None, progress: bool = False) -> dict[str, Any] | None:
+    """Fit the task type's decision rule on `data`'s validation split into `model` and save it over `out`'s model.
+
+    `model` is the model loaded from `out` (changed in place). Returns what was fitted (multi-label: the threshold
+    and the validation metric at 0.5 and at the threshold) or None when the task type fits nothing.
+    """
+    if "validation" not in data.splits:
+        return None
+    splits = tokenize_splits(data, tokenizer, max_length, cache_dir)
+    loader = make_loader(splits["validation"], tokenizer, 64, task=data.task)
+    logits, labels = predict(model, loader, progress=progress, desc="fitting the decision threshold")
+    fitted = data.task.calibrate(model, logits, labels, data.metric)
+    if fitted is None:
+        return None
+    with tempfile.TemporaryDirectory(dir=out, prefix=".calibrated-") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for f in sorted(Path(tmp).iterdir()):
+            with atomic_path(out / f.name) as dst:
+                shutil.copy2(f, dst)
+    return fitted
