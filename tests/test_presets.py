@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -75,10 +76,21 @@ def test_each_preset_trains_a_student_that_automodel_loads(tmp_path: Path, tiny_
     assert code == 0
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / preset)
     summary = json.loads((tmp_path / preset / "metrics.json").read_text())
+    card = (tmp_path / preset / "README.md").read_text()
     if preset == "fast":
         assert type(student).__name__ == "SimpleStudentForSequenceClassification" and student.config.kind == "cnn"
         assert summary["method"] == "1*logit_mse"
+        # the card's snippet runs in a fresh interpreter: kdistill's CNN class is registered by its one import
+        usage = card.split("```python\n")[1].split("```")[0]
+        assert usage.startswith("import kdistill.students")
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-c", usage], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert done.returncode == 0 and "'label':" in done.stdout, done.stderr[-2000:]
     else:
+        assert "import kdistill" not in card  # a BERT student needs nothing but transformers
         assert student.config.num_hidden_layers == 3
         assert summary["method"].startswith("0.5*soft_targets:kl[T=2]")
 

@@ -170,8 +170,12 @@ def render_model_card(
     base_model_origin: str | None = None,
     task_type: str = "classification",
     pair: bool = False,
+    kdistill_architecture: bool = False,
 ) -> str:
     """The README.md text: YAML front matter, then a short markdown body.
+
+    `kdistill_architecture`: the model is one of kdistill's own classes (BiLSTM/CNN, AdaBERT cells), which the
+    Auto classes know only after `import kdistill.students`, so the usage snippet starts with that import.
 
     `model_path` is what the usage snippet loads (default `model_name`); `base_model_origin` is the model the
     base model was itself fine-tuned from, when known. `task_type` (`kdistill.tasks`) picks the pipeline task
@@ -214,7 +218,10 @@ def render_model_card(
         body += _qa_usage(model_path or model_name)
     else:
         body += [
-            "## Usage", "", "```python", "from transformers import pipeline", "",
+            "## Usage", "", "```python",
+            *(["import kdistill.students  # registers kdistill's student classes with transformers' Auto classes"]
+              if kdistill_architecture else []),
+            "from transformers import pipeline", "",
             "# this folder; once uploaded, its Hub id (user/name) instead",
             f'classifier = pipeline("{task_obj.pipeline_tag}", model={json.dumps(model_path or model_name)})',
             f"print(classifier({_example(pair, task_obj.pipeline_tag)}{_call_kwargs(task_obj.pipeline_kwargs)}))",
@@ -251,6 +258,14 @@ def _qa_usage(path: str) -> list[str]:
         '              context="Precipitation forms as water droplets collide with other drops within a cloud.")',
         "print(span.text, span.score)", "```", "",
     ]
+
+
+def _model_type(folder: Path) -> str:
+    """The saved model's `model_type` ("" when the folder has no readable config.json)."""
+    try:
+        return str(json.loads((folder / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def _call_kwargs(kwargs: Mapping[str, Any]) -> str:
@@ -312,6 +327,7 @@ def write_model_card(
         extra=extra,
         task_type=task_type,
         pair=pair,
+        kdistill_architecture=_model_type(out).startswith("kdistill-"),
     )
     path = out / "README.md"
     atomic_write_text(path, text)
