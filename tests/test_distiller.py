@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification
 from kdistill import api
 from kdistill.config import DistillConfig, FinetuneConfig, build, save_config
 from kdistill.distill.losses import LOSSES, register_loss
-from kdistill.errors import TrainingDiverged
+from kdistill.errors import KDistillError, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURE_LOSSES = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5},
@@ -151,6 +151,26 @@ def test_nan_loss_stops_the_run_naming_the_term(finetuned: Path, tmp_path: Path,
     finally:
         LOSSES.remove("explodes")  # later tests (in this process) list the registered losses
     assert "explodes" not in LOSSES
+
+
+def test_an_update_that_overflows_the_weights_is_not_saved(finetuned: Path, tmp_path: Path, tiny_data: dict,
+                                                            fast_train: dict) -> None:
+    # one step (16 examples, batch 16): its loss is finite, only what the update did to the student is not:
+    # 1e300 overflows float32 inside the optimizer, 1e37 leaves weights near 1e38 whose forward pass overflows
+    data = {**tiny_data, "max_train_examples": 16}
+    for lr, message in ((1e300, r"the optimizer step overflowed the weights at epoch 1, step 1 \(learning rate"),
+                        (1e37, r"became non-finite \(nan/inf\) by epoch 1, step 1; lower train.lr")):
+        out = tmp_path / f"lr{lr:g}"
+        cfg = build(DistillConfig, {"teacher": str(finetuned), "data": data, "train": {**fast_train, "lr": lr},
+                                    "student": {"num_layers": 1}, "out": str(out)})
+        with pytest.raises(TrainingDiverged, match=message):
+            api.distill(cfg)
+        assert not (out / "model.safetensors").exists() and not (out / "best").exists()
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(KDistillError, match="train.lr: Input should be a finite number"):
+            build(DistillConfig, {"train": {"lr": bad}})
+    with pytest.raises(KDistillError, match="train.epochs: expected a number, got true"):
+        build(DistillConfig, {"train": {"epochs": True}})
 
 
 def test_two_cpu_processes_on_gloo(finetuned: Path, tmp_path: Path, tiny_data: dict, fast_train: dict) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from datasets import Dataset
@@ -296,6 +297,9 @@ class Distiller:
             return self.evaluator(self)
         assert self.eval_loader is not None
         logits, labels = predict(self.student, self.eval_loader, self.acc)
+        if not np.isfinite(logits).all():  # finite weights can still overflow in the forward pass
+            raise TrainingDiverged(f"the student's validation outputs became non-finite (nan/inf) by epoch "
+                                   f"{self.state.epoch + 1}, step {self.state.global_step}; lower train.lr")
         task = self.task
         metrics = task.score(self.metric, logits, labels, encoded=self.eval_set)
         self.last_warning = task.collapse_warning(logits, labels, encoded=self.eval_set)
@@ -347,7 +351,7 @@ class Distiller:
                     drop_frozen_grads(self._frozen_parameters())  # before clipping: frozen grads do not count
                     if self.acc.sync_gradients and self.cfg.max_grad_norm:
                         self.acc.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
-                    self.optimizer.step()
+                    self._optimizer_step()
                     self.scheduler.step()
                     self.optimizer.zero_grad()
                 done += 1
@@ -401,7 +405,27 @@ class Distiller:
                     f"loss term '{name}' became {float(value)} at epoch {self.state.epoch + 1}, step "
                     f"{self.state.global_step + 1}; lower train.lr or that term's weight")
 
+    def _optimizer_step(self) -> None:
+        try:
+            self.optimizer.step()
+        except RuntimeError as err:  # torch's own check of an update too large for the weights' dtype
+            if "overflow" not in str(err):
+                raise
+            raise TrainingDiverged(f"the optimizer step overflowed the weights at epoch {self.state.epoch + 1}, "
+                                   f"step {self.state.global_step + 1} (learning rate {self.cfg.lr:g}); lower "
+                                   "train.lr") from None
+
+    def _check_finite_weights(self) -> None:
+        """The loss check sees each step's loss before its update; this sees the weights after the last update,
+        so an update that overflows (an infinite learning rate) cannot be saved as a student with a score."""
+        bad = [name for name, p in self.student.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingDiverged(
+                f"the student's weights became non-finite (nan/inf) by epoch {self.state.epoch + 1}, step "
+                f"{self.state.global_step} ({len(bad)} tensors, first {bad[0]}); lower train.lr")
+
     def _end_epoch(self, epoch: int) -> None:
+        self._check_finite_weights()
         layer_means = {k: {int(layer): total / n for layer, (total, n) in d.items()}
                        for k, d in self.state.epoch_losses.items()}
         self.state.epoch_losses = {}
