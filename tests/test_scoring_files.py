@@ -78,3 +78,30 @@ def test_a_json_array_of_records_reads_like_jsonl(tmp_path: Path, layout: str) -
     for split in ("train", "validation"):
         assert a.splits[split].to_dict() == b.splits[split].to_dict()
     assert sorted([*a.splits["train"]["text_a"], *a.splits["validation"]["text_a"]]) == sorted(TEXTS)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('[{"sentence": {"a": 1}, "label": "pos"}, {"sentence": "fine", "label": "neg"}]',
+     "line 1: text column 'sentence' holds a JSON object, not text"),
+    ('{"sentence": ["a", "b"], "label": ["pos", "neg"]}', "text column 'sentence' holds a JSON array, not text"),
+    ('{"sentence": {"0": "a", "1": "b"}, "label": {"0": "pos", "1": "neg"}}',
+     "holds one JSON object of columns (sentence, label), not rows"),
+    ("[1, 2, 3]", "is a JSON array of 3 values, not rows"),
+])
+def test_json_that_is_not_rows_of_text_is_refused_in_one_line(tmp_path: Path, capsys, content: str,
+                                                               message: str) -> None:
+    f = tmp_path / "train.json"
+    f.write_text(content, encoding="utf-8")
+    code = cli.main(["finetune", "--task", "null", "--train-file", str(f), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_folder_given_as_a_file_says_so(tmp_path: Path, capsys) -> None:
+    (tmp_path / "d").mkdir()
+    cases = ((["finetune", "--task", "null", "--train-file", str(tmp_path / "d")], "is a folder, not a data file"),
+             (["finetune", "--config", str(tmp_path / "d")], "is a folder, not a YAML file"))
+    for argv, message in cases:
+        assert cli.main([*argv, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err

@@ -299,7 +299,9 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
         d.log(f"WARNING: {risky[0]} through a learned projection can collapse a random-init student to one class "
               "(every token state the same vector: benchmarks/collapse.py); for hidden states, hidden_cka compares "
               "any two widths without a projection and did not collapse there")
-    d.log(f"student: {probe(student).num_layers} layers x {probe(student).hidden_size} ({type(student).__name__}), "
+    layers = probe(student).num_layers
+    d.log(f"student: {layers} layer{'s' if layers != 1 else ''} x {probe(student).hidden_size} "
+          f"({type(student).__name__}), "
           f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
           + (f" ({plan.note})" if plan.note else ""))
     if cfg.preset:

@@ -329,7 +329,7 @@ def _export_into(cfg: ExportConfig, model_dir: Path, model: Any, tokenizer: Any,
                               "check_data": f"{data.name} {split}", "weights_sha256": weights_hash(model)}
     if cfg.quantize:
         q_path = out / "model.int8.onnx"
-        print(f"[export] dynamic int8 quantisation -> {q_path}")
+        print(f"[export] dynamic int8 quantisation -> {q_path.name} (beside model.onnx)")
         quantize_int8(path, q_path)
         q_session = onnx_session(q_path)
         q_diff = check_parity(model, q_session, batches, float("inf"), name="int8 ONNX Runtime")  # NaN only

@@ -60,6 +60,8 @@ def parse_yaml(text: str) -> Any:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with safe_load (no tags that execute code)."""
     p = Path(path)
+    if p.is_dir():
+        raise KDistillError(f"config file {p} is a folder, not a YAML file")
     if not p.is_file():
         raise KDistillError(f"config file not found: {p}")
     try:

@@ -64,8 +64,13 @@ class Table:
     lines: list[int]
 
 
-def _json_records(text: str) -> list[Any] | None:
-    """A whole-file JSON array of objects or of arrays (pandas' `to_json(orient="records")`), else None."""
+def _json_records(text: str, path: Path) -> list[Any] | None:
+    """A whole-file JSON array of objects or of arrays (pandas' `to_json(orient="records")`), else None (JSON lines).
+
+    Raises `KDistillError` for a whole file that is JSON but not rows: an array of plain values, or one object whose
+    values are all objects (pandas' `orient="columns"` or `"index"`; `"list"` reads as one row whose text cells are
+    arrays, refused by `cells_to_split`).
+    """
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:
@@ -74,11 +79,19 @@ def _json_records(text: str) -> list[Any] | None:
         return whole
     if isinstance(whole, list) and whole and all(isinstance(r, list) for r in whole):
         return whole
+    if isinstance(whole, list):
+        raise KDistillError(f"{path} is a JSON array of {len(whole)} values, not rows: give one object (or array) "
+                            "per example")
+    if isinstance(whole, dict) and whole and all(isinstance(v, dict) for v in whole.values()):
+        raise KDistillError(f"{path} holds one JSON object of columns ({', '.join(map(str, list(whole)[:5]))}), not "
+                            "rows: write one object per example (JSON lines, or pandas' to_json(orient=\"records\"))")
     return None
 
 
 def read_rows(path: Path) -> tuple[list[Any], list[int], str]:
     """Raw rows (lists or dicts) with their line numbers, plus the text (for csv.Sniffer)."""
+    if path.is_dir():
+        raise KDistillError(f"{path} is a folder, not a data file (a `datasets` folder goes in data.dataset)")
     if not path.is_file():
         raise KDistillError(f"data file not found: {path}")
     ext = path.suffix.lower()
@@ -97,7 +110,7 @@ def read_rows(path: Path) -> tuple[list[Any], list[int], str]:
                     lines.append(reader.line_num)
         except csv.Error as err:
             raise KDistillError(f"{path} line {reader.line_num}: {err}") from None
-    elif ext == ".json" and (records := _json_records(text)) is not None:
+    elif ext == ".json" and (records := _json_records(text, path)) is not None:
         rows, lines = records, list(range(1, len(records) + 1))  # no lines to name: record numbers
     elif ext in (".jsonl", ".json"):
         for n, line in enumerate(text.splitlines(), 1):
@@ -216,6 +229,10 @@ def cells_to_split(table: Table, text_spec: list[str | int], label_spec: str | i
         if len(row) != width:  # too many cells is as suspect as too few: a stray delimiter shifts columns
             raise KDistillError(f"{table.path} line {ln}: row has {len(row)} cells, {against} {width}")
         for out, i in zip(cols, tidx, strict=True):
+            if isinstance(row[i], dict | list):  # JSON: str() would train on "{'a': 1}" as if it were text
+                name = table.columns[i] if table.columns is not None else i
+                raise KDistillError(f"{table.path} line {ln}: text column {name!r} holds a JSON "
+                                    f"{'object' if isinstance(row[i], dict) else 'array'}, not text")
             out.append(_cell_text(row[i]))
         labels.append(row[lidx])
     names = tuple(table.columns[i] if table.columns is not None else i for i in [*tidx, lidx])
