@@ -200,7 +200,7 @@ def calibrate_recorded(args: argparse.Namespace) -> None:
 
     rows = sorted(done_cells(args.results).values(), key=lambda r: r["kind"] != "teacher")
     for row in rows:
-        if row["task"] not in args.tasks or "decision" in row or SHIPPED[row["task"]].task_type != "multilabel":
+        if row["task"] not in args.tasks or "decision" in row or SHIPPED.get(row["task"]).task_type != "multilabel":
             continue  # only multi-label models fit a decision rule
         data = load_task_data(DataConfig(**data_cfg(row["task"], args)))
         path = Path(row["model_dir"])
