@@ -23,7 +23,7 @@ def test_main_job_defaults() -> None:
     cfg = RunConfig()
     assert cfg.finetune.model == "minilm" and cfg.finetune.data.task == "sst2"
     assert cfg.distill.teacher == cfg.finetune.out and cfg.distill.student.num_layers == 3
-    assert {loss.name for loss in cfg.distill.losses} == {"kl", "ce", "hidden_mse", "attn_mse"}
+    assert {loss.name for loss in cfg.distill.losses} == {"soft_targets", "ce", "hidden_mse", "attn_mse"}
 
 
 def test_malformed_yaml_is_one_line_with_file_line_and_column(tmp_path: Path) -> None:
