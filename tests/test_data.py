@@ -386,5 +386,5 @@ def test_label_names_fix_the_class_order_of_text_labels(tmp_path: Path) -> None:
     assert sorted(set(ids)) == [1, 2]
     by_text = dict(zip(list(named.splits["train"]["text_a"]), list(named.splits["train"]["label"]), strict=True))
     assert all(by_text[r["text"]] == (1 if r["label"] == "positive" else 2) for r in rows if r["text"] in by_text)
-    with pytest.raises(KDistillError, match="'positive' .* not among"):
+    with pytest.raises(KDistillError, match="'positive' .* not one of the named classes"):
         load_task_data(DataConfig(**base, label_names=["negative", "neutral"]))

@@ -105,3 +105,16 @@ def test_a_folder_given_as_a_file_says_so(tmp_path: Path, capsys) -> None:
         assert cli.main([*argv, "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def test_errors_in_a_lone_test_file_name_the_test_split_and_the_models_classes(tmp_path: Path, named_model: Path,
+                                                                             capsys) -> None:
+    cases = (([("a fine film", "positive"), ("", "negative")], "1 such row(s) in the test split"),
+             ([("a fine film", "positive"), ("dull", "meh")], "label 'meh' in "),
+             )
+    for rows, message in cases:
+        test = _csv(tmp_path / "t.csv", rows)
+        code = cli.main(["evaluate", "--model", str(named_model), "--test-file", test, "--speed", "false"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert "is not one of the named classes (negative, positive)" in err

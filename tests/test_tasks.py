@@ -179,7 +179,7 @@ def test_float_labels_are_detected_as_regression(tmp_path: Path) -> None:
                                             r"1, 2, 3, 4, 5\); scores, not classes\? set data.task_type regression"):
         load_task_data(_data(ints, validation_file=str(val)))
     val.write_text("text,label\nu,9\nv,2\n")  # an id outside the named classes is an unknown class, no score
-    with pytest.raises(KDistillError, match=r"label '9' in .*val.csv line 2 is not among the training labels "
+    with pytest.raises(KDistillError, match=r"label '9' in .*val.csv line 2 is not one of the named classes "
                                             r"\(a, b, c, d, e, f\)$"):
         load_task_data(_data(ints, validation_file=str(val), label_names=list("abcdef")))
 

@@ -247,7 +247,9 @@ def load_task_data(cfg: DataConfig, scoring: bool = False) -> TaskData:
                                 "evaluate` scores a model on a lone test file)")
         as_train = _scoring_as_training(cfg)
         raw, _ = _from_files(as_train)
-        raw = drop_missing(raw, cfg.skip_empty)
+        # "train" holds the test file: its messages must say so
+        raw = drop_missing({"test" if k == "train" else k: v for k, v in raw.items()}, cfg.skip_empty)
+        raw = {"train" if k == "test" else k: v for k, v in raw.items()}
         task = _task_type(as_train, None, raw)
         metric = cfg.metric or task.metrics[0]
         task.check_metric(metric)

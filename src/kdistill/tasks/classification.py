@@ -68,8 +68,8 @@ def class_ids(raw: dict[str, RawSplit], names: list[str] | None,
                 if (not named and score is not None and not score.is_integer()  # a fraction beside whole numbers
                         and all(as_score(x) is not None for x in keys["train"])):
                     hint = "; scores, not classes? set data.task_type regression"
-                raise KDistillError(f"label {v!r} in {s.source} line {ln} is not among the training labels "
-                                    f"({shown}){hint}")
+                among = "one of the named classes" if named else "among the training labels"
+                raise KDistillError(f"label {v!r} in {s.source} line {ln} is not {among} ({shown}){hint}")
         out[split] = s.with_labels([lookup[k] for k in keys[split]])
     return names, out
 
