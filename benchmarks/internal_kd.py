@@ -50,11 +50,12 @@ from kdistill.config import (  # noqa: E402
     build,
     load_config,
 )
-from kdistill.data import load_task_data, make_loader, tokenize_splits  # noqa: E402
+from kdistill.data import load_task_data  # noqa: E402
 from kdistill.distill.mapping import build_map  # noqa: E402
 from kdistill.evaluate import attention_divergence  # noqa: E402
 from kdistill.metrics import compute_metrics, primary  # noqa: E402
 from kdistill.models import load_classifier, load_tokenizer, pick_device  # noqa: E402
+from kdistill.tokenized import make_loader, tokenize_splits
 
 HERE = Path(__file__).resolve().parent
 CORE_TEACHER = HERE / "runs" / "core" / "teacher"

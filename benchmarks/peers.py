@@ -40,12 +40,13 @@ from cells import done_cells, record  # noqa: E402
 import kdistill  # noqa: E402
 from kdistill import api  # noqa: E402
 from kdistill.config import DataConfig, DistillConfig, FinetuneConfig, StudentConfig, build  # noqa: E402
-from kdistill.data import load_task_data, make_loader, tokenize_splits  # noqa: E402
+from kdistill.data import load_task_data  # noqa: E402
 from kdistill.distill.features import forward_features  # noqa: E402
 from kdistill.distill.mapping import uniform_map  # noqa: E402
 from kdistill.evaluate import score_split  # noqa: E402
 from kdistill.models import load_classifier, load_tokenizer, pick_device  # noqa: E402
 from kdistill.students.build import build_student  # noqa: E402
+from kdistill.tokenized import make_loader, tokenize_splits
 
 HERE = Path(__file__).resolve().parent
 CORE_TEACHER = HERE / "runs" / "core" / "teacher"

@@ -16,8 +16,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 
 from kdistill import KDTrainer
 from kdistill.config import DataConfig, StudentConfig
-from kdistill.data import load_task_data, tokenize_splits
+from kdistill.data import load_task_data
 from kdistill.students.build import build_student
+from kdistill.tokenized import tokenize_splits
 
 
 def main() -> None:

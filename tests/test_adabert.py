@@ -9,11 +9,12 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from kdistill.config import DataConfig, build
-from kdistill.data import load_task_data, tokenize_splits
+from kdistill.data import load_task_data
 from kdistill.export import export_onnx, onnx_logits, onnx_session
 from kdistill.models import load_classifier, load_tokenizer
 from kdistill.students.adabert import OPS, AdaBertConfig, AdaBertForSequenceClassification, derive_genotype, num_edges
 from kdistill.students.search import SearchSettings, derived_student, run_search
+from kdistill.tokenized import tokenize_splits
 
 
 @pytest.fixture(scope="module")

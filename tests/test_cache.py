@@ -15,11 +15,12 @@ from safetensors.torch import load_file
 from kdistill import api, cli
 from kdistill.cache import build_cache, cache_spec, check_folder, find_cache
 from kdistill.config import DataConfig, DistillConfig, build
-from kdistill.data import load_task_data, make_loader, tokenize_splits
+from kdistill.data import load_task_data
 from kdistill.distill.features import FeatureRequest, forward_features, prepare_for_capture
 from kdistill.errors import KDistillError
 from kdistill.models import load_classifier, load_tokenizer, probe
 from kdistill.teachers import CachedTeacher
+from kdistill.tokenized import make_loader, tokenize_splits
 
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
 FEATURES = [*KD, {"name": "hidden_mse"}, {"name": "attn_mse", "weight": 0.1}]

@@ -15,12 +15,13 @@ from safetensors.torch import load_file
 
 from kdistill import api
 from kdistill.config import DistillConfig, LossConfig, MappingConfig, build
-from kdistill.data import load_task_data, make_loader, tokenize_splits, tokenizer_hash
+from kdistill.data import load_task_data
 from kdistill.distill.features import FeatureRequest, forward_features
 from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
 from kdistill.models import load_classifier, load_tokenizer, probe, same_vocabulary
 from kdistill.teachers import CachedTeacher, OtherTokenizerTeacher, TeacherPlan
+from kdistill.tokenized import make_loader, tokenize_splits, tokenizer_hash
 
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
 TRAIN = {"epochs": 2, "lr": 2e-3}

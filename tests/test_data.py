@@ -13,10 +13,12 @@ import torch
 from transformers import BertTokenizerFast
 
 from kdistill import data as kd
+from kdistill import tokenized
 from kdistill.config import DataConfig
-from kdistill.data import TASKS, load_task_data, make_loader, tokenize_splits
+from kdistill.data import TASKS, load_task_data
 from kdistill.errors import KDistillError
 from kdistill.labels import check_labels
+from kdistill.tokenized import make_loader, tokenize_splits
 
 DATA = Path(kd.__file__).parent / "datasets"
 
@@ -323,7 +325,7 @@ def test_tokenize_cache_hit(tmp_path: Path, tokenizer: BertTokenizerFast, sst2_s
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("cache miss: tokenised again")
 
-    monkeypatch.setattr(kd, "_tokenize", boom)
+    monkeypatch.setattr(tokenized, "_tokenize", boom)
     second = tokenize_splits(sst2_small, tokenizer, max_length=16, cache_dir=str(cache))
     for split in first:
         assert second[split][:] == first[split][:]

@@ -13,11 +13,12 @@ from transformers import AutoModelForSequenceClassification, TrainingArguments, 
 
 from kdistill import api
 from kdistill.config import DataConfig, DistillConfig, StudentConfig, build
-from kdistill.data import load_task_data, tokenize_splits
+from kdistill.data import load_task_data
 from kdistill.distill.kdtrainer import KDTrainer
 from kdistill.errors import KDistillError
 from kdistill.models import load_classifier, load_tokenizer
 from kdistill.students.build import build_student
+from kdistill.tokenized import tokenize_splits
 
 LOSSES = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5},
           {"name": "hidden_mse", "weight": 1.0}]

@@ -26,7 +26,8 @@ SCRIPT = textwrap.dedent('''
     from transformers import TrainingArguments
 
     from kdistill.config import DataConfig, StudentConfig
-    from kdistill.data import load_task_data, tokenize_splits
+    from kdistill.data import load_task_data
+    from kdistill.tokenized import tokenize_splits
     from kdistill.distill.kdtrainer import KDTrainer
     from kdistill.models import load_classifier, load_tokenizer
     from kdistill.students.build import build_student

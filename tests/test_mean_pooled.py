@@ -13,7 +13,7 @@ from test_cross_tokenizer import make_bert
 
 from kdistill import api
 from kdistill.config import DistillConfig, LossConfig, MappingConfig, build
-from kdistill.data import load_task_data, make_loader, tokenize_splits
+from kdistill.data import load_task_data
 from kdistill.distill.features import FeatureRequest, forward_features
 from kdistill.distill.losses import LOSSES, cls_cosine, get_loss
 from kdistill.distill.objective import Objective
@@ -21,6 +21,7 @@ from kdistill.distill.pooled_losses import mean_over_tokens, mean_pooled_cosine,
 from kdistill.errors import KDistillError
 from kdistill.models import load_classifier, load_tokenizer, probe
 from kdistill.teachers import CachedTeacher, OtherTokenizerTeacher, TeacherPlan
+from kdistill.tokenized import make_loader, tokenize_splits
 
 nan, BIG = float("nan"), 1e30
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]

@@ -11,11 +11,12 @@ from safetensors.torch import load_file
 
 from kdistill import api
 from kdistill.config import DistillConfig, build
-from kdistill.data import load_task_data, make_loader, tokenize_splits
+from kdistill.data import load_task_data
 from kdistill.distill.features import FeatureRequest
 from kdistill.errors import KDistillError
 from kdistill.models import load_classifier, load_tokenizer
 from kdistill.teachers import MultiTeacher
+from kdistill.tokenized import make_loader, tokenize_splits
 
 
 @pytest.fixture(scope="module")

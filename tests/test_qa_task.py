@@ -33,7 +33,7 @@ from kdistill.config import (
     StudentConfig,
     TrainConfig,
 )
-from kdistill.data import load_task_data, make_loader, tokenize_splits
+from kdistill.data import load_task_data
 from kdistill.distill.features import FeatureRequest, Features
 from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
@@ -46,6 +46,7 @@ from kdistill.tasks.qa_losses import masked_kl
 from kdistill.tasks.qa_metric import squad_scores
 from kdistill.tasks.qa_predict import answer_questions
 from kdistill.teachers import CachedTeacher
+from kdistill.tokenized import make_loader, tokenize_splits
 
 TASK = get_task("question_answering")
 TRAIN = {"epochs": 1, "batch_size": 16, "eval_batch_size": 32, "lr": 1e-3, "progress": False, "save_steps": 1000,

@@ -89,7 +89,7 @@ def _same_weights(a: Path, b: Path) -> None:
 
 
 def _logits(model_dir: Path, data: dict[str, Any], split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    from kdistill.data import make_loader, tokenize_splits
+    from kdistill.tokenized import make_loader, tokenize_splits
 
     d = load_task_data(DataConfig(**data))
     tok = load_tokenizer(str(model_dir))

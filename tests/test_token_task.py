@@ -33,7 +33,7 @@ from kdistill.config import (
     TrainConfig,
     build,
 )
-from kdistill.data import load_task_data, make_loader, tokenize_splits
+from kdistill.data import load_task_data
 from kdistill.distill.features import FeatureRequest, Features
 from kdistill.distill.losses import LOSSES
 from kdistill.distill.objective import Objective
@@ -43,6 +43,7 @@ from kdistill.models import ModelProbe, load_classifier, load_tokenizer
 from kdistill.tasks import detect_file_task, get_task, task_of_config
 from kdistill.tasks.token import CONLL2003_TAGS
 from kdistill.teachers import CachedTeacher
+from kdistill.tokenized import make_loader, tokenize_splits
 
 TAGS = list(CONLL2003_TAGS)
 TASK = get_task("token_classification")

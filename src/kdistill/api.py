@@ -34,7 +34,7 @@ from kdistill.config import (
     SearchConfig,
     StudentConfig,
 )
-from kdistill.data import TaskData, load_task_data, tokenize_splits
+from kdistill.data import TaskData, load_task_data
 from kdistill.distill.distiller import Distiller
 from kdistill.distill.features import prepare_for_capture
 from kdistill.distill.objective import Objective
@@ -59,6 +59,7 @@ from kdistill.students.build import build_student
 from kdistill.tasks import HEADS, Task, head_of_config
 from kdistill.tasks.shipped import check_run_tasks
 from kdistill.teachers import choose_teacher_source
+from kdistill.tokenized import tokenize_splits
 
 __all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label", "mlm_head", "general",
            "augment", "generate", "search"]

@@ -40,9 +40,9 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
 from kdistill.atomic import atomic_write_json, kill_point, usual_modes
-from kdistill.data import split_hash, tokenizer_hash
 from kdistill.distill.features import FeatureRequest, forward_features
 from kdistill.errors import KDistillError
+from kdistill.tokenized import split_hash, tokenizer_hash
 
 FORMAT = 1  # bump when the layout changes, so old caches are rebuilt rather than misread
 MANIFEST = "manifest.json"

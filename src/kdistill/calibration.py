@@ -19,8 +19,9 @@ from typing import Any
 from torch import nn
 
 from kdistill.atomic import atomic_path
-from kdistill.data import TaskData, make_loader, tokenize_splits
+from kdistill.data import TaskData
 from kdistill.evaluate import predict
+from kdistill.tokenized import make_loader, tokenize_splits
 
 __all__ = ["calibrate_saved"]
 

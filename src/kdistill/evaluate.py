@@ -21,13 +21,14 @@ from tqdm.auto import tqdm
 
 from kdistill.atomic import atomic_write_json
 from kdistill.config import EvaluateConfig
-from kdistill.data import TaskData, load_task_data, make_loader, scoring_files_only, tokenize_splits
+from kdistill.data import TaskData, load_task_data, scoring_files_only
 from kdistill.distill.features import model_inputs, model_logits
 from kdistill.limits import check_max_length, model_config
 from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
 from kdistill.speed import comparison_table, count_parameters, measure_speeds, size_on_disk
 from kdistill.timing import speedup_of
+from kdistill.tokenized import make_loader, tokenize_splits
 
 
 def _pad_to(x: np.ndarray, width: int, value: float) -> np.ndarray:

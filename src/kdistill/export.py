@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 from kdistill.atomic import atomic_dir, atomic_write_json
 from kdistill.cache import weights_hash
 from kdistill.config import DataConfig, ExportConfig, build, load_yaml
-from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
+from kdistill.data import TaskData, load_task_data
 from kdistill.distill.features import model_inputs, model_logits
 from kdistill.errors import KDistillError
 from kdistill.evaluate import stack_outputs
@@ -33,6 +33,7 @@ from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, resolve_model_path
 from kdistill.outputs import check_replaceable, output_folder, save_tokenizer
 from kdistill.tasks import HEADS, get_task, task_of_config
+from kdistill.tokenized import make_loader, tokenize_splits
 
 _PIP_HINT = 'pip install onnx onnxruntime onnxscript "torch==2.13.0"'
 _EXTERNAL_DATA_BYTES = 1_800_000_000  # ONNX protobufs stop at 2 GB; larger weights go to model.onnx.data

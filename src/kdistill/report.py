@@ -21,7 +21,7 @@ from typing import Any
 from kdistill import plots
 from kdistill.atomic import atomic_write_bytes, atomic_write_text
 from kdistill.config import DistillConfig, FinetuneConfig, ReportConfig, build, load_yaml
-from kdistill.data import TaskData, load_task_data, make_loader, tokenize_splits
+from kdistill.data import TaskData, load_task_data
 from kdistill.errors import KDistillError
 from kdistill.evaluate import RECORD, measure_models, model_facts, predict, read_record
 from kdistill.metrics import primary
@@ -30,6 +30,7 @@ from kdistill.outputs import output_folder
 from kdistill.page import Block, Figure, to_html, to_markdown
 from kdistill.speed import comparison_rows
 from kdistill.tasks import HEADS, get_task
+from kdistill.tokenized import make_loader, tokenize_splits
 
 Key = tuple[Path, str, str]
 """A scored model: (folder, data config as JSON, split)."""

@@ -31,7 +31,6 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from kdistill.atomic import atomic_dir, atomic_path, kill_point
 from kdistill.checkpoints import RUN_STATE, RunState, complete_checkpoints, drop_resume_files, fsync_folder, set_aside
 from kdistill.config import TrainConfig
-from kdistill.data import make_loader
 from kdistill.distill.features import FeatureRequest, Features, forward_features
 from kdistill.distill.freezing import drop_frozen_grads, layer_parameters
 from kdistill.distill.objective import Active, Objective
@@ -42,6 +41,7 @@ from kdistill.metrics import primary
 from kdistill.models import probe
 from kdistill.outputs import save_tokenizer
 from kdistill.teachers.source import TeacherSource
+from kdistill.tokenized import make_loader
 
 
 def fresh_accelerate_state() -> None:

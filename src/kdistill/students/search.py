@@ -219,10 +219,11 @@ def search_architecture(cfg: Any) -> dict[str, Any]:
     student (untrained, with the teacher's embeddings and tokenizer), `genotype.json` and `search.json`."""
     from kdistill.atomic import atomic_dir, atomic_write_json
     from kdistill.config import save_config
-    from kdistill.data import load_task_data, tokenize_splits
+    from kdistill.data import load_task_data
     from kdistill.models import load_classifier, load_tokenizer
     from kdistill.outputs import save_tokenizer
     from kdistill.runfolder import check_out_dir, check_out_guard
+    from kdistill.tokenized import tokenize_splits
 
     check_out_guard(cfg.out, cfg)
     out = check_out_dir(cfg.out)

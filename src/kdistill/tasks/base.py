@@ -166,7 +166,7 @@ class Task:
 
         Sequence tasks: one encoded row per example, truncated to `max_length` word-pieces. A task may give several
         rows per example (windows of a long context) and extra columns for its post-processing; extra columns
-        never reach the model (`kdistill.data.make_loader` keeps model inputs, labels and `idx`).
+        never reach the model (`kdistill.tokenized.make_loader` keeps model inputs, labels and `idx`).
         """
         pair = "text_b" in rows
         args = [rows["text_a"], rows["text_b"]] if pair else [rows["text_a"]]

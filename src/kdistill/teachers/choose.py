@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 
 from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import DistillConfig
-from kdistill.data import TaskData, tokenize_splits
+from kdistill.data import TaskData
 from kdistill.distill.objective import Objective
 from kdistill.errors import KDistillError
 from kdistill.models import load_tokenizer, same_vocabulary
@@ -21,6 +21,7 @@ from kdistill.teachers.cached import cached_teacher
 from kdistill.teachers.multi import MultiTeacher
 from kdistill.teachers.other_tokenizer import OtherTokenizerTeacher
 from kdistill.teachers.source import TeacherSource
+from kdistill.tokenized import tokenize_splits
 
 
 @dataclass
