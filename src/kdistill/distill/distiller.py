@@ -31,6 +31,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from kdistill.atomic import atomic_dir, atomic_path, kill_point
 from kdistill.checkpoints import RUN_STATE, RunState, complete_checkpoints, drop_resume_files, fsync_folder, set_aside
 from kdistill.config import TrainConfig
+from kdistill.distill.divergence import check_finite_loss, check_finite_weights, optimizer_step
 from kdistill.distill.features import FeatureRequest, Features, forward_features
 from kdistill.distill.freezing import drop_frozen_grads, layer_parameters
 from kdistill.distill.objective import Active, Objective
@@ -346,12 +347,12 @@ class Distiller:
                     t_feats = self._teacher_signal(batch)
                     with self.acc.autocast():
                         total, terms, layer_terms = self.module(batch, t_feats, active)
-                    self._check_finite(terms, total)
+                    check_finite_loss(terms, total, self.state.epoch + 1, self.state.global_step + 1)
                     self.acc.backward(total)
                     drop_frozen_grads(self._frozen_parameters())  # before clipping: frozen grads do not count
                     if self.acc.sync_gradients and self.cfg.max_grad_norm:
                         self.acc.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
-                    self._optimizer_step()
+                    optimizer_step(self.optimizer, self.state.epoch + 1, self.state.global_step + 1, self.cfg.lr)
                     self.scheduler.step()
                     self.optimizer.zero_grad()
                 done += 1
@@ -398,34 +399,8 @@ class Distiller:
             self._frozen = (layers, layer_parameters(self.student, probe(self.student), layers) if layers else [])
         return self._frozen[1]
 
-    def _check_finite(self, terms: dict[str, Tensor], total: Tensor) -> None:
-        for name, value in {**terms, "total": total.detach()}.items():
-            if not torch.isfinite(value).all():
-                raise TrainingDiverged(
-                    f"loss term '{name}' became {float(value)} at epoch {self.state.epoch + 1}, step "
-                    f"{self.state.global_step + 1}; lower train.lr or that term's weight")
-
-    def _optimizer_step(self) -> None:
-        try:
-            self.optimizer.step()
-        except RuntimeError as err:  # torch's own check of an update too large for the weights' dtype
-            if "overflow" not in str(err):
-                raise
-            raise TrainingDiverged(f"the optimizer step overflowed the weights at epoch {self.state.epoch + 1}, "
-                                   f"step {self.state.global_step + 1} (learning rate {self.cfg.lr:g}); lower "
-                                   "train.lr") from None
-
-    def _check_finite_weights(self) -> None:
-        """The loss check sees each step's loss before its update; this sees the weights after the last update,
-        so an update that overflows (an infinite learning rate) cannot be saved as a student with a score."""
-        bad = [name for name, p in self.student.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise TrainingDiverged(
-                f"the student's weights became non-finite (nan/inf) by epoch {self.state.epoch + 1}, step "
-                f"{self.state.global_step} ({len(bad)} tensors, first {bad[0]}); lower train.lr")
-
     def _end_epoch(self, epoch: int) -> None:
-        self._check_finite_weights()
+        check_finite_weights(self.student, self.state.epoch + 1, self.state.global_step)
         layer_means = {k: {int(layer): total / n for layer, (total, n) in d.items()}
                        for k, d in self.state.epoch_losses.items()}
         self.state.epoch_losses = {}
