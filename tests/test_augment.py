@@ -202,3 +202,24 @@ def test_auto_precision_picks_bf16_only_with_native_support(monkeypatch) -> None
     assert resolve_precision("auto", "cpu") == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_precision("auto", "cuda") == "fp32"
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ("goemotions", "keeps one label per example: multi-label"),
+    ("conll2003", "the tags would no longer line up"),
+    ("squad", "the answer spans would no longer line up"),
+])
+def test_augmentation_is_refused_where_labels_cannot_follow_the_words(tmp_path: Path, task: str,
+                                                                     message: str) -> None:
+    from kdistill.tasks import get_task
+    from kdistill.tasks.shipped import TASKS
+
+    aug = tmp_path / "aug.jsonl"
+    aug.write_text('{"text": "a replaced sentence", "text_pair": "a context", "label": "joy"}\n')
+    with pytest.raises(KDistillError, match=message):
+        load_task_data(DataConfig(task=task, max_train_examples=8, max_eval_examples=8, augment_file=str(aug)))
+    kind = get_task(TASKS.get(task).task_type)  # the hooks themselves refuse too, not only the file reader
+    with pytest.raises(KDistillError, match=message):
+        kind.augment_fields(1, ["a", "b"])
+    with pytest.raises(KDistillError, match=message):
+        kind.augment_label({"text": "x", "label": "a"}, ["a", "b"], "row 1")

@@ -213,11 +213,15 @@ class Task:
         return len(names)
 
     def augment_fields(self, label: Any, names: Sequence[str]) -> dict[str, Any]:
-        """The label of a `kdistill augment` row, as written to its JSONL."""
+        """The label of a `kdistill augment` row, as written to its JSONL. A task type that augmentation cannot
+        serve says so in `check_augment` and need not override this."""
+        self.check_augment()
         raise NotImplementedError
 
     def augment_label(self, row: dict[str, Any], names: Sequence[str], where: str) -> Any:
-        """The label value of one `data.augment_file` row (written by `augment_fields`); `where` names the line."""
+        """The label value of one `data.augment_file` row (written by `augment_fields`); `where` names the line.
+        As `augment_fields`, refused through `check_augment` where augmentation does not apply."""
+        self.check_augment()
         raise NotImplementedError
 
     def check_augment(self) -> None:

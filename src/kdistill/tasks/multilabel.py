@@ -129,13 +129,6 @@ class MultiLabel(Task):
             out[split] = s.with_labels(rows)
         return list(names), out
 
-    def augment_fields(self, label: Any, names: Sequence[str]) -> dict[str, Any]:
-        self.check_augment()
-        return {}
-
-    def augment_label(self, row: dict[str, Any], names: Sequence[str], where: str) -> Any:
-        self.check_augment()
-
     def check_augment(self) -> None:
         raise KDistillError("kdistill augment keeps one label per example: multi-label tasks are not supported yet")
 

@@ -226,13 +226,6 @@ class QuestionAnswering(Task):
     def num_labels(self, names: Sequence[str]) -> int:
         return 2
 
-    def augment_fields(self, label: Any, names: Sequence[str]) -> dict[str, Any]:
-        self.check_augment()
-        return {}
-
-    def augment_label(self, row: dict[str, Any], names: Sequence[str], where: str) -> Any:
-        self.check_augment()
-
     def check_augment(self) -> None:
         raise KDistillError(f"kdistill augment replaces words, so the answer spans would no longer line up: {self.doc} "
                             "is not supported (nor data.augment_file)")

@@ -124,13 +124,6 @@ class TokenClassification(Task):
             out[split] = s.with_labels(ids)
         return list(names), out
 
-    def augment_fields(self, label: Any, names: Sequence[str]) -> dict[str, Any]:
-        self.check_augment()
-        return {}
-
-    def augment_label(self, row: dict[str, Any], names: Sequence[str], where: str) -> Any:
-        self.check_augment()
-
     def check_augment(self) -> None:
         raise KDistillError(f"kdistill augment replaces words, so the tags would no longer line up: {self.doc} is not "
                             "supported (nor data.augment_file)")
