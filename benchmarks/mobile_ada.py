@@ -134,6 +134,9 @@ def cells(epochs_scale: float) -> dict[str, dict[str, Any]]:
         "BiLSTM | logit_mse": {"arch": "bilstm", "cfg": {**simple, "student": BILSTM}},
         "3L-384 | soft targets": {"arch": "3L", "cfg": {
             "student": THREE_L, "losses": KD, "train": {"lr": 5e-5, "epochs": ep(3)}}},
+        # benchmarks/tasks.py's feature recipe, for the choice of --preset balanced's losses across tasks
+        "3L-384 | soft targets + hidden + attention": {"arch": "3L", "cfg": {
+            "student": THREE_L, "losses": LAYER + KD, "train": {"lr": 5e-5, "epochs": ep(3)}}},
     }
 
 
