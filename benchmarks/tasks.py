@@ -143,7 +143,8 @@ def run_teacher(task: str, args: argparse.Namespace, runs: Path) -> dict[str, An
     s = api.finetune(cfg)
     key = s["metric"]
     return {"kind": "teacher", "task": task, "metric": key, "score": s["test"][key], "test": s["test"],
-            "params": s["params"], "train_s": s["wall_seconds"], "model_dir": str(out), "teacher_lr": teacher_lr(task)}
+            "params": s["params"], "train_s": s["wall_seconds"], "model_dir": str(out), "teacher_lr": teacher_lr(task),
+            "decision": s.get("decision")}
 
 
 def latency(model_dir: str, task: str, args: argparse.Namespace, scratch: Path) -> dict[str, float]:
@@ -169,7 +170,8 @@ def run_student(task: str, method: str, seed: int, teacher: dict[str, Any], args
             "seed": seed, "metric": key, "score": s["test"][key], "test": s["test"],
             "retention": s["test"][key] / teacher["score"] if teacher["score"] > 0 else None,
             "params": s["params"], "teacher_params": teacher["params"], "train_s": s["wall_seconds"],
-            "model_dir": str(out), "warnings": s.get("warnings"), "teacher_lr": teacher_lr(task)}
+            "model_dir": str(out), "warnings": s.get("warnings"), "teacher_lr": teacher_lr(task),
+            "decision": s.get("decision")}
 
 
 def write_report(rows: dict[str, dict[str, Any]], md: Path) -> None:
