@@ -51,3 +51,26 @@ def test_a_model_already_at_its_best_threshold_is_left_alone(multilabel_model) -
 def test_other_task_types_fit_nothing(tmp_path: Path) -> None:
     model = AutoModelForSequenceClassification.from_pretrained(make_tiny_bert(tmp_path / "c", num_layers=1))
     assert get_task("classification").calibrate(model, np.zeros((4, 2)), np.array([0, 1, 0, 1]), "accuracy") is None
+
+
+def test_a_teacher_gives_soft_targets_as_trained_not_shifted_to_its_threshold(multilabel_model, tmp_path: Path) -> None:
+    from kdistill.calibration import teacher_as_trained
+
+    labels = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0], [1, 0, 1]])
+    logits = np.where(labels == 1, _logit(0.32), _logit(0.10))
+    trained = multilabel_model.classifier.bias.detach().clone()
+    get_task("multilabel").calibrate(multilabel_model, logits, labels, "macro_f1")  # folds t = 0.3
+    multilabel_model.save_pretrained(tmp_path / "folded")
+    teacher = AutoModelForSequenceClassification.from_pretrained(tmp_path / "folded")
+    assert teacher.config.kdistill_threshold == 0.3
+    lines: list[str] = []
+    assert teacher_as_trained(teacher, log=lines.append) is teacher
+    torch.testing.assert_close(teacher.classifier.bias.detach(), trained)
+    assert teacher.config.kdistill_threshold is None and "threshold 0.3 is unfolded" in lines[0]
+    teacher_as_trained(teacher, log=lines.append)  # nothing folded any more: left alone, nothing said
+    torch.testing.assert_close(teacher.classifier.bias.detach(), trained)
+    assert len(lines) == 1
+    plain = AutoModelForSequenceClassification.from_pretrained(make_tiny_bert(tmp_path / "c", num_layers=1))
+    before = plain.classifier.bias.detach().clone()
+    teacher_as_trained(plain, log=lines.append)  # a classifier has no threshold to undo
+    torch.testing.assert_close(plain.classifier.bias.detach(), before)

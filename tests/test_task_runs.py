@@ -74,11 +74,14 @@ def _runs(tmp: Path, bare: Path, data: dict[str, Any], losses: list[LossConfig])
 
 
 def _cache_is_the_live_teacher(runs: dict[str, Path], data: dict[str, Any]) -> None:
-    """The cached teacher outputs (row i = training example i) are the teacher's own outputs on the training split."""
+    """The cached teacher outputs (row i = training example i) are the teacher's own outputs on the training split,
+    as trained: a multi-label teacher's folded decision threshold t is undone (+ logit(t) on every output)."""
     folder = json.loads((runs["student"] / "metrics.json").read_text())["teacher_cache"]["folder"]
     cached = CachedTeacher(folder, FeatureRequest()).logits
     live, _ = _logits(runs["teacher"], data, "train")
-    assert cached.shape == live.shape and np.allclose(cached.numpy(), live, atol=1e-5)
+    t = json.loads((runs["teacher"] / "config.json").read_text()).get("kdistill_threshold")
+    shift = 0.0 if t is None else math.log(t / (1 - t))
+    assert cached.shape == live.shape and np.allclose(cached.numpy(), live + shift, atol=1e-5)
 
 
 def _same_weights(a: Path, b: Path) -> None:

@@ -15,7 +15,7 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
 from kdistill.atomic import atomic_write_json, kill_point
-from kdistill.calibration import calibrate_saved
+from kdistill.calibration import calibrate_saved, teacher_as_trained
 from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import (
     AugmentConfig,
@@ -172,7 +172,7 @@ def _teacher_model(name: str) -> PreTrainedModel:
         if not any(a.endswith(tuple(HEADS)) for a in archs):
             raise KDistillError(f"teacher '{name}' has no classification head; fine-tune it first "
                                 f"(kdistill finetune --model {name})")
-    return load_classifier(name)
+    return teacher_as_trained(load_classifier(name), log=lambda msg: print(f"[distill] {msg}"))
 
 
 def build_objective(cfg: DistillConfig, teacher: PreTrainedModel, student: PreTrainedModel,

@@ -21,9 +21,11 @@ from torch import nn
 from kdistill.atomic import atomic_path
 from kdistill.data import TaskData
 from kdistill.evaluate import predict
+from kdistill.tasks import get_task
+from kdistill.tasks.base import task_of_model
 from kdistill.tokenized import make_loader, tokenize_splits
 
-__all__ = ["calibrate_saved"]
+__all__ = ["calibrate_saved", "teacher_as_trained"]
 
 
 def calibrate_saved(model: nn.Module, tokenizer: Any, out: Path, data: TaskData, max_length: int,
@@ -47,3 +49,18 @@ def calibrate_saved(model: nn.Module, tokenizer: Any, out: Path, data: TaskData,
             with atomic_path(out / f.name) as dst:
                 shutil.copy2(f, dst)
     return fitted
+
+
+def teacher_as_trained(model: nn.Module, log: Any = print) -> nn.Module:
+    """`model` (a teacher about to give soft targets) with the decision rule its run folded in undone, in place.
+
+    A multi-label teacher's tuned threshold t is folded into its output biases so that serving thresholds at 0.5;
+    its sigmoid outputs are then shifted by -log(t / (1 - t)) (t = 0.15: +1.7 on every logit), and a student
+    taught those probabilities (`bce_soft`) would learn them against the gold labels' calibration. The student
+    fits its own rule at the end of its run. `log` gets one line when something was undone.
+    """
+    t = get_task(task_of_model(model)).uncalibrate(model)
+    if t is not None:
+        log(f"teacher: its decision threshold {t:g} is unfolded from its output biases for distillation (soft "
+            "targets are the probabilities it was trained to give)")
+    return model

@@ -16,6 +16,7 @@ receive it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
+from kdistill.calibration import teacher_as_trained
 from kdistill.config import LossConfig, MappingConfig, ScheduleConfig
 from kdistill.distill.features import Features, forward_features, prepare_for_capture
 from kdistill.distill.objective import Active, Objective
@@ -33,6 +35,8 @@ from kdistill.distill.schedules import AllLayers, LayerSchedule, build_schedule
 from kdistill.errors import KDistillError
 from kdistill.models import probe, same_vocabulary
 from kdistill.tasks import get_task, task_of_model
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DistillSpec", "KDModule", "KDTrainer"]
 
@@ -113,7 +117,8 @@ class KDTrainer(Trainer):
 
     Args:
         teacher: a fine-tuned model with the student's vocabulary (it reads the student's batches); frozen, put in
-            eval mode and moved to the Trainer's device.
+            eval mode and moved to the Trainer's device; a multi-label teacher's decision threshold that kdistill folded
+            into its output biases is undone in place (its soft targets are its probabilities as trained).
         distill: losses, layer map and schedule (`DistillSpec`; a dict is validated into one).
         teacher_tokenizer: the teacher's tokenizer, when given compared with `processing_class` (same vocabulary).
         *args, **kwargs: everything `Trainer` takes (`model=student`, `args=TrainingArguments(...)`, datasets,
@@ -164,7 +169,8 @@ class KDTrainer(Trainer):
                 and training_args.ddp_find_unused_parameters is None:
             training_args.ddp_find_unused_parameters = True  # idle projections in early stages
         super().__init__(KDModule(student, self.objective), *args, **kwargs)
-        self.teacher = teacher.requires_grad_(False).eval().to(self.args.device)
+        # a multi-label teacher's folded decision threshold would shift its soft targets (kdistill.calibration)
+        self.teacher = teacher_as_trained(teacher, log=logger.info).requires_grad_(False).eval().to(self.args.device)
         # what Trainer's evaluation loop hands back as label_ids: QA datasets label spans by two columns
         self.label_names = ["start_positions", "end_positions"] if task.name == "question_answering" else ["labels"]
         self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean: Trainer scales it for accumulation

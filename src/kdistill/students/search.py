@@ -218,6 +218,7 @@ def search_architecture(cfg: Any) -> dict[str, Any]:
     """`kdistill search` (a `SearchConfig`): search on the task's training split, then write OUT: the derived
     student (untrained, with the teacher's embeddings and tokenizer), `genotype.json` and `search.json`."""
     from kdistill.atomic import atomic_dir, atomic_write_json
+    from kdistill.calibration import teacher_as_trained
     from kdistill.config import save_config
     from kdistill.data import load_task_data
     from kdistill.models import load_classifier, load_tokenizer
@@ -227,7 +228,7 @@ def search_architecture(cfg: Any) -> dict[str, Any]:
 
     check_out_guard(cfg.out, cfg)
     out = check_out_dir(cfg.out)
-    teacher = load_classifier(cfg.teacher)
+    teacher = teacher_as_trained(load_classifier(cfg.teacher))
     tokenizer = load_tokenizer(cfg.teacher)
     data = load_task_data(cfg.data)
     train = tokenize_splits(data, tokenizer, cfg.data.max_length, cfg.data.cache_dir)["train"]

@@ -239,6 +239,12 @@ class Task:
         returns what was fitted, for metrics.json, or None (by default: nothing to fit)."""
         return None
 
+    def uncalibrate(self, model: Any) -> float | None:
+        """Undo in place what `calibrate` folded into a saved model, giving back its outputs as trained (a teacher's
+        soft targets must be its own probabilities, not ones shifted to a decision rule); returns what was undone,
+        or None (by default: nothing was folded)."""
+        return None
+
     def check_student(self, init: str) -> None:
         """Raise `KDistillError` when a student of kind `init` (`student.init`) cannot give this task's outputs."""
 

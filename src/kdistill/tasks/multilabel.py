@@ -190,6 +190,19 @@ class MultiLabel(Task):
         return {"threshold": t, "validation_at_0.5": self.score(metric, logits, labels)[metric],
                 "validation_tuned": best[0]}
 
+    def uncalibrate(self, model: Any) -> float | None:
+        """Add back log(t / (1 - t)) to the output biases of a model whose threshold t `calibrate` folded in (and
+        forget t): its sigmoid outputs are again the probabilities it was trained to give. Returns t, or None when
+        the model has none."""
+        t = getattr(model.config, "kdistill_threshold", None)
+        bias = output_bias(model, int(model.config.num_labels)) if t is not None else None
+        if bias is None:
+            return None
+        with torch.no_grad():
+            bias.add_(math.log(t / (1 - t)))
+        model.config.kdistill_threshold = None
+        return float(t)
+
     def average_teachers(self, logits: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
         """The logit of the weighted average per-label probability."""
         probs = torch.as_tensor(sum(w * lg.float().sigmoid() for w, lg in zip(weights, logits, strict=True)))
