@@ -268,6 +268,19 @@ def test_shipped_stsb_and_goemotions() -> None:
      r"label 'joyful' in .* line 3 \(cell 'joy,joyful'\) is not one of the 2 labels \(joy, anger\)"),
     (["a b\tc d\t2.5", "e f\tg h\t1.5"], {"metric": "accuracy"}, r"metric 'accuracy' does not score a regression"),
     (["a b\tc d\t2.5", "e f\tg h\t1.5"], {"label_names": ["a", "b"]}, r"a regression task has one output"),
+    # scores with one bad cell: refused, not read as one class per distinct score
+    (["a b\tc d\t2.5", "e f\tg h\t3.8", "i\tj\t0.4", "k\tl\t1.2", "m n\to p\thigh"], {},
+     r"look like regression scores \(4 of 5 are decimal numbers\) but 'high' in .* line 6 is not a finite number"),
+    (["a b\tc d\t2.5", "e f\tg h\t3.8", "i\tj\t0.4", "k\tl\t1.2", "m n\to p\tinf"], {},
+     r"but 'inf' in .* line 6 is not a finite number"),
+    # label sets: entries that are no label id or name, and a training split without a positive
+    (['a b\tc d\t["joy", ""]', 'e f\tg h\t["joy"]'], {"task_type": "multilabel"}, r"line 2 .* an empty label name"),
+    (['a b\tc d\t[["joy"]]', 'e f\tg h\t["joy"]'], {"task_type": "multilabel"}, r"\['joy'\] is not a label id"),
+    (['a b\tc d\t[1.5]', 'e f\tg h\t[2]'], {"task_type": "multilabel"}, r"label 1.5 is a decimal number, not a"),
+    (["a b\tc d\t0.08", "e f\tg h\t0.46"], {"task_type": "multilabel"}, r"'0.08' is a decimal number.*regression"),
+    (["a b\tc d\t[]", "e f\tg h\t[]"], {"task_type": "multilabel"}, r"no row of .* lists a label \(2 empty"),
+    (["a b\tc d\t[]", "e f\tg h\t[]"], {"task_type": "multilabel", "label_names": ["joy", "anger"]},
+     r"no row of .* lists a label"),
 ])
 def test_bad_labels_are_one_line_naming_the_row(tmp_path: Path, rows: list[str], kw: dict, message: str) -> None:
     f = _file(tmp_path / "bad.tsv", "sentence1\tsentence2\tlabel", rows * 1)

@@ -202,7 +202,8 @@ def _task_type(cfg: DataConfig, spec: TaskSpec | None, raw: dict[str, RawSplit])
                             "does not fit it (leave data.task_type unset)")
     kind = (cfg.task_type or (spec.task_type if spec is not None else None)
             or (detect_file_task(Path(str(cfg.train_file))) if cfg.train_file else None)
-            or detect_task_type(raw["train"].labels, raw["train"].text_a))
+            or detect_task_type(raw["train"].labels, raw["train"].text_a,
+                                [f"{raw['train'].source} line {ln}" for ln in raw["train"].lines]))
     return get_task(kind)
 
 

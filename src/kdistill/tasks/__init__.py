@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kdistill.errors import KDistillError
 from kdistill.labels import label_key
 from kdistill.registry import Registry
 from kdistill.tasks.base import (
@@ -60,7 +61,7 @@ def detect_file_task(path: str | Path) -> str | None:
     return None
 
 
-def detect_task_type(labels: Sequence[Any], texts: Sequence[Any] = ()) -> str:
+def detect_task_type(labels: Sequence[Any], texts: Sequence[Any] = (), where: Sequence[str] = ()) -> str:
     """The task type a column of label cells (and of texts) implies when `data.task_type` is null.
 
     Texts that are lists (a `datasets` column of words) mean token classification; SQuAD answers (objects with
@@ -68,6 +69,8 @@ def detect_task_type(labels: Sequence[Any], texts: Sequence[Any] = ()) -> str:
     array, a `datasets` sequence) means multi-label; labels that are all numbers and not all integers (3.8, "4.25")
     mean regression; anything else is classification (integer ids or text labels).
     A comma-separated cell is not taken as a label set on its own: set data.task_type: multilabel for that.
+    `where` names each cell's place (file and line) for the error raised when most labels are decimal scores and some
+    are not finite numbers (KDistillError: read as classes, each score would become a class).
     """
     if any(isinstance(v, list | tuple) for v in texts):
         return "token_classification"
@@ -79,4 +82,11 @@ def detect_task_type(labels: Sequence[Any], texts: Sequence[Any] = ()) -> str:
     if keys and not all(isinstance(k, int) for k in keys) and all(
             isinstance(k, int) or as_score(k) is not None for k in keys):
         return "regression"
+    decimals = sum(not isinstance(k, int) and as_score(k) is not None for k in keys)
+    if decimals and 5 * decimals >= 4 * len(keys):  # scores with a few bad cells: not 21 classes named "0.14", ...
+        i = next(i for i, k in enumerate(keys) if not isinstance(k, int) and as_score(k) is None)
+        at = f" in {where[i]}" if i < len(where) else ""
+        raise KDistillError(f"the labels look like regression scores ({decimals} of {len(keys)} are decimal numbers) "
+                            f"but {keys[i]!r}{at} is not a finite number: fix that cell, or set data.task_type "
+                            "(classification reads every distinct value as a class)")
     return "classification"

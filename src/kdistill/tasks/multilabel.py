@@ -22,6 +22,7 @@ from torch import Tensor
 from kdistill.errors import KDistillError
 from kdistill.labels import label_key, norm_label, norm_names
 from kdistill.tasks.base import Task
+from kdistill.tasks.regression import as_score
 
 if TYPE_CHECKING:
     from kdistill.data import TaskData
@@ -75,6 +76,19 @@ def _flag_vectors(items: dict[str, list[list[Any]]]) -> bool:
             and any(len(set(r)) < width for r in rows))
 
 
+def _check_items(keys: list[Any], cell: Any, where: str) -> None:
+    """One label set's entries must be ids (integers) or names: not empty names, nested lists or decimal numbers
+    (a column of scores read as label sets would make every score a label)."""
+    for k in keys:
+        if isinstance(k, list | tuple | dict) or k is None:
+            raise KDistillError(f"{where} (cell {cell!r}): label set entry {k!r} is not a label id or name")
+        if isinstance(k, str) and not k.strip():
+            raise KDistillError(f"{where} (cell {cell!r}) lists an empty label name")
+        if isinstance(label_key(k), float | str) and as_score(k) is not None:  # 1.5 or "0.08", not 3 or "3"
+            raise KDistillError(f"{where} (cell {cell!r}): label {k!r} is a decimal number, not a label id or name "
+                                "(a column of scores is a regression task: data.task_type regression)")
+
+
 def _shown(names: Sequence[str]) -> str:
     return ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
 
@@ -95,6 +109,9 @@ class MultiLabel(Task):
 
     def read_labels(self, raw: dict[str, RawSplit], names: list[str] | None,
                     named: bool) -> tuple[list[str], dict[str, RawSplit]]:
+        for s in raw.values():
+            for v, ln in zip(s.labels, s.lines, strict=True):
+                _check_items(label_items(v), v, f"{s.source} line {ln}")
         items = {split: [[label_key(x) for x in label_items(v)] for v in s.labels] for split, s in raw.items()}
         if _flag_vectors(items):  # `[1, 0, 1]`: one 0/1 flag per label (a common export), not the ids 1, 0, 1
             width = len(items["train"][0])
@@ -126,6 +143,9 @@ class MultiLabel(Task):
                                             f"{len(names)} labels ({_shown(names)})")
                     row[i] = 1.0
                 rows.append(row)
+            if split == "train" and rows and not any(any(r) for r in rows):
+                raise KDistillError(f"no row of {s.source} lists a label ({len(rows)} empty label sets): a multi-label "
+                                    "model learns nothing from a training split without positives")
             out[split] = s.with_labels(rows)
         return list(names), out
 
