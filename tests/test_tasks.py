@@ -141,11 +141,17 @@ def test_micro_and_macro_f1_match_hand_computations() -> None:
 
 def test_collapse_warnings_per_task() -> None:
     reg, multi = get_task("regression"), get_task("multilabel")
-    assert "collapsed to a constant" in reg.collapse_warning(np.full((3, 1), 2.5), np.array([1.0, 2.0, 3.0]))
-    assert reg.collapse_warning(np.array([[1.0], [2.0], [2.5]]), np.array([1.0, 2.0, 3.0])) is None
+    gold = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert "collapsed to a constant" in reg.collapse_warning(np.full((5, 1), 2.5), gold)
+    assert reg.collapse_warning(np.array([[1.0], [2.0], [2.5], [3.0], [4.5]]), gold) is None
+    # a correlation that cannot rank the epochs: too few validation rows, or every gold score the same
+    assert "has 2 example(s)" in reg.collapse_warning(np.array([[1.0], [2.0]]), np.array([1.0, 3.0]))
+    assert "every validation gold score is 3: a correlation is undefined" in reg.collapse_warning(
+        np.arange(5.0).reshape(5, 1), np.full(5, 3.0))
     same = np.array([[1.0, -1.0], [1.0, -1.0]])
     assert "same label set (0)" in multi.collapse_warning(same, np.array([[1, 0], [0, 1]]))
     assert multi.collapse_warning(same, np.array([[1, 0], [1, 0]])) is None
+    assert "none of the 2 validation examples has a label" in multi.collapse_warning(same, np.zeros((2, 2)))
 
 
 # --------------------------------------------------------------------------------------- reading

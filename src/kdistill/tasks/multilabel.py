@@ -243,6 +243,9 @@ class MultiLabel(Task):
 
     def collapse_warning(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> str | None:
         preds, gold = self.predictions(logits), self.gold(labels)
+        if len(gold) and not gold.any():
+            return (f"none of the {len(gold)} validation examples has a label: F1 is 0.0 whatever the model does, so "
+                    "the validation split can neither rank the epochs nor tune the decision threshold")
         if len(preds) < 2 or (gold == gold[0]).all() or not (preds == preds[0]).all():
             return None
         which = [str(i) for i in np.flatnonzero(preds[0])]

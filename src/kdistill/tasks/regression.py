@@ -37,6 +37,9 @@ def as_score(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+MIN_CORRELATION_ROWS = 5  # below this a validation Pearson/Spearman is near +-1 by chance: warned, not trusted
+
+
 class Regression(Task):
     """One score per example: one output, MSE to the gold score, Pearson/Spearman; the model's output is the score."""
 
@@ -99,7 +102,13 @@ class Regression(Task):
 
     def collapse_warning(self, logits: np.ndarray, labels: np.ndarray, encoded: Any = None) -> str | None:
         preds, gold = self.predictions(logits), self.gold(labels)
-        if len(preds) < 2 or np.ptp(gold) == 0 or np.ptp(preds) > 1e-6 * max(1.0, float(np.abs(preds).max())):
+        if len(gold) < MIN_CORRELATION_ROWS:
+            return (f"the validation split has {len(gold)} example(s): a correlation over so few scores says little "
+                    "(more validation rows: data.validation_file or data.validation_fraction)")
+        if np.ptp(gold) == 0:
+            return (f"every validation gold score is {gold[0]:.4g}: a correlation is undefined there (scored 0.0), so "
+                    "the validation split cannot rank the epochs")
+        if np.ptp(preds) > 1e-6 * max(1.0, float(np.abs(preds).max())):
             return None
         return (f"every one of the {len(preds)} validation predictions is the score {preds[0]:.4g} (gold scores "
                 f"{gold.min():.4g} to {gold.max():.4g}): the model has collapsed to a constant")
