@@ -165,7 +165,8 @@ def test_kl_means_the_span_kl_and_ce_the_span_ce() -> None:
     assert float(out.terms["kl"]) == pytest.approx(float(kl)) and float(out.terms["ce"]) == pytest.approx(float(ce))
     for name in ("bce", "logit_mse"):  # logit_mse would match the question and padding positions too
         with pytest.raises(KDistillError, match=f"loss '{name}' does not fit an extractive question-answering task "
-                                                r"\(.*\); its prediction losses are ce, kl, span_ce, span_kl \("):
+                                                r"\(.*\); its prediction losses are ce, kl, soft_targets, span_ce, "
+                                                r"span_kl \("):
             Objective([LossConfig(name=name)], MappingConfig(), student=probe, teacher=probe, task=TASK)
 
 
@@ -285,6 +286,8 @@ def test_qa_end_to_end(tmp_path: Path, bare_encoder: Path) -> None:
     # export: ONNX Runtime's start and end logits match PyTorch's
     exported = api.export(ExportConfig(model=str(student), quantize=True))
     assert exported["max_abs_diff"] <= 1e-4 and exported["metric"] == "squad_f1"  # int8 scored per question
+    questions = sum(len(par["qas"]) for art in json.loads(test.read_text())["data"] for par in art["paragraphs"])
+    assert exported["scored_examples"] == questions  # questions, not the windows they are cut into
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(student / "onnx" / "model.onnx"))

@@ -342,7 +342,8 @@ def _export_into(cfg: ExportConfig, model_dir: Path, model: Any, tokenizer: Any,
             unit = "windows" if data.task.name == "question_answering" else "examples"  # a question spans windows
             print(f"[export] scoring fp32 and int8 ONNX on {len(tokens)} {split} {unit}")
             fp32, int8 = _score(session, loader, data, tokens)[key], _score(q_session, loader, data, tokens)[key]
-            result.update(metric=key, split=split, scored_examples=len(tokens),
+            # examples = the split's rows (QA: questions, each cut into one or more of the scored windows)
+            result.update(metric=key, split=split, scored_examples=len(data.splits[split]),
                           scores={"fp32": fp32, "int8": int8}, change=int8 - fp32)
     if note and cfg.quantize:
         result["note"] = note

@@ -282,8 +282,10 @@ class Task:
         return spec.tasks is None or (self.loss_type or self.name) in spec.tasks
 
     def valid_losses(self) -> list[str]:
-        """The registered prediction losses (teacher outputs or gold labels) that fit this task, plus `ce`."""
-        return sorted(n for n in LOSSES if LOSSES.get(n).feature in ("logits", "labels") and self.fits(LOSSES.get(n)))
+        """The registered prediction losses (teacher outputs or gold labels) that fit this task, plus `ce` and
+        `soft_targets` (this task type's gold-label and soft-target losses, see `loss_spec`)."""
+        fitting = {n for n in LOSSES if LOSSES.get(n).feature in ("logits", "labels") and self.fits(LOSSES.get(n))}
+        return sorted(fitting | {"ce", "soft_targets"})
 
     def loss_spec(self, spec: LossSpec) -> LossSpec:
         """The loss a run computes for `spec`: `ce` becomes this task's gold-label loss (`gold_loss`) and
