@@ -17,6 +17,7 @@ from conftest import make_tiny_bert
 from kdistill import api, cli
 from kdistill.config import DataConfig, EvaluateConfig
 from kdistill.data import load_task_data
+from kdistill.errors import KDistillError
 
 TEXTS = ["a fine film", "great acting", "lovely score", "moving and warm", "a joy", "well made", "bright"]
 
@@ -118,3 +119,18 @@ def test_errors_in_a_lone_test_file_name_the_test_split_and_the_models_classes(t
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and message in err, err
     assert "is not one of the named classes (negative, positive)" in err
+
+
+def test_a_lone_test_file_is_read_as_the_models_head_reads_it(tmp_path: Path, named_model: Path) -> None:
+    # whole-number scores read alone would be classes; for a regression model they are scores
+    reg = make_tiny_bert(tmp_path / "reg", num_layers=1, num_labels=1, problem_type="regression")
+    test = _csv(tmp_path / "ints.csv", [(t, str(i % 5)) for i, t in enumerate(TEXTS)])
+    result = api.evaluate(EvaluateConfig(model=str(reg), speed=False, data={"task": None, "test_file": test,
+                                                                             "max_length": 16}))
+    assert result["model"]["metric"] == "pearson" and set(result["model"]["metrics"]) == {"pearson", "spearman"}
+    # decimal scores for a classifier: refused as labels outside its classes, not as "label_names names 2"
+    scores = _csv(tmp_path / "scores.csv", [(t, f"{i / 3:.2f}") for i, t in enumerate(TEXTS)])
+    with pytest.raises(KDistillError, match=r"label '0.00' in .*scores.csv line 2 is not one of the named classes "
+                                            r"\(negative, positive\)"):
+        api.evaluate(EvaluateConfig(model=str(named_model), speed=False, data={"task": None, "test_file": scores,
+                                                                               "max_length": 16}))

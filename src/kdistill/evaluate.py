@@ -27,6 +27,7 @@ from kdistill.limits import check_max_length, model_config
 from kdistill.metrics import primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
 from kdistill.speed import comparison_table, count_parameters, measure_speeds, size_on_disk
+from kdistill.tasks import task_of_config
 from kdistill.timing import speedup_of
 from kdistill.tokenized import make_loader, tokenize_splits
 
@@ -209,15 +210,23 @@ def read_record(folder: str | Path, student: nn.Module, teacher: nn.Module | Non
 
 
 def _with_model_labels(data: Any, model: str) -> Any:
-    """A lone test file has no training file to name the classes: take them from the model's `id2label` (unless
-    `data.label_names` is set or the names are the default LABEL_i, which say nothing)."""
-    if data.label_names or not scoring_files_only(data):
+    """A lone test file has no training file to name the classes or the task type: read it as the model's head
+    does (`data.task_type` from the model unless set: whole-number scores are scores for a regression model) and
+    take the class names from its `id2label` (unless `data.label_names` is set or the names are the default
+    LABEL_i, which say nothing; a regression model's one output is no class)."""
+    if not scoring_files_only(data):
         return data
-    id2label = getattr(model_config(model), "id2label", None) or {}
+    config = model_config(model)
+    update: dict[str, Any] = {}
+    kind = data.task_type or task_of_config(config)
+    if data.task_type is None:
+        update["task_type"] = kind
+    id2label = getattr(config, "id2label", None) or {}
     names = [str(id2label[i]) for i in sorted(id2label, key=int)]
-    if not names or all(re.fullmatch(r"LABEL_\d+", n) for n in names):
-        return data
-    return data.model_copy(update={"label_names": names})
+    if (not data.label_names and names and kind in ("classification", "multilabel", "token_classification")
+            and not all(re.fullmatch(r"LABEL_\d+", n) for n in names)):
+        update["label_names"] = names
+    return data.model_copy(update=update)
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
