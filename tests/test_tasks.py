@@ -404,3 +404,11 @@ def test_a_new_multilabel_head_starts_at_the_label_priors() -> None:
     before = bert.classifier.bias.clone()
     get_task("classification").init_head(bert, {"label": [0, 1, 1]})  # other task types keep their random start
     assert torch.equal(before, bert.classifier.bias)
+
+
+def test_tables_show_a_correlation_x100_and_a_share_as_a_percentage() -> None:
+    from kdistill.metrics import format_score
+
+    assert format_score("pearson", 0.80398) == "80.4" and format_score("spearman", -0.029) == "-2.9"
+    assert format_score("accuracy", 0.8781) == "87.8%" and format_score("squad_f1", 0.4417) == "44.2%"
+    assert format_score("macro_f1", None) == "-"

@@ -163,3 +163,14 @@ def single_class_warning(logits_or_preds: np.ndarray | Sequence, labels: np.ndar
     share = float(np.mean(gold == only))
     return (f"every one of the {len(preds)} validation predictions is class {only} ({share:.1%} of the gold "
             "labels): the model has collapsed to a single class")
+
+
+CORRELATIONS = ("pearson", "spearman")
+
+
+def format_score(metric: str, value: float | None) -> str:
+    """A score as tables show it: x100 with "%" for shares (accuracy, F1, exact match), x100 without it for a
+    correlation (GLUE's convention: Pearson 0.80 is "80.0", not a percentage); "-" for None."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" if metric in CORRELATIONS else f"{100 * value:.1f}%"

@@ -24,7 +24,7 @@ from kdistill.config import DistillConfig, FinetuneConfig, ReportConfig, build, 
 from kdistill.data import TaskData, load_task_data
 from kdistill.errors import KDistillError
 from kdistill.evaluate import RECORD, measure_models, model_facts, predict, read_record
-from kdistill.metrics import primary
+from kdistill.metrics import format_score, primary
 from kdistill.models import load_classifier, load_tokenizer, pick_device
 from kdistill.outputs import output_folder
 from kdistill.page import Block, Figure, to_html, to_markdown
@@ -163,7 +163,8 @@ def _overview(models: list[dict[str, Any]], batch_sizes: list[int]) -> tuple[lis
     rows = []
     for m in models:
         speed = {s["batch_size"]: s for s in m.get("speed") or []}
-        cells = [m["name"], m["method"], f"{m['task']} ({m['split']})", m["metric"], _pct(m["score"]),
+        cells = [m["name"], m["method"], f"{m['task']} ({m['split']})", m["metric"],
+                 format_score(m["metric"], m["score"]),
                  *([_pct(m.get("retention"))] * retention), _mega(m["params"]), _mega(m["size_bytes"])]
         if speeds:
             cells += [f"{speed[b]['p50_ms']:.2f}" if b in speed else "-" for b in batch_sizes]
@@ -288,7 +289,7 @@ def _write_report(cfg: ReportConfig, out: Path) -> dict[str, Any]:
     figures: dict[str, Figure] = {"metric_vs_params": (plots.metric_vs_params_png(models),
                                                        "metric vs parameters, one line per method")}
     for m in models:
-        title = f"{m['name']}: {m['metric']} {_pct(m['score'])} on {m['split']}"
+        title = f"{m['name']}: {m['metric']} {format_score(m['metric'], m['score'])} on {m['split']}"
         task = get_task(m["task_type"])
         png = task.figure(m, m["classes"], title)
         if png is not None:

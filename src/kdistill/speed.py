@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from kdistill.errors import KDistillError
+from kdistill.metrics import format_score
 from kdistill.timing import (
     SPREAD_LIMIT,
     SpeedResult,
@@ -223,7 +224,7 @@ def comparison_rows(student: Mapping[str, Any], teacher: Mapping[str, Any] | Non
             r = _ratio(score, t_score) if score is not None and t_score and t_score > 0 else None
             retention = [_fmt_pct(r)]
         name = str(model.get("name") or ("teacher" if is_teacher else "student"))
-        cells = [name, _fmt_pct(score), *retention,
+        cells = [name, format_score(metric, score) if score is not None else _DASH, *retention,
                  _fmt_millions(model.get("params")), _fmt_millions(model.get("size_bytes"))]
         cells += [f"{speed[b]['p50_ms']:.2f} / {speed[b]['p95_ms']:.2f}" if b in speed else _DASH for b in batches]
         if big is not None:
