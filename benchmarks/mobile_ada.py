@@ -153,12 +153,19 @@ def metric_of(test: dict[str, Any], key: str) -> float:
     return float(test[key])
 
 
+STARTED = dt.datetime.now(dt.timezone.utc)
+
+
 def past_deadline(args: argparse.Namespace) -> bool:
+    """Whether --stop-after HH:MM (UTC) has passed: the next such time after this run started (00:55 given at 23:40
+    is tomorrow's)."""
     if not args.stop_after:
         return False
     hh, mm = (int(x) for x in args.stop_after.split(":"))
-    now = dt.datetime.now(dt.timezone.utc)
-    return (now.hour, now.minute) >= (hh, mm)
+    deadline = STARTED.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    if deadline <= STARTED:
+        deadline += dt.timedelta(days=1)
+    return dt.datetime.now(dt.timezone.utc) >= deadline
 
 
 def teacher_cell(task: str, data: dict[str, Any], base_train: dict[str, Any], runs: Path,
