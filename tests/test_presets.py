@@ -39,7 +39,16 @@ def test_a_preset_fills_student_losses_and_train_and_keeps_the_users_values() ->
     assert [s.name for s in staged.stages] == ["a"] and staged.student.num_layers == 3
     balanced = _flags("distill", "--preset", "balanced")
     assert balanced.student.init == "teacher_layers" and balanced.student.num_layers == 3
-    assert [t.name for t in balanced.losses] == ["soft_targets", "ce"] and balanced.stages is None
+    assert [t.name for t in balanced.losses] == ["soft_targets", "ce", "hidden_mse", "attn_kl"]
+    assert balanced.stages is None
+    # feature losses belong to the preset's full-width teacher-layer student: a narrowed student, or one of another
+    # kind (its own tokenizer, say), gets the soft targets alone; fewer layers keep them
+    for flags in (["--student.hidden_size", "192"], ["--student.init", "path", "--student.path", "minilm"]):
+        other = _flags("distill", "--preset", "balanced", *flags)
+        assert [t.name for t in other.losses] == ["soft_targets", "ce"], flags
+    fewer = _flags("distill", "--preset", "balanced", "--student.num_layers", "2")
+    assert [t.name for t in fewer.losses] == ["soft_targets", "ce", "hidden_mse", "attn_kl"]
+    assert fewer.student.num_layers == 2
     assert (balanced.train.epochs, balanced.train.lr) == (3, 5e-5)
     assert build(DistillConfig, {}).preset is None and build(DistillConfig, {}).student.init == "teacher_layers"
 
