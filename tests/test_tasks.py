@@ -285,6 +285,7 @@ def test_shipped_stsb_and_goemotions() -> None:
     (['a b\tc d\t[1.5]', 'e f\tg h\t[2]'], {"task_type": "multilabel"}, r"label 1.5 is a decimal number, not a"),
     (["a b\tc d\t0.08", "e f\tg h\t0.46"], {"task_type": "multilabel"}, r"'0.08' is a decimal number.*regression"),
     (["a b\tc d\t[]", "e f\tg h\t[]"], {"task_type": "multilabel"}, r"no row of .* lists a label \(2 empty"),
+    (["a b\tc d\tjoy,0", "e f\tg h\tanger"], {"task_type": "multilabel"}, r"mix ids \(0\) and names \('joy'\)"),
     (["a b\tc d\t[]", "e f\tg h\t[]"], {"task_type": "multilabel", "label_names": ["joy", "anger"]},
      r"no row of .* lists a label"),
 ])

@@ -126,6 +126,11 @@ class MultiLabel(Task):
                 every = [k for rows in items.values() for row in rows for k in row if isinstance(k, int)]
                 names = [str(i) for i in range(max(every) + 1)]
             else:
+                ids = next((k for k in train if isinstance(k, int)), None)
+                if ids is not None:  # is 0 an id (a column of the head) or a label called "0"? no file says
+                    text = next(k for k in train if not isinstance(k, int))
+                    raise KDistillError(f"{raw['train'].source}: label sets mix ids ({ids}) and names ({text!r}); "
+                                        "use one or the other, or name the labels in id order (data.label_names)")
                 names = sorted({str(k) for k in train})
         lookup = {norm_label(n): i for i, n in enumerate(names)}
         out = {}
