@@ -23,12 +23,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+SPEED_KEYS = ("speedup_bs1", "speedup_bs32", "speedup_served", "speed_reliable", "speed_unreliable")
+
+
 def groups(done: dict[str, dict[str, Any]]) -> dict[tuple[str, str, str, str], list[dict[str, Any]]]:
-    """Student rows by (teacher, task, student, method), seeds together."""
+    """Student rows by (teacher, task, student, method), seeds together. Each row's speedups are those of the latest
+    `speed | teacher | task | student` cell (a `--retime` run re-records them), else the ones it was recorded with."""
     out: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in done.values():
         if r.get("kind") == "student":
-            out[(r["teacher"], r["task"], r["student"], r["method"])].append(r)
+            timed = done.get(f"speed | {r['teacher']} | {r['task']} | {r['student']}", {})
+            out[(r["teacher"], r["task"], r["student"], r["method"])].append(
+                {**r, **{k: timed[k] for k in SPEED_KEYS if k in timed}})
     return out
 
 
@@ -74,13 +80,14 @@ def targets(done: dict[str, dict[str, Any]]) -> list[str]:
             if t != teacher or set(per_task) != set(tasks):
                 continue
             worst = min(max(ret for ret, _ in per_task[task]) for task in tasks)  # best method per task
-            row = per_task[tasks[0]][0][1]
-            speed = min(row["speedup_bs1"] or 0.0, row["speedup_bs32"] or 0.0)
+            # the slower of batch 1 and 32, on the task where the student gains least (sequence lengths differ)
+            speed = min(min(row["speedup_bs1"] or 0.0, row["speedup_bs32"] or 0.0)
+                        for task in tasks for _, row in per_task[task])
             best.append((speed, worst, student, ", ".join(tasks)))
         met = [b for b in best if b[0] >= need and b[1] >= 0.97]
         if met:
             s = max(met)
-            lines.append(f"- {teacher}: met by {s[2]}: {s[0]:.1f}x (slower of bs1/bs32), worst retention "
+            lines.append(f"- {teacher}: met by {s[2]}: {s[0]:.1f}x (slowest of bs1/bs32 over tasks), worst retention "
                          f"{100 * s[1]:.1f}% over {s[3]}.")
         elif best:
             fast = [b for b in best if b[0] >= need]

@@ -122,3 +122,12 @@ def test_label_input_refuses_missing_text_cells_before_asking_the_teacher(
 
     assert code == 2 and err_text.count("\n") == 1 and "in.csv line 3: empty or missing text" in err_text
     assert kd_cells_teacher.ASKED == [] and not (tmp_path / "o.jsonl").exists()
+
+
+def test_doc_stride_on_a_task_without_windows_is_refused_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(8)))
+    cfg = DataConfig(task=None, train_file=str(path), validation_fraction=0.25)
+    assert len(load_task_data(cfg).splits["train"]) == 6  # without the flag the same file loads
+    with pytest.raises(KDistillError, match="data.doc_stride applies to question answering only"):
+        load_task_data(cfg.model_copy(update={"doc_stride": 32}))

@@ -148,7 +148,14 @@ class Task:
         return cols
 
     def option_columns(self, cfg: Any, n: int) -> dict[str, list[Any]]:
-        """Data settings `encode` needs (QA's `data.doc_stride`) as constant columns of a split of `n` rows; {} here."""
+        """Data settings `encode` needs (QA's `data.doc_stride`) as constant columns of a split of `n` rows; {} here.
+
+        Raises:
+            KDistillError: `data.doc_stride` set for a task that has no windows (it would be ignored silently).
+        """
+        if getattr(cfg, "doc_stride", None) is not None:
+            raise KDistillError(f"data.doc_stride applies to question answering only; this is a {self.name} task "
+                                "(drop --data.doc_stride)")
         return {}
 
     def split_features(self, is_pair: bool, names: Sequence[str]) -> Any:
