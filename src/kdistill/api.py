@@ -10,13 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
 from kdistill.atomic import atomic_write_json, kill_point
 from kdistill.calibration import calibrate_saved, teacher_as_trained
-from kdistill.checkpoints import RUN_STATE, RunState, latest_checkpoint
 from kdistill.config import (
     AugmentConfig,
     BenchConfig,
@@ -41,31 +39,24 @@ from kdistill.distill.objective import Objective
 from kdistill.distill.schedules import LayerSchedule, build_schedule
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
-from kdistill.limits import check_max_length, check_run_lengths, model_config
+from kdistill.limits import check_max_length, model_config
 from kdistill.metrics import primary
 from kdistill.modelcard import decision_section, write_model_card
 from kdistill.models import load_classifier, load_tokenizer, pick_device, probe, resolve_model_path, same_vocabulary
+from kdistill.run_setup import check_run, reusable_teacher
 from kdistill.runfolder import (
     CONFIG_FILE,
-    check_out_guard,
-    check_resumable,
-    config_differences,
-    describe_difference,
     record_config,
     run_folder,
 )
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students.build import build_student
 from kdistill.tasks import HEADS, Task, head_of_config
-from kdistill.tasks.shipped import check_run_tasks
 from kdistill.teachers import choose_teacher_source
 from kdistill.tokenized import tokenize_splits
 
 __all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label", "mlm_head", "general",
            "augment", "generate", "search"]
-
-_WEIGHT_FILES = ("model.safetensors", "config.json")
-
 
 def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, cache_dir: str | None,
             summary: dict[str, Any], complete: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -331,63 +322,15 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
     return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, complete)
 
 
-def _is_trained(out: str) -> bool:
-    return all((Path(out) / f).is_file() for f in (*_WEIGHT_FILES, "metrics.json"))
-
-
-def reusable_teacher(cfg: RunConfig) -> bool:
-    """Whether `kdistill run` may skip fine-tuning: `finetune.out` holds a finished fine-tune of this same config.
-
-    A fine-tune killed during its finish is not reused (fine-tuning again resumes and completes it). A finished one
-    recorded with another result-changing config raises `KDistillError` naming each field, rather than silently
-    distilling from a teacher trained with other settings.
-    """
-    out = Path(cfg.finetune.out).expanduser()
-    if not cfg.skip_finetune_if_exists or not _is_trained(str(out)):
-        return False
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None and not RunState.load(ckpt / RUN_STATE).finished:
-        return False
-    recorded = out / CONFIG_FILE
-    if recorded.is_file():
-        before = yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}
-        diffs = config_differences(before, cfg.finetune.model_dump(mode="json")) if isinstance(before, dict) else []
-        if diffs:
-            listed = "; ".join(describe_difference(*d) for d in diffs)
-            raise KDistillError(f"{out} holds a teacher fine-tuned with another config ({listed}): rerun with those "
-                                "settings to reuse it, retrain it with --finetune.train.resume false, or give "
-                                "--finetune.out another folder")
-    return True
-
-
-def _check_run(cfg: RunConfig, dcfg: DistillConfig, reuse: bool) -> None:
-    """`kdistill run`'s set-up checks of the later steps, made before the fine-tuning instead of after it.
-
-    Raises:
-        KDistillError: steps whose data are of different task types; a `max_length` of any step past a model's
-            positions (`check_run_lengths`, naming `run`'s flags); an `--out` of either step that is refused
-            (`check_out_guard`) or holds a run with another config (`check_resumable`); a missing model folder.
-    """
-    check_run_tasks(cfg)
-    check_run_lengths(cfg, reuse)
-    if not reuse:
-        check_out_guard(cfg.finetune.out, cfg.finetune)
-        if cfg.finetune.train.resume:
-            check_resumable(cfg.finetune.out, cfg.finetune)
-    check_out_guard(dcfg.out, dcfg)
-    if dcfg.train.resume and not dcfg.stages:
-        check_resumable(dcfg.out, dcfg)
-
-
 def run(cfg: RunConfig) -> dict[str, Any]:
     """The whole job: fine-tune the teacher (unless already there), distill, compare.
 
-    Every step's set-up checks that do not need the trained teacher run first (`_check_run`), so a bad
+    Every step's set-up checks that do not need the trained teacher run first (`run_setup.check_run`), so a bad
     `--distill.*` value is refused before the fine-tuning, not after it.
     """
     reuse = reusable_teacher(cfg)
     dcfg = cfg.distill.model_copy(update={"teacher": cfg.finetune.out})
-    _check_run(cfg, dcfg, reuse)
+    check_run(cfg, dcfg, reuse)
     if reuse:
         print(f"[run] reusing the teacher in {cfg.finetune.out}")
     else:
