@@ -53,6 +53,10 @@ METHODS: dict[str, dict[str, Any]] = {
     # the teacher cache keeps no queries/keys/values, so the relation cells run the teacher live
     "soft targets + relations": {"losses": [*KD, RELATIONS], "epochs": 1.0, "same_vocabulary": True, "cache": False},
     "soft targets, 2x epochs": {"losses": KD, "epochs": 2.0},
+    # `--preset balanced`'s losses: feature-map transfer from the uniformly mapped teacher layers (same width only)
+    "soft targets + hidden + attention": {"losses": [*KD, {"name": "hidden_mse", "weight": 1.0},
+                                                      {"name": "attn_kl", "weight": 1.0}], "epochs": 1.0,
+                                          "same_vocabulary": True},
     # TinyBERT's word-replacement augmentation (`kdistill augment`, N_a copies per sentence) labelled by the cached
     # teacher: with N_a = 4 one epoch over the 5x larger split is 5/3 the steps of the 3-epoch methods
     "soft targets + augmentation": {"losses": KD, "epochs": 1 / 3, "augment": True},
