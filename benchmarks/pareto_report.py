@@ -100,6 +100,12 @@ def targets(done: dict[str, dict[str, Any]]) -> list[str]:
             if keep:
                 b = max(keep)
                 parts.append(f"the fastest student >= 97% ({b[2]}, {100 * b[1]:.1f}%) is {b[0]:.1f}x")
+            if not (fast or keep):
+                b = max(best, key=lambda x: x[1])
+                parts.append(f"no student is >= {need:g}x or keeps >= 97%; the best one ({b[2]}) keeps "
+                             f"{100 * b[1]:.1f}% at {b[0]:.1f}x")
+                b = max(best)
+                parts.append(f"the fastest ({b[2]}) is {b[0]:.1f}x at {100 * b[1]:.1f}%")
             lines.append(f"- {teacher}: missed over {best[0][3]}: " + "; ".join(parts or ["no student measured"]) + ".")
         else:
             lines.append(f"- {teacher}: no student measured on every task ({', '.join(tasks)}) yet.")

@@ -51,3 +51,9 @@ def test_a_later_speed_cell_replaces_the_speed_a_student_was_recorded_with() -> 
     (row,) = groups(_done(*rows))[("minilm", "sst2", "3L-384", "soft targets")]
     assert (row["speedup_bs1"], row["speedup_bs32"], row["speed_reliable"]) == (2.2, 2.1, True)
     assert row["retention"] == 0.99
+
+
+def test_a_miss_on_both_counts_still_names_the_closest_students() -> None:
+    rows = [_teacher("sst2"), _student("sst2", "2L-384", 0.96, 2.8, 3.1), _student("sst2", "3L-384", 0.965, 1.9, 2.0)]
+    line = next(x for x in targets(_done(*rows)) if x.startswith("- minilm"))
+    assert "the best one (3L-384) keeps 96.5% at 1.9x" in line and "the fastest (2L-384) is 2.8x at 96.0%" in line
