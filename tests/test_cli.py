@@ -240,8 +240,8 @@ def test_repeated_positional_and_bare_boolean_flags(tmp_path: Path) -> None:
 
 
 def test_required_fields_say_so(capsys) -> None:
-    assert cli.main(["report"]) == 2
-    assert "runs: Field required" in capsys.readouterr().err
+    assert cli.main(["bench"]) == 2
+    assert "model: Field required" in capsys.readouterr().err
     sub = cli.build_parser()._subparsers._group_actions[0].choices["bench"]
     assert "[default: required]" in sub.format_help()
 
@@ -253,3 +253,25 @@ def test_a_bad_value_names_the_config_file_it_came_from(tmp_path: Path, capsys: 
     assert f"invalid config {bad} (or a flag): train.lr: Input should be greater than 0" in capsys.readouterr().err
     assert cli.main(["distill", "--lr", "-1"]) == 2
     assert "invalid flags: train.lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    ("distill", "run the same command again to resume from the last checkpoint"),
+    ("evaluate", "nothing was written"), ("bench --model minilm", "nothing was written")])
+def test_ctrl_c_says_what_a_rerun_of_that_command_does(command: str, said: str, capsys,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdistill import api
+
+    def interrupted(cfg: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, command.split()[0], interrupted)
+    assert cli.main(command.split()) == 130
+    assert capsys.readouterr().err.strip() == f"kdistill: interrupted; {said}"
+
+
+def test_report_without_run_folders_names_the_positional_argument(capsys) -> None:
+    assert cli.main(["report", "--out", "somewhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("kdistill: error: invalid flags: no run folder given: kdistill report RUN_DIR [RUN_DIR ...] "
+                   "(or `runs:` in --config)")

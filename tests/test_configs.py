@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kdistill.config import DistillConfig, FinetuneConfig, RunConfig, load_config
+from kdistill.config import DistillConfig, FinetuneConfig, RunConfig, build, load_config
 from kdistill.errors import KDistillError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -44,3 +44,12 @@ def test_a_run_config_section_keeps_the_main_jobs_other_defaults(tmp_path: Path)
     assert cfg.distill.train.epochs == 4 and cfg.distill.mapping.strategy == "top"
     assert cfg.distill.losses == default.distill.losses and cfg.distill.train.lr == default.distill.train.lr
     assert cfg.evaluate.speed is False and cfg.evaluate.data.max_length == default.evaluate.data.max_length == 64
+
+
+def test_sizes_beside_a_loaded_student_are_refused_not_recorded_unused() -> None:
+    with pytest.raises(KDistillError, match=r"student.num_layers, student.hidden_size cannot apply to student.init "
+                                            r"'path' \(the folder's model is used as it is\): drop them"):
+        build(DistillConfig, {"student": {"init": "path", "path": "s", "hidden_size": 32, "num_layers": 1}})
+    loaded = build(DistillConfig, {"student": {"init": "path", "path": "s"}})
+    again = build(DistillConfig, loaded.model_dump(mode="json"))  # a recorded kdistill.yaml loads back
+    assert again.student.path == "s" and again.student.num_layers == 3

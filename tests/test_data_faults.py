@@ -131,3 +131,14 @@ def test_doc_stride_on_a_task_without_windows_is_refused_naming_the_field(tmp_pa
     assert len(load_task_data(cfg).splits["train"]) == 6  # without the flag the same file loads
     with pytest.raises(KDistillError, match="data.doc_stride applies to question answering only"):
         load_task_data(cfg.model_copy(update={"doc_stride": 32}))
+
+
+def test_a_stray_label_value_is_named_with_its_count_when_the_model_has_fewer_classes(tmp_path: Path) -> None:
+    from kdistill.labels import check_labels
+
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\n" + "".join(f"text {i}\t{'NA' if i == 5 else i % 2}\n" for i in range(12)))
+    data = load_task_data(DataConfig(task=None, train_file=str(path), validation_fraction=0.25))
+    with pytest.raises(KDistillError, match=r"data has 3 classes \(0: 6 rows, 1: 5 rows, NA: 1 row\), model 'm' "
+                                            r"has 2: a stray label value"):
+        check_labels(data, 2, model_name="m")

@@ -270,6 +270,11 @@ def test_run_refuses_steps_of_different_task_types_before_fine_tuning(tiny_teach
     with pytest.raises(KDistillError, match="model folder"):  # same task type, tasks differ: past this check
         api.run(build(RunConfig, {"finetune": {"model": str(tmp_path / "absent"), "out": "t"},
                                   "distill": {"out": "s", "data": {"task": "mrpc"}}}))
+    for step in ("distill", "evaluate"):  # QA's window option on a classification step: refused before any step
+        assert main([*base, f"--{step}.data.doc_stride", "32"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--{step}.data.doc_stride applies to question answering only; --{step}.data is sst2" in err
+        assert err.count("\n") == 0 and not (tmp_path / "t").exists()
 
 
 # ---------------------------------------------------------------- items 4, 5, 6: comparing configs

@@ -238,3 +238,13 @@ def test_a_metrics_file_of_the_wrong_shape_is_one_line(tmp_path: Path, metrics: 
     assert cli.main(["report", str(run), "--out", str(tmp_path / "rep"), "--speed", "false"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "Traceback" not in err and "\n" not in err, err
+
+
+def test_a_warning_block_says_warning_once_in_both_formats() -> None:
+    from kdistill.page import to_html, to_markdown
+
+    blocks = [("warning", "validation predictions are a single class <0>")]
+    assert to_markdown(blocks, {}).strip() == "> **Warning:** validation predictions are a single class <0>"
+    page = to_html("t", blocks, {})
+    assert "<strong>Warning:</strong> validation predictions are a single class &lt;0&gt;" in page
+    assert page.count("Warning") == 1

@@ -35,8 +35,8 @@ def calibrate_saved(model: nn.Module, tokenizer: Any, out: Path, data: TaskData,
     `model` is the model loaded from `out` (changed in place). Returns what was fitted (multi-label: the threshold
     and the validation metric at 0.5 and at the threshold) or None when the task type fits nothing.
     """
-    if "validation" not in data.splits:
-        return None
+    if "validation" not in data.splits or not data.task.fits_decision_rule:
+        return None  # nothing to fit: no validation pass
     splits = tokenize_splits(data, tokenizer, max_length, cache_dir)
     loader = make_loader(splits["validation"], tokenizer, 64, task=data.task)
     logits, labels = predict(model, loader, progress=progress, desc="fitting the decision threshold")

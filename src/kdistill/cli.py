@@ -295,6 +295,15 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
     print(json.dumps(shown, indent=1))
 
 
+_RESUME = "run the same command again to resume from the last checkpoint"
+_AFTER_INTERRUPT = {"finetune": _RESUME, "distill": _RESUME, "run": _RESUME, "mlm-head": _RESUME, "general": _RESUME,
+                    "search": "run the same command again to search from the start",
+                    "label": "run the same command again: the answers already stored are reused",
+                    "generate": "run the same command again: the requests already answered are reused",
+                    "augment": "run the same command again to augment from the start"}
+"""What a rerun after Ctrl-C does, by command; the others (evaluate, bench, export, report) write only at the end."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -323,8 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdistill: error: {err.strerror or type(err).__name__}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("kdistill: interrupted; run the same command again to resume from the last checkpoint",
-              file=sys.stderr)
+        print(f"kdistill: interrupted; {_AFTER_INTERRUPT.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
 
 

@@ -8,6 +8,7 @@ or names them differently, is refused with one line rather than trained into non
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from kdistill.errors import KDistillError
@@ -42,6 +43,12 @@ def norm_names(names: list[str]) -> list[str]:
     return [norm_label(n) for n in names]
 
 
+def _class_counts(data: TaskData) -> str:
+    """'0: 3400 rows, 1: 3500 rows, NA: 1 row' over every split, so a stray label value shows with its count."""
+    counts = Counter(int(v) for split in data.splits.values() for v in split["label"])
+    return ", ".join(f"{name}: {counts[i]} row{'s' * (counts[i] != 1)}" for i, name in enumerate(data.label_names))
+
+
 def check_labels(data: TaskData, num_model_labels: int, model_id2label: dict | None = None,
                  model_name: str = "model") -> None:
     """Fail before training when the model cannot represent the data's classes, or names them apart.
@@ -52,8 +59,9 @@ def check_labels(data: TaskData, num_model_labels: int, model_id2label: dict | N
     Fewer classes given as bare integer ids are fine: the ids are the model's.
     """
     if data.num_labels > num_model_labels:
-        raise KDistillError(f"labels outside the model's classes: data has {data.num_labels} classes, "
-                            f"model '{model_name}' has {num_model_labels}")
+        raise KDistillError(f"labels outside the model's classes: data has {data.num_labels} classes "
+                            f"({_class_counts(data)}), model '{model_name}' has {num_model_labels}: a stray "
+                            "label value makes a class of its own")
     id2label = model_id2label or {}
     model_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(num_model_labels)]
     ids_only = data.label_names == [str(i) for i in range(data.num_labels)]

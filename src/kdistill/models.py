@@ -156,7 +156,8 @@ def resolve_model_path(name: str) -> str:
         check_model_folder(p)
         return str(p)
     if _looks_like_path(name):
-        raise KDistillError(f"model folder not found: {name} (no such folder under {Path.cwd()})")
+        where = "no such folder" if p.is_absolute() else f"no such folder under {Path.cwd()}"
+        raise KDistillError(f"model folder not found: {name} ({where})")
     from huggingface_hub import constants, try_to_load_from_cache
 
     try:

@@ -60,6 +60,8 @@ def to_html(title: str, blocks: list[Block], figures: dict[str, Figure]) -> str:
             parts.append(f"<{kind}>{esc(args[0])}</{kind}>")
         elif kind in ("p", "note", "meta"):
             parts.append(f'<p class="{kind}">{esc(args[0])}</p>')
+        elif kind == "warning":
+            parts.append(f'<p class="note"><strong>Warning:</strong> {esc(args[0])}</p>')
         elif kind == "kv":
             parts.append("<table><tbody>" + "".join(
                 f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in args[0]) + "</tbody></table>")
@@ -94,6 +96,8 @@ def to_markdown(blocks: list[Block], figures: dict[str, Figure]) -> str:
             out.append(args[0])
         elif kind == "note":
             out.append(f"> **Note:** {args[0]}")
+        elif kind == "warning":
+            out.append(f"> **Warning:** {args[0]}")
         elif kind in ("kv", "table"):
             headers, rows = (["Field", "Value"], args[0]) if kind == "kv" else (args[0], args[1])
             lines = ["| " + " | ".join(map(_md_cell, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]

@@ -207,7 +207,7 @@ def _run_blocks(run: Run, name: str, figures: dict[str, Figure], curve_note: str
                 ("teacher", str(run.teacher_path) if run.teacher_path else "-"),
                 ("best epoch", str(m.get("best_epoch", "-"))), ("steps", str(m.get("steps", "-"))),
                 ("training time", duration(wall) if isinstance(wall, int | float) else "-")]),
-        *[("note", f"Warning: {w}") for w in m.get("warnings", [])],  # e.g. a student collapsed to one class
+        *[("warning", w) for w in m.get("warnings", [])],  # e.g. a student collapsed to one class
         ("h3", f"Teacher vs student on the {s['split']} split" if t else f"Scores on the {s['split']} split"),
     ]
     headers, rows, notes = comparison_rows(s, t)  # the table `kdistill evaluate` / `run` print, and its footnotes

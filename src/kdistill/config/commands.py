@@ -309,6 +309,14 @@ class ReportConfig(StrictConfig):
 
     runs: list[str] = Field(description="run folders written by finetune/distill",
                             json_schema_extra={"cli": "positional"}, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runs_given(cls, data: Any) -> Any:
+        # `runs` is positional on the command line: "runs: Field required" would name a flag that does not exist
+        if isinstance(data, dict) and not data.get("runs"):
+            raise ValueError("no run folder given: kdistill report RUN_DIR [RUN_DIR ...] (or `runs:` in --config)")
+        return data
     out: str = Field("report", description="output folder for report.html, report.md and the PNGs")
     teacher: str | None = Field(None, description="teacher folder (default: the one each run names)")
     split: Literal["test", "validation"] = Field("test", description="split scored for confusion matrices")

@@ -19,13 +19,13 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-after"))
-        loc = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
+        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".")  # a whole-config check names no field
         msg = e["msg"].removeprefix("Value error, ")
         key = str(e["loc"][-1]) if e["loc"] else ""
         if e["type"] == "extra_forbidden" and ":" in key:  # YAML reads `{name:kl}` as one key "name:kl"
             field, _, value = key.partition(":")
             msg += f" (YAML needs a space after the colon: `{field}: {value}`)"
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
 

@@ -131,6 +131,11 @@ class ScheduleConfig(StrictConfig):
         "MobileBERT's progressive knowledge transfer does; all layers train again in the final stage")
 
 
+_SIZING = ("layers", "num_layers", "hidden_size", "num_heads", "intermediate_size", "intra_bottleneck_size",
+           "num_feedforward_networks", "embedding_size")
+"""Student fields that shape a built student; a loaded one (`init: path`) keeps its own."""
+
+
 class StudentConfig(StrictConfig):
     """How the student is built: from teacher layers, from a smaller config, or loaded from a path."""
 
@@ -165,6 +170,14 @@ class StudentConfig(StrictConfig):
     def _needs(self) -> StudentConfig:
         if self.init == "path" and not self.path:
             raise ValueError("student.path is required when student.init is 'path'")
+        if self.init == "path":
+            # the folder's model is used as it is: a size given beside it would be recorded but never applied
+            sized = [k for k in _SIZING if getattr(self, k) != StudentConfig.model_fields[k].default]
+            if sized:
+                them = "them" if len(sized) > 1 else "it"
+                raise ValueError(f"{', '.join('student.' + k for k in sized)} cannot apply to student.init 'path' "
+                                 f"(the folder's model is used as it is): drop {them}, or build the student with "
+                                 "student.init teacher_layers / config")
         return self
 
 

@@ -114,6 +114,7 @@ class Task:
     figure_caption: ClassVar[str] = ""  # the figure's caption after the model's name
     pipeline_kwargs: ClassVar[dict[str, Any]] = {}  # what a `pipeline("text-classification")` call should add
     doc: ClassVar[str] = ""  # one phrase for messages: "a regression task (one score per example)"
+    fits_decision_rule: ClassVar[bool] = False  # `calibrate` fits something (a validation pass at the end of a run)
     head: ClassVar[str] = SEQUENCE_HEAD  # the architecture ending of the model's head (a key of `HEADS`)
     pipeline_tag: ClassVar[str] = "text-classification"  # the Hugging Face `pipeline()` task of a saved model
     per_token: ClassVar[bool] = False  # outputs per token (B, L, C): response losses need the student's tokens

@@ -103,6 +103,7 @@ class MultiLabel(Task):
     soft_loss = "bce_soft"
     pipeline_kwargs = {"function_to_apply": "sigmoid", "top_k": None}
     doc = "a multi-label task (a set of labels per example)"
+    fits_decision_rule = True  # the threshold, tuned on validation and folded into the output biases
 
     def label_feature(self, num_labels: int) -> Any:
         return datasets.Sequence(datasets.Value("float32"), length=num_labels)

@@ -81,7 +81,8 @@ def check_run_tasks(cfg: Any) -> None:
     nothing and comes before the fine-tuning; sections given by a file or `datasets` name are left to their step.
 
     Raises:
-        KDistillError: two steps whose data are of different task types, naming `run`'s flags.
+        KDistillError: two steps whose data are of different task types, or a `doc_stride` (question answering's
+            windows) given to a step of another declared type, naming `run`'s flags.
     """
     kinds: dict[str, tuple[str, str]] = {}
     for step in ("finetune", "distill", "evaluate"):
@@ -89,6 +90,9 @@ def check_run_tasks(cfg: Any) -> None:
         kind = declared_task_type(data.task, data.task_type, from_files=bool(data.train_file or data.dataset))
         if kind is not None:
             kinds[step] = (kind, kind if data.task_type else f"{data.task} ({kind})")
+            if data.doc_stride is not None and kind != "question_answering":
+                raise KDistillError(f"run: --{step}.data.doc_stride applies to question answering only; "
+                                    f"--{step}.data is {kinds[step][1]} (drop --{step}.data.doc_stride)")
     if len({kind for kind, _ in kinds.values()}) > 1:
         said = ", ".join(f"--{step}.data is {shown}" for step, (_, shown) in kinds.items())
         raise KDistillError(f"run: {said}; the teacher fine-tuned on one task type cannot teach or be compared on "
