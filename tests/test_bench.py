@@ -90,8 +90,12 @@ def test_cli_repeated_model_flag_and_errors(two_models, tmp_path: Path, capsys) 
     code = cli.main(["bench", "--model", str(big), "--model", str(small), "--backends", "[pytorch]",
                      "--batch-sizes", "[2]", "--seq-lengths", "[8]", "--repeats", "2", "--warmup", "0",
                      "--device", "cpu", "--out-json", str(out)])
-    printed = capsys.readouterr().out
-    assert code == 0 and out.is_file() and printed.count("| pytorch |") == 2
+    printed = capsys.readouterr()
+    assert code == 0 and out.is_file() and printed.out.count("| pytorch |") == 2 and "bench:" in printed.err
+    code = cli.main(["bench", "--model", str(small), "--backends", "[pytorch]", "--batch-sizes", "[2]",
+                     "--seq-lengths", "[8]", "--repeats", "2", "--warmup", "0", "--device", "cpu", "--out-json",
+                     str(out), "--progress", "false"])
+    assert code == 0 and "bench:" not in capsys.readouterr().err  # no progress bar
     code = cli.main(["bench", "--model", str(big), "--seq-lengths", "[4096]", "--backends", "[pytorch]"])
     err = capsys.readouterr().err
     assert code == 2 and "max_position_embeddings" in err and len(err.strip().splitlines()) == 1

@@ -136,7 +136,7 @@ def _time_all(timers: list[_Timer], models: list[torch.nn.Module], cfg: BenchCon
     """
     windows: dict[str, list[ShapeTiming]] = {}
     total = len({t.backend for t in timers}) * len(cfg.seq_lengths) * len(cfg.batch_sizes)
-    with tqdm(total=total, desc="bench", leave=False) as bar, num_threads(cfg.threads):
+    with tqdm(total=total, desc="bench", leave=False, disable=not cfg.progress) as bar, num_threads(cfg.threads):
         for backend in dict.fromkeys(t.backend for t in timers):
             group = [t for t in timers if t.backend == backend]
             for seq in cfg.seq_lengths:

@@ -109,7 +109,7 @@ def load_scored(path: str, data: TaskData, cfg: Any, name: str, device: str) -> 
     model.to(device)
     split = cfg.split if cfg.split in data.splits else "validation"
     metrics = score_split(model, tokenizer, data, split, cfg.data.max_length, cache_dir=cfg.data.cache_dir,
-                          desc=f"scoring {name}")
+                          desc=f"scoring {name}", progress=getattr(cfg, "progress", True))
     info = {"name": name, "path": str(path), "split": split, "metric": data.metric,
             "score": metrics[primary(data.metric)], "metrics": metrics, **model_facts(model, path)}
     return info, model

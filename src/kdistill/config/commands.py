@@ -184,6 +184,7 @@ class EvaluateConfig(StrictConfig):
     threads: int | None = Field(None, gt=0, description="torch CPU threads")
     speed: bool = Field(True, description="measure latency and throughput")
     out_json: str | None = Field(None, description="also write the figures as JSON here")
+    progress: bool = Field(True, description="show progress bars")
 
 
 class ExportConfig(StrictConfig):
@@ -302,6 +303,7 @@ class BenchConfig(StrictConfig):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = GPU when present")
     threads: int | None = Field(None, gt=0, description="CPU threads (torch and ONNX Runtime)")
     out_json: str | None = Field("bench.json", description="write every measurement here (null = don't)")
+    progress: bool = Field(True, description="show the progress bar")
 
 
 class ReportConfig(StrictConfig):
