@@ -154,7 +154,9 @@ def write_report(done: dict[str, dict[str, Any]], md: Path, png: Path) -> None:
              "Measured by `python benchmarks/pareto.py`; retention = student test score / its teacher's (SST-2: "
              "accuracy on the 1,821-sentence test split; MRPC: F1 on the 408-pair dev split). Speedups are p50 ratios "
              "from `kdistill bench` (interleaved timing, sequence length 64 for SST-2 and 128 for MRPC) on the machine "
-             "in each row's `env`; '(unreliable)' marks a window where the machine was busy.", ""]
+             "in each row's `env`; '(unreliable)' marks a window where the machine was busy. Architectures timed again "
+             "with `--retime` (one after another, nothing else running) show those figures: "
+             f"{sum(bool(r.get('retimed')) for r in done.values())} here.", ""]
     md.write_text("\n".join(lines))
     if any(r.get("kind") == "student" for r in done.values()):
         plot(done, png)
