@@ -25,6 +25,7 @@ teacher in PyTorch fp32, batch 1), params and train_s.
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.metadata
 import os
 import platform
@@ -43,9 +44,15 @@ from pareto_report import write_report  # noqa: E402
 from tinybert import run_augment, run_mlm_head  # noqa: E402
 
 from kdistill import api  # noqa: E402
-from kdistill.config import BenchConfig, DistillConfig, FinetuneConfig, build  # noqa: E402
+from kdistill.config import BenchConfig, DataConfig, DistillConfig, FinetuneConfig, LabelConfig, build  # noqa: E402
+from kdistill.data import load_task_data  # noqa: E402
+from kdistill.tasks.shipped import TASKS as SHIPPED  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+# a base-size teacher's logits on each training split (`kdistill label`), committed beside the results as
+# answers/TEACHER-TASK.jsonl: a fresh machine keeps none of benchmarks/runs, and these let the students of another
+# tokenizer learn from the teacher without fine-tuning it again
+ANSWERED = ("mpnet",)
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
 RELATIONS = {"name": "minilmv2_relations", "weight": 1.0, "mapping": {"strategy": "last"}}
 METHODS: dict[str, dict[str, Any]] = {
@@ -127,6 +134,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         seeds = args.seeds_mrpc if task == "mrpc" else args.seeds_sst2
         for teacher in args.teachers:
             cells.append((f"teacher | {teacher} | {task}", {"kind": "teacher", "teacher": teacher, "task": task}))
+            if teacher in ANSWERED:
+                cells.append((f"answers | {teacher} | {task}", {"kind": "answers", "teacher": teacher, "task": task}))
             students = [s for s in STUDENTS[teacher] if not args.students or s in args.students]
             for seed in range(42, 42 + seeds):
                 for method in args.methods:
@@ -154,6 +163,54 @@ def run_teacher(c: dict[str, Any], args: argparse.Namespace, runs: Path) -> dict
     return {"kind": "teacher", "teacher": c["teacher"], "teacher_name": t["name"], "task": task, "metric": key,
             "score": s["test"][key], "test": s["test"], "params": s["params"], "train_s": s["wall_seconds"],
             "model_dir": str(out)}
+
+
+def answers_file(results: Path, teacher: str, task: str) -> Path:
+    return results.parent / "answers" / f"{teacher}-{task}.jsonl"
+
+
+def run_answers(c: dict[str, Any], done: dict[str, dict[str, Any]], args: argparse.Namespace,
+                runs: Path) -> dict[str, Any]:
+    """The fine-tuned teacher's answers (label, probabilities, logits) on the students' training split (the shipped
+    train file less its carved validation rows, as every student cell reads it), written by `kdistill label` to
+    answers/TEACHER-TASK.jsonl beside the results. KL and CE need the logits only, and `teacher_answers` matches
+    rows by the student's tokens, so the soft targets are the output cache's."""
+    teacher = done[f"teacher | {c['teacher']} | {c['task']}"]
+    train = load_task_data(build(DataConfig, {"task": c["task"], "max_length": TASKS[c["task"]]["max_length"],
+                                              "max_train_examples": args.max_train})).splits["train"]
+    tsv = runs / f"{c['teacher']}-{c['task']}" / "students-train.tsv"
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    columns = [k for k in ("text_a", "text_b") if k in train.column_names]
+    with tsv.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(columns)
+        w.writerows(zip(*(train[k] for k in columns), strict=True))
+    out = answers_file(args.results, c["teacher"], c["task"])
+    s = api.label(build(LabelConfig, {"teacher": teacher["model_dir"], "input": str(tsv), "text_columns": columns,
+                                      "out": str(out), "label_names": SHIPPED.get(c["task"]).names(),
+                                      "max_length": TASKS[c["task"]]["max_length"], "batch_size": 32,
+                                      "device": args.device}))
+    return {"kind": "answers", "teacher": c["teacher"], "task": c["task"], "file": out.name, "rows": len(train),
+            "summary": s}
+
+
+def standin_teacher(teacher: str, task: str, runs: Path) -> str:
+    """The base-size teacher's architecture with an untrained head for `task`, saved once under runs/models, for
+    student cells on a machine where the fine-tuned teacher's folder is gone. Stored answers do the teaching; this
+    folder only gives the distillation its tokenizer and label names, and times exactly as the fine-tuned teacher
+    (speed depends on the architecture only)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = runs.parent / "models" / f"{teacher}-{task}-standin"
+    if not (out / "config.json").is_file():
+        base, names = mpnet_folder(runs.parent / "models"), SHIPPED.get(task).names()
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+        tmp = out.with_name(out.name + ".tmp")
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+        os.replace(tmp, out)
+    return str(out)
 
 
 def speed(teacher_dir: str, student_dir: str, task: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
@@ -192,10 +249,18 @@ def run_student(c: dict[str, Any], done: dict[str, dict[str, Any]], args: argpar
     teacher = done[f"teacher | {c['teacher']} | {c['task']}"]
     spec, method = STUDENTS[c["teacher"]][c["student"]], METHODS[c["method"]]
     base = runs / f"{c['teacher']}-{c['task']}"
+    answers = answers_file(args.results, c["teacher"], c["task"])
+    # a student of another tokenizer learns soft targets from the stored answers when there are some (augmented rows
+    # have none); the others need the fine-tuned teacher itself (their layers, or its features)
+    by_answers = bool(spec.get("own_tokenizer") and answers.is_file() and not method.get("augment"))
+    teacher_dir = teacher["model_dir"]
+    if by_answers and not Path(teacher_dir).is_dir():
+        teacher_dir = standin_teacher(c["teacher"], c["task"], runs)
     out = base / f"{c['student']}__{c['method'].replace(' ', '-').replace(',', '').replace('+', 'and')}__{c['seed']}"
     cfg = build(DistillConfig, {
-        "teacher": teacher["model_dir"], "student": spec["student"], "losses": method["losses"], "out": str(out),
-        "teacher_cache": str(base / "teacher-cache") if method.get("cache", True) else False,
+        "teacher": teacher_dir, "student": spec["student"], "losses": method["losses"], "out": str(out),
+        "teacher_cache": str(base / "teacher-cache") if method.get("cache", True) and not by_answers else False,
+        "teacher_answers": str(answers) if by_answers else None,
         "data": {"task": c["task"], "max_length": TASKS[c["task"]]["max_length"],
                  "max_train_examples": args.max_train,
                  "augment_file": augmented(c["task"], args, runs) if method.get("augment") else None},
@@ -209,13 +274,14 @@ def run_student(c: dict[str, Any], done: dict[str, dict[str, Any]], args: argpar
            "task": c["task"], "seed": c["seed"], "metric": key, "score": s["test"][key],
            "retention": s["test"][key] / teacher["score"], "params": s["params"], "train_s": s["wall_seconds"],
            "wall_s": wall, "teacher_params": teacher["params"], "model_dir": str(out),
-           "warnings": s.get("warnings")}
+           "warnings": s.get("warnings"), "teacher_signal": "stored answers" if by_answers else
+           ("cache" if method.get("cache", True) else "live")}
     arch = f"speed | {c['teacher']} | {c['task']} | {c['student']}"
     if arch not in done:  # speed depends on the architecture only: timed once, on the first trained student
         scratch = base / f"speed-{c['student']}"
         scratch.mkdir(parents=True, exist_ok=True)
         record(args.results, {"cell": arch, "kind": "speed",
-                              **speed(teacher["model_dir"], str(out), c["task"], args, scratch)})
+                              **speed(teacher_dir, str(out), c["task"], args, scratch)})
         done.update(done_cells(args.results))
     return {**row, **{k: v for k, v in done[arch].items() if k not in ("cell", "kind")}}
 
@@ -278,10 +344,19 @@ def main() -> None:
             if args.dry_run:
                 print("  " + name)
                 continue
-            if c["kind"] == "student" and f"teacher | {c['teacher']} | {c['task']}" not in done:
+            teacher = done.get(f"teacher | {c['teacher']} | {c['task']}")
+            if c["kind"] != "teacher" and teacher is None:
                 continue  # its teacher was filtered out of this call
+            if c["kind"] == "answers" and not Path(teacher["model_dir"]).is_dir():
+                print(f"[pareto] {name}: skipped, the fine-tuned teacher's folder is not on this machine", flush=True)
+                continue
             print(f"[pareto] {name}", flush=True)
-            row = run_teacher(c, args, runs) if c["kind"] == "teacher" else run_student(c, done, args, runs)
+            if c["kind"] == "teacher":
+                row = run_teacher(c, args, runs)
+            elif c["kind"] == "answers":
+                row = run_answers(c, done, args, runs)
+            else:
+                row = run_student(c, done, args, runs)
             record(args.results, {"cell": name, **row, "env": env_info()})
             done = done_cells(args.results)
         if args.dry_run:
