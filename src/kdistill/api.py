@@ -103,6 +103,11 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
     return summary
 
 
+def epochs(n: float) -> str:
+    """`n` epochs as a log line says it: '1 epoch', '0.5 epochs', '3 epochs'."""
+    return f"{n:g} epoch" + ("" if n == 1 else "s")
+
+
 def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: str, data: TaskData,
           teacher_summary: dict[str, Any] | None = None) -> None:
     scores = summary.get("test") or summary.get("validation") or {}
@@ -191,7 +196,7 @@ def _schedule(cfg: DistillConfig, objective: Objective) -> LayerSchedule:
     needed = getattr(schedule, "epochs_needed", lambda: 0)()
     if needed > cfg.train.epochs:
         print(f"[distill] note: schedule '{sc.name}' reaches its final stage by epoch limits only after "
-              f"{needed} epochs; train.epochs is {cfg.train.epochs:g}")
+              f"{epochs(needed)}; train.epochs is {cfg.train.epochs:g}")
     return schedule
 
 
@@ -222,7 +227,7 @@ def _distill_stages(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Dis
             "eval_every_epoch": stage.eval_every_epoch if stage.eval_every_epoch is not None else last})
         sub = cfg.model_copy(update={"stages": None, "losses": stage.losses, "train": train, "student": student,
                                      "out": str(stage_out)})
-        print(f"[distill] stage {i + 1}/{len(cfg.stages)} '{stage.name}': {train.epochs:g} epochs at lr "
+        print(f"[distill] stage {i + 1}/{len(cfg.stages)} '{stage.name}': {epochs(train.epochs)} at lr "
               f"{train.lr:g} -> {stage_out}", flush=True)
         summary = distill(sub, callbacks)
         summaries.append({"stage": stage.name, "out": str(stage_out), "wall_seconds": summary.get("wall_seconds"),
@@ -297,7 +302,7 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
           f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
           + (f" ({plan.note})" if plan.note else ""))
     if cfg.preset:
-        d.log(f"preset {cfg.preset}: student.init {cfg.student.init}, lr {cfg.train.lr:g}, {cfg.train.epochs:g} epochs"
+        d.log(f"preset {cfg.preset}: student.init {cfg.student.init}, lr {cfg.train.lr:g}, {epochs(cfg.train.epochs)}"
               + (" per stage" if cfg.stages else "") + " (your own flags override any of it)")
     result = d.train()
     teacher_summary_file = Path(resolve_model_path(cfg.teacher)) / "metrics.json"
