@@ -275,3 +275,10 @@ def test_report_without_run_folders_names_the_positional_argument(capsys) -> Non
     err = capsys.readouterr().err.strip()
     assert err == ("kdistill: error: invalid flags: no run folder given: kdistill report RUN_DIR [RUN_DIR ...] "
                    "(or `runs:` in --config)")
+
+
+def test_a_command_given_nothing_says_arguments_not_config(capsys) -> None:
+    # no --config and no flag: the user wrote no config, so the error must not blame one
+    assert cli.main(["report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kdistill: error: invalid arguments: no run folder given: kdistill report RUN_DIR")

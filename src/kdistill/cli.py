@@ -239,7 +239,8 @@ def config_from_args(command: str, args: argparse.Namespace) -> Any:
         if path in fields:
             _set(data, path, _parse_value(raw, fields[path], path))
     config_file = getattr(args, "config", None)
-    source = (f"config {config_file} (or a flag)" if config_file else "flags") if data else "config"
+    # nothing given at all: "arguments", since the user typed neither a config file nor a flag
+    source = (f"config {config_file} (or a flag)" if config_file else "flags") if data else "arguments"
     return build(model, with_section_defaults(model, data), source=source)
 
 
