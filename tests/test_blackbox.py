@@ -437,6 +437,44 @@ def test_gray_box_soft_targets_from_the_labeled_file_equal_the_live_teacher(spli
                                           "losses": [{"name": "kl"}, {"name": "hidden_mse"}]}))
 
 
+def test_stored_answers_alone_teach_a_student_folder_with_no_teacher_model(split_teacher: Path, tmp_path: Path,
+                                                                          fast_train: dict) -> None:
+    """An API teacher leaves nothing but its answers: `teacher: null` trains the student folder exactly as a run
+    that also loads a teacher model, which there only sets things up."""
+    from safetensors.torch import load_file
+
+    from kdistill.cli import build_parser, config_from_args
+
+    labeled = label_file(_cfg(tmp_path, str(split_teacher), _write(tmp_path / "in.txt", _texts(64)), max_length=32,
+                              device="cpu"))
+    small = make_tiny_bert(tmp_path / "small", num_layers=1, seed=1, label_names=NAMES)
+    data = {"task": None, "train_file": labeled["out"], "text_columns": ["text"], "label_column": "label",
+            "max_length": 32, "validation_fraction": 0.2, "cache_dir": str(tmp_path / "tok")}
+    base = {"student": {"init": "path", "path": str(small)}, "data": data, "teacher_answers": labeled["out"],
+            "losses": [{"name": "kl", "temperature": 2.0, "weight": 0.5}, {"name": "ce", "weight": 0.5}],
+            "train": fast_train}
+    with_model = api.distill(build(DistillConfig, {**base, "teacher": str(split_teacher), "out": str(tmp_path / "a")}))
+    alone = api.distill(build(DistillConfig, {**base, "teacher": None, "out": str(tmp_path / "b")}))
+    assert with_model["steps"] == alone["steps"] > 0 and alone["teacher"] is None
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "b").config.id2label[1] == "positive"
+    assert "teacher answers:" in (tmp_path / "b" / "README.md").read_text()
+    # the flag spells it as YAML does; without answers, or with a student built from a teacher, it is one line
+    cli = config_from_args("distill", build_parser().parse_args(
+        ["distill", "--teacher", "null", "--teacher_answers", labeled["out"], "--student.init", "path",
+         "--student.path", str(small)]))
+    assert cli.teacher is None
+    with pytest.raises(KDistillError, match=r"teacher is null: give the teacher's answers \(teacher_answers"):
+        build(DistillConfig, {"teacher": None})
+    with pytest.raises(KDistillError, match=r"teacher is null: the student must be a model folder \(student.init: "
+                                            r"path, student.path: DIR\), not 'teacher_layers'"):
+        build(DistillConfig, {"teacher": None, "teacher_answers": labeled["out"]})
+    with pytest.raises(KDistillError, match="teacher is null: teacher_cache needs a teacher model"):
+        build(DistillConfig, {**base, "teacher": None, "teacher_cache": True})
+
+
 # --- resuming: answers survive a failed or killed run; a rerun asks only for the rest ---------------------------
 
 ROWS = [f"{'good' if i % 3 == 0 else 'dull'} film number {i}" for i in range(20)]

@@ -160,6 +160,17 @@ def _finetune(cfg: FinetuneConfig, out: Path, callbacks: list[Callable[[Distille
     return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, card)
 
 
+def _student_without_teacher(cfg: DistillConfig, data: TaskData) -> PreTrainedModel:
+    """The student folder with the data's head, as `kdistill finetune` loads a model (no teacher to copy it from)."""
+    path = str(cfg.student.path)
+    new_head = head_of_config(model_config(path)) != data.task.head
+    student = load_classifier(path, num_labels=data.num_labels, label_names=data.label_names, task=data.task)
+    data.task.check_model(data, student.config, path)
+    if new_head:
+        data.task.init_head(student, data.splits["train"])
+    return student
+
+
 def _teacher_model(name: str) -> PreTrainedModel:
     path = resolve_model_path(name)
     cfg_file = Path(path) / "config.json"
@@ -171,13 +182,20 @@ def _teacher_model(name: str) -> PreTrainedModel:
     return teacher_as_trained(load_classifier(name), log=lambda msg: print(f"[distill] {msg}"))
 
 
-def build_objective(cfg: DistillConfig, teacher: PreTrainedModel, student: PreTrainedModel,
+def build_objective(cfg: DistillConfig, teacher: PreTrainedModel | None, student: PreTrainedModel,
                     same_tokens: bool, task: Task | None = None) -> Objective:
-    """The run's objective, checked against both models and the task type; both models set up to capture."""
-    t_probe, s_probe = probe(teacher), probe(student)
+    """The run's objective, checked against both models and the task type; both models set up to capture.
+
+    With no teacher model (`teacher: null`, stored answers alone) the answers stand in for the teacher's outputs:
+    they have the student's classes, and a loss that would read the teacher's layers is refused where the answers
+    are set up (`teachers.choose_teacher_source`).
+    """
+    s_probe = probe(student)
+    t_probe = probe(teacher) if teacher is not None else s_probe
     objective = Objective(cfg.losses, cfg.mapping, student=s_probe, teacher=t_probe, same_tokens=same_tokens,
                           task=task)
-    prepare_for_capture(teacher, t_probe, objective.teacher_request, "teacher")
+    if teacher is not None:
+        prepare_for_capture(teacher, t_probe, objective.teacher_request, "teacher")
     prepare_for_capture(student, s_probe, objective.student_request, "student")
     return objective
 
@@ -259,27 +277,32 @@ def distill(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | N
 def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller], None]] | None) -> dict[str, Any]:
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
-    teacher = _teacher_model(cfg.teacher)
-    data.task.check_model(data, teacher.config, cfg.teacher)  # a regression teacher on classes is refused here
-    check_max_length(cfg.data.max_length, teacher.config, "teacher", cfg.teacher)
-    t_tok = load_tokenizer(cfg.teacher)
-    try:
-        student = build_student(cfg.student, teacher, single_sentence=not data.is_pair, tokenizer=t_tok)
-    except KDistillError as err:
-        if cfg.preset:  # the student the user did not choose: say where it came from and how to replace it
-            raise KDistillError(f"{err} (the student comes from --preset {cfg.preset}: choose your own with "
-                                "--student.init and its --student.* fields, or the other preset)") from None
-        raise
+    if cfg.teacher is None:  # stored answers alone teach: the student is a model folder (the config checked it)
+        teacher, student = None, _student_without_teacher(cfg, data)
+        s_tok = t_tok = load_tokenizer(str(cfg.student.path))
+        same = True
+    else:
+        teacher = _teacher_model(cfg.teacher)
+        data.task.check_model(data, teacher.config, cfg.teacher)  # a regression teacher on classes is refused here
+        check_max_length(cfg.data.max_length, teacher.config, "teacher", cfg.teacher)
+        t_tok = load_tokenizer(cfg.teacher)
+        try:
+            student = build_student(cfg.student, teacher, single_sentence=not data.is_pair, tokenizer=t_tok)
+        except KDistillError as err:
+            if cfg.preset:  # the student the user did not choose: say where it came from and how to replace it
+                raise KDistillError(f"{err} (the student comes from --preset {cfg.preset}: choose your own with "
+                                    "--student.init and its --student.* fields, or the other preset)") from None
+            raise
+        s_tok = load_tokenizer(cfg.student.path) if cfg.student.init == "path" and cfg.student.path else t_tok
+        same = same_vocabulary(t_tok, s_tok)
     check_max_length(cfg.data.max_length, student.config, "student", cfg.student.path or "built from the teacher")
-    s_tok = load_tokenizer(cfg.student.path) if cfg.student.init == "path" and cfg.student.path else t_tok
-    same = same_vocabulary(t_tok, s_tok)
     objective = build_objective(cfg, teacher, student, same, data.task)
     if cfg.student.init in ("bilstm", "cnn") and objective.student_request:
         raise KDistillError(f"a {cfg.student.init} student has no transformer layers to match: use response losses "
                             "(logit_mse as in Tang et al., kl, soft_ce, ce), not hidden or attention losses")
     schedule = _schedule(cfg, objective)
     splits = tokenize_splits(data, s_tok, cfg.data.max_length, cfg.data.cache_dir)
-    teacher_params = count_parameters(teacher)
+    teacher_params = count_parameters(teacher) if teacher is not None else None
     plan = choose_teacher_source(cfg, teacher=teacher, teacher_tokenizer=t_tok, student_tokenizer=s_tok, data=data,
                                  train=splits["train"], objective=objective, out=out, load_teacher=_teacher_model,
                                  same_tokens=same)
@@ -299,14 +322,16 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
     layers = probe(student).num_layers
     d.log(f"student: {layers} layer{'s' if layers != 1 else ''} x {probe(student).hidden_size} "
           f"({type(student).__name__}), "
-          f"{count_parameters(student) / 1e6:.1f}M params; teacher {teacher_params / 1e6:.1f}M"
+          f"{count_parameters(student) / 1e6:.1f}M params; "
+          + (f"teacher {teacher_params / 1e6:.1f}M" if teacher_params is not None else "no teacher model")
           + (f" ({plan.note})" if plan.note else ""))
     if cfg.preset:
         d.log(f"preset {cfg.preset}: student.init {cfg.student.init}, lr {cfg.train.lr:g}, {epochs(cfg.train.epochs)}"
               + (" per stage" if cfg.stages else "") + " (your own flags override any of it)")
     result = d.train()
-    teacher_summary_file = Path(resolve_model_path(cfg.teacher)) / "metrics.json"
-    teacher_summary = json.loads(teacher_summary_file.read_text()) if teacher_summary_file.is_file() else None
+    teacher_summary_file = Path(resolve_model_path(cfg.teacher)) / "metrics.json" if cfg.teacher else None
+    teacher_summary = (json.loads(teacher_summary_file.read_text())
+                       if teacher_summary_file is not None and teacher_summary_file.is_file() else None)
     summary = {"task": data.name, "metric": data.metric, "method": str(objective), "teacher": cfg.teacher,
                "validation": (result.history[-1].get("validation") if result.history else None),
                "best_epoch": result.best_epoch, "history": result.history,
@@ -321,8 +346,9 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
             key = primary(data.metric)
             if teacher_summary["test"][key] > 0:  # a share of a score at or below zero (a correlation) means nothing
                 summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
-        _card(out, summary, (out / CONFIG_FILE).read_text(), cfg.teacher, f"distillation: {objective}", data,
-              teacher_summary)
+        _card(out, summary, (out / CONFIG_FILE).read_text(), cfg.teacher or str(cfg.student.path),
+              f"distillation: {objective}" + ("" if cfg.teacher else f" (teacher answers: {cfg.teacher_answers})"),
+              data, teacher_summary)
 
     return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, complete)
 

@@ -95,7 +95,9 @@ def _default_losses() -> list[LossConfig]:
 class DistillConfig(StrictConfig):
     """`kdistill distill`: train a student from a fine-tuned teacher."""
 
-    teacher: str = Field("runs/teacher", description="fine-tuned teacher folder or hub name")
+    teacher: str | None = Field(
+        "runs/teacher", description="fine-tuned teacher folder or hub name; null (`--teacher null`): no teacher "
+        "model, the teacher_answers file is the only teacher and the student is a model folder (student.init: path)")
     student: StudentConfig = Field(default_factory=StudentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     losses: list[LossConfig] = Field(
@@ -146,6 +148,18 @@ class DistillConfig(StrictConfig):
                 raise ValueError("teacher_weights must be >= 0 with a positive sum")
         if self.extra_teachers and (self.teacher_answers or self.teacher_cache is not False):
             raise ValueError("extra_teachers runs every teacher live: not with teacher_answers or teacher_cache")
+        if self.teacher is None:
+            # gray-box with no model at all (an API's answers): the student's own folder gives tokenizer and head
+            given = [k for k, bad in (("extra_teachers", self.extra_teachers), ("teacher_cache", self.teacher_cache),
+                                      ("stages", self.stages is not None)) if bad]
+            if self.teacher_answers is None:
+                raise ValueError("teacher is null: give the teacher's answers (teacher_answers, written by kdistill "
+                                 "label), or a teacher folder")
+            if self.student.init != "path":
+                raise ValueError("teacher is null: the student must be a model folder (student.init: path, "
+                                 f"student.path: DIR), not '{self.student.init}', which is built from the teacher")
+            if given:
+                raise ValueError(f"teacher is null: {given[0]} needs a teacher model")
         if self.stages is not None:
             if not self.stages:
                 raise ValueError("stages is empty: give at least one stage, or leave it out")
