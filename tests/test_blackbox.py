@@ -437,6 +437,53 @@ def test_gray_box_soft_targets_from_the_labeled_file_equal_the_live_teacher(spli
                                           "losses": [{"name": "kl"}, {"name": "hidden_mse"}]}))
 
 
+def test_a_model_teachers_classes_cannot_be_renamed_into_another_order(split_teacher: Path, tmp_path: Path) -> None:
+    """label_names in another order than the model's id2label would write 'negative' on what it calls positive."""
+    inp = _write(tmp_path / "in.txt", _texts(8))
+    with pytest.raises(KDistillError, match=r"^label_names \['positive', 'negative'\] differ from model .*'s own "
+                                            r"classes \['negative', 'positive'\] \(id2label in its config.json\)"):
+        label_file(_cfg(tmp_path, str(split_teacher), inp, device="cpu", label_names=["positive", "negative"]))
+    same = label_file(_cfg(tmp_path, str(split_teacher), inp, device="cpu", label_names=NAMES))
+    assert {r["label"] for r in _rows(same["out"])} <= set(NAMES)
+    # transformers' placeholder names (LABEL_0, LABEL_1) are there to be named
+    plain = make_tiny_bert(tmp_path / "plain", num_layers=1)
+    named = label_file(_cfg(tmp_path, str(plain), inp, device="cpu", label_names=["no", "yes"],
+                            out=str(tmp_path / "named.jsonl")))
+    assert {r["label"] for r in _rows(named["out"])} <= {"no", "yes"}
+
+
+def test_answers_that_do_not_fit_the_training_data_are_refused_at_set_up(split_teacher: Path, tmp_path: Path,
+                                                                        fast_train: dict) -> None:
+    """Before any step and leaving no run folder: answers of another length, answers that miss training rows (the
+    first 30 rows labelled, the run training on rows that reach past them), and a folder given as the file."""
+    texts = _texts(64)
+    labeled = label_file(_cfg(tmp_path, str(split_teacher), _write(tmp_path / "in.txt", texts), max_length=32,
+                              device="cpu"))
+    data = {"task": None, "train_file": str(_write(tmp_path / "train.txt", texts)), "text_columns": ["text"],
+            "label_column": "label", "max_length": 32, "validation_fraction": 0.2, "cache_dir": str(tmp_path / "tok")}
+    # a .txt train file has no labels: give it the teacher's, as a TSV
+    train = tmp_path / "train.tsv"
+    train.write_text("text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in _rows(labeled["out"])))
+    data = {**data, "train_file": str(train)}
+    base = {"teacher": str(split_teacher), "student": {"num_layers": 1}, "data": data,
+            "losses": [{"name": "kl", "temperature": 2.0}], "train": fast_train}
+    rows = [json.loads(line) for line in Path(labeled["out"]).read_text().splitlines()]
+    three = tmp_path / "three.jsonl"
+    three.write_text("".join(json.dumps({**r, "probs": [*r["probs"][:1], 0.0, r["probs"][1]],
+                                         "logits": [*r["logits"][:1], -9.0, r["logits"][1]]}) + "\n" for r in rows))
+    first = tmp_path / "first30.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in rows[:30]))
+    cases = [(three, r"three.jsonl line 1: 3 values in its answer, but the data has 2 classes"),
+             (first, r"^\d+ of 51 training examples are not in teacher_answers .*first30.jsonl, the first: .+\. "
+                     r"Rows are matched by text: label the whole training file"),
+             (tmp_path, r"teacher_answers is a folder, not a file")]
+    for k, (answers, message) in enumerate(cases):
+        out = tmp_path / f"refused{k}"
+        with pytest.raises(KDistillError, match=message):
+            api.distill(build(DistillConfig, {**base, "out": str(out), "teacher_answers": str(answers)}))
+        assert not out.exists()
+
+
 def test_stored_answers_alone_teach_a_student_folder_with_no_teacher_model(split_teacher: Path, tmp_path: Path,
                                                                           fast_train: dict) -> None:
     """An API teacher leaves nothing but its answers: `teacher: null` trains the student folder exactly as a run

@@ -346,9 +346,9 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
             key = primary(data.metric)
             if teacher_summary["test"][key] > 0:  # a share of a score at or below zero (a correlation) means nothing
                 summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
+        answers = f" (teacher answers: {cfg.teacher_answers})" if cfg.teacher_answers else ""
         _card(out, summary, (out / CONFIG_FILE).read_text(), cfg.teacher or str(cfg.student.path),
-              f"distillation: {objective}" + ("" if cfg.teacher else f" (teacher answers: {cfg.teacher_answers})"),
-              data, teacher_summary)
+              f"distillation: {objective}{answers}", data, teacher_summary)
 
     return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, complete)
 

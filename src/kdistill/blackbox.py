@@ -92,7 +92,13 @@ class ModelTeacher(Teacher):
         n, id2label = self.model.config.num_labels, self.model.config.id2label or {}
         if label_names and len(label_names) != n:
             raise KDistillError(f"label_names has {len(label_names)} names; model '{name}' has {n} classes")
-        self.label_names = list(label_names or [str(id2label.get(i, f"LABEL_{i}")) for i in range(n)])
+        own = [str(id2label.get(i, f"LABEL_{i}")) for i in range(n)]
+        if label_names and list(label_names) != own and own != [f"LABEL_{i}" for i in range(n)]:
+            # names in another order would write "negative" on what the model calls positive; only a model with
+            # transformers' placeholder names (LABEL_0, ...) has names to give
+            raise KDistillError(f"label_names {list(label_names)} differ from model '{name}''s own classes {own} "
+                                "(id2label in its config.json): drop label_names, a model teacher names its classes")
+        self.label_names = list(label_names or own)
         self.where = f"teacher model {name}"
 
     def raw(self, requests: list[dict[str, str]]) -> list[Any]:

@@ -296,7 +296,8 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
     print(json.dumps(shown, indent=1))
 
 
-_RESUME = "run the same command again to resume from the last checkpoint"
+_RESUME = ("run the same command again to resume from the last checkpoint (one is saved every train.save_steps "
+           "steps; before the first, it starts over)")
 _AFTER_INTERRUPT = {"finetune": _RESUME, "distill": _RESUME, "run": _RESUME, "mlm-head": _RESUME, "general": _RESUME,
                     "search": "run the same command again to search from the start",
                     "label": "run the same command again: the answers already stored are reused",
@@ -333,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdistill: error: {err.strerror or type(err).__name__}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"kdistill: interrupted; {_AFTER_INTERRUPT.get(args.command, 'nothing was written')}", file=sys.stderr)
+        # a progress bar leaves the cursor at the end of its line: start the message on a fresh one
+        print(f"\nkdistill: interrupted; {_AFTER_INTERRUPT.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
 
 

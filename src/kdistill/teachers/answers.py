@@ -23,9 +23,20 @@ class StoredAnswers:
     without probabilities, is an error, never a silent hard label.
     """
 
-    def __init__(self, path: str, tokenizer: Any, max_length: int, task: Task | None = None) -> None:
+    def __init__(self, path: str, tokenizer: Any, max_length: int, task: Task | None = None,
+                 num_outputs: int | None = None) -> None:
+        """Read `path`; `num_outputs` (the data's classes, or 1 for a score) is the answer length every row must have.
+
+        Raises:
+            KDistillError: a missing file or a folder, a line that is not a `kdistill label` row, or a row whose
+                answer has another length than `num_outputs` (named by its line).
+        """
         task = task or get_task("classification")
+        self.path, self.tokenizer = path, tokenizer
         p = Path(path)
+        if p.is_dir():
+            raise KDistillError(f"teacher_answers is a folder, not a file: {path} (give the JSONL `kdistill label` "
+                                "wrote)")
         if not p.is_file():
             raise KDistillError(f"teacher_answers file not found: {path}")
         self.by_ids: dict[tuple[int, ...], torch.Tensor] = {}
@@ -36,9 +47,24 @@ class StoredAnswers:
             if not isinstance(row, dict) or "text" not in row:
                 raise KDistillError(f"{path} line {n}: expected an object with 'text' (written by kdistill label)")
             logits = task.answer_logits(row, f"{path} line {n}")  # probs, logits or a score, as the task reads them
+            if num_outputs is not None and logits.numel() != num_outputs:
+                raise KDistillError(f"{path} line {n}: {logits.numel()} values in its answer, but the data has "
+                                    f"{num_outputs} {'classes' if num_outputs > 1 else 'output'}: these answers "
+                                    "come from a teacher of another task or label set")
             pair = [row["text"]] + ([row["text_pair"]] if row.get("text_pair") is not None else [])
             ids = tokenizer(*pair, truncation=True, max_length=max_length)["input_ids"]
             self.by_ids[tuple(ids)] = logits
+
+    def check_covers(self, train: Any) -> None:
+        """Refuse, before training starts, a training split (rows of student token ids) that the file does not
+        answer whole, naming how many rows are missing and the first one's text."""
+        missing = [ids for ids in train["input_ids"] if tuple(ids) not in self.by_ids]
+        if missing:
+            text = self.tokenizer.decode(missing[0], skip_special_tokens=True)
+            raise KDistillError(
+                f"{len(missing)} of {len(train)} training examples are not in teacher_answers {self.path}, the first: "
+                f"{text[:60]!r}. Rows are matched by text: label the whole training file (the training split is the "
+                "file less the validation rows carved from it, capped by data.max_train_examples)")
 
     def signals(self, batch: Mapping[str, torch.Tensor]) -> Features:
         mask = batch["attention_mask"]

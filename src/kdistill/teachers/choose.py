@@ -99,9 +99,10 @@ def choose_teacher_source(cfg: DistillConfig, *, teacher: PreTrainedModel, teach
             raise KDistillError("teacher_answers holds the teacher's outputs only: use response losses "
                                 "(kl, soft_ce, logit_mse, ce), not hidden or attention losses")
         # matched by the student's tokenization of the same texts, so any student tokenizer works
-        return TeacherPlan("answers", train, note="answered by teacher_answers",
-                           source=StoredAnswers(cfg.teacher_answers, student_tokenizer, cfg.data.max_length,
-                                                data.task))
+        answers = StoredAnswers(cfg.teacher_answers, student_tokenizer, cfg.data.max_length, data.task,
+                                num_outputs=data.num_labels)
+        answers.check_covers(train)
+        return TeacherPlan("answers", train, note="answered by teacher_answers", source=answers)
     caching = cfg.teacher_cache is not False and not finished_run(out, cfg.train.resume)
     if same_tokens and not caching:
         return TeacherPlan("live", train, live=teacher)
