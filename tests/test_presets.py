@@ -145,3 +145,13 @@ def test_log_lines_count_epochs_in_english() -> None:
     from kdistill.api import epochs
 
     assert [epochs(n) for n in (1, 1.0, 0.5, 3, 2.5)] == ["1 epoch", "1 epoch", "0.5 epochs", "3 epochs", "2.5 epochs"]
+
+
+def test_the_preset_log_line_says_the_flags_are_the_users_and_when_feature_losses_are_left_out() -> None:
+    from kdistill.config.presets import preset_log_line
+
+    own = preset_log_line(build(DistillConfig, {"preset": "balanced", "train": {"epochs": 1}}))
+    assert own == "preset balanced, your own flags over it: student.init teacher_layers, lr 5e-05, 1 epoch"
+    other = preset_log_line(build(DistillConfig, {"preset": "balanced", "student": {"init": "path", "path": "m"}}))
+    assert other.startswith("preset balanced, your own flags over it: student.init path, lr 5e-05, 3 epochs; ")
+    assert "balanced's feature losses are left out" in other

@@ -32,6 +32,7 @@ from kdistill.config import (
     SearchConfig,
     StudentConfig,
 )
+from kdistill.config.presets import preset_log_line
 from kdistill.data import TaskData, load_task_data
 from kdistill.distill.distiller import Distiller
 from kdistill.distill.features import prepare_for_capture
@@ -326,8 +327,7 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
           + (f"teacher {teacher_params / 1e6:.1f}M" if teacher_params is not None else "no teacher model")
           + (f" ({plan.note})" if plan.note else ""))
     if cfg.preset:
-        d.log(f"preset {cfg.preset}: student.init {cfg.student.init}, lr {cfg.train.lr:g}, {epochs(cfg.train.epochs)}"
-              + (" per stage" if cfg.stages else "") + " (your own flags override any of it)")
+        d.log(preset_log_line(cfg))
     result = d.train()
     teacher_summary_file = Path(resolve_model_path(cfg.teacher)) / "metrics.json" if cfg.teacher else None
     teacher_summary = (json.loads(teacher_summary_file.read_text())

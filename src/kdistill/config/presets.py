@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["PRESETS", "apply_preset"]
+__all__ = ["PRESETS", "apply_preset", "preset_log_line"]
 
 _SOFT_TARGETS = [{"name": "soft_targets", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
 # feature-map transfer from the mapped teacher layers (uniform map): hidden states and attention distributions
@@ -86,3 +86,18 @@ def apply_preset(data: Any) -> Any:
         elif key not in data:
             out[key] = value
     return out
+
+
+def preset_log_line(cfg: Any) -> str:
+    """The run log's line for a preset run (`cfg`: a validated `DistillConfig` with `preset` set): what the run
+    trains with, the user's flags merged over the preset, and whether the preset's feature losses were dropped for a
+    student that is not its own."""
+    name = cfg.preset
+    line = (f"preset {name}, your own flags over it: student.init {cfg.student.init}, lr {cfg.train.lr:g}, "
+            f"{cfg.train.epochs:g} epoch{'' if cfg.train.epochs == 1 else 's'}" + (" per stage" if cfg.stages else ""))
+    other = LOSSES_OTHER_STUDENT.get(name)
+    if other is not None and [(t.name, t.weight, t.temperature) for t in cfg.losses] == [
+            (t["name"], t.get("weight", 1.0), t.get("temperature", 1.0)) for t in other]:
+        line += (f"; {name}'s feature losses are left out, the student being not the preset's own (soft targets "
+                 "only)")
+    return line
