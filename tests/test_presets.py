@@ -142,7 +142,7 @@ def test_the_balanced_preset_takes_each_task_types_soft_target_loss(tmp_path: Pa
 
 
 def test_log_lines_count_epochs_in_english() -> None:
-    from kdistill.api import epochs
+    from kdistill.distill.setup import epochs
 
     assert [epochs(n) for n in (1, 1.0, 0.5, 3, 2.5)] == ["1 epoch", "1 epoch", "0.5 epochs", "3 epochs", "2.5 epochs"]
 

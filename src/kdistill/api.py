@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from accelerate.utils import set_seed
-from transformers import PreTrainedModel
 
 from kdistill.atomic import atomic_write_json, kill_point
-from kdistill.calibration import calibrate_saved, teacher_as_trained
+from kdistill.calibration import calibrate_saved
 from kdistill.config import (
     AugmentConfig,
     BenchConfig,
@@ -35,9 +34,9 @@ from kdistill.config import (
 from kdistill.config.presets import preset_log_line
 from kdistill.data import TaskData, load_task_data
 from kdistill.distill.distiller import Distiller
-from kdistill.distill.features import prepare_for_capture
 from kdistill.distill.objective import Objective
-from kdistill.distill.schedules import LayerSchedule, build_schedule
+from kdistill.distill.setup import build_objective, epochs, layer_schedule, student_without_teacher
+from kdistill.distill.setup import teacher_model as _teacher_model  # a name tests replace to count loads
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate, score_split
 from kdistill.limits import check_max_length, model_config
@@ -52,7 +51,7 @@ from kdistill.runfolder import (
 )
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students.build import build_student
-from kdistill.tasks import HEADS, Task, head_of_config
+from kdistill.tasks import head_of_config
 from kdistill.teachers import choose_teacher_source
 from kdistill.tokenized import tokenize_splits
 
@@ -102,11 +101,6 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
         kill_point("metrics-written")
     distiller.mark_finished()
     return summary
-
-
-def epochs(n: float) -> str:
-    """`n` epochs as a log line says it: '1 epoch', '0.5 epochs', '3 epochs'."""
-    return f"{n:g} epoch" + ("" if n == 1 else "s")
 
 
 def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: str, data: TaskData,
@@ -159,64 +153,6 @@ def _finetune(cfg: FinetuneConfig, out: Path, callbacks: list[Callable[[Distille
         _card(out, summary, (out / CONFIG_FILE).read_text(), summary["base_model"], "fine-tuning", data)
 
     return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, card)
-
-
-def _student_without_teacher(cfg: DistillConfig, data: TaskData) -> PreTrainedModel:
-    """The student folder with the data's head, as `kdistill finetune` loads a model (no teacher to copy it from)."""
-    path = str(cfg.student.path)
-    new_head = head_of_config(model_config(path)) != data.task.head
-    student = load_classifier(path, num_labels=data.num_labels, label_names=data.label_names, task=data.task)
-    data.task.check_model(data, student.config, path)
-    if new_head:
-        data.task.init_head(student, data.splits["train"])
-    return student
-
-
-def _teacher_model(name: str) -> PreTrainedModel:
-    path = resolve_model_path(name)
-    cfg_file = Path(path) / "config.json"
-    if cfg_file.is_file():
-        archs = json.loads(cfg_file.read_text()).get("architectures") or []
-        if not any(a.endswith(tuple(HEADS)) for a in archs):
-            raise KDistillError(f"teacher '{name}' has no classification head; fine-tune it first "
-                                f"(kdistill finetune --model {name})")
-    return teacher_as_trained(load_classifier(name), log=lambda msg: print(f"[distill] {msg}"))
-
-
-def build_objective(cfg: DistillConfig, teacher: PreTrainedModel | None, student: PreTrainedModel,
-                    same_tokens: bool, task: Task | None = None) -> Objective:
-    """The run's objective, checked against both models and the task type; both models set up to capture.
-
-    With no teacher model (`teacher: null`, stored answers alone) the answers stand in for the teacher's outputs:
-    they have the student's classes, and a loss that would read the teacher's layers is refused where the answers
-    are set up (`teachers.choose_teacher_source`).
-    """
-    s_probe = probe(student)
-    t_probe = probe(teacher) if teacher is not None else s_probe
-    objective = Objective(cfg.losses, cfg.mapping, student=s_probe, teacher=t_probe, same_tokens=same_tokens,
-                          task=task)
-    if teacher is not None:
-        prepare_for_capture(teacher, t_probe, objective.teacher_request, "teacher")
-    prepare_for_capture(student, s_probe, objective.student_request, "student")
-    return objective
-
-
-def _schedule(cfg: DistillConfig, objective: Objective) -> LayerSchedule:
-    """The layer schedule over the student layers that have per-layer losses; checked at set-up."""
-    layers = sorted({p.student for t in objective.terms for p in t.pairs})
-    sc = cfg.schedule
-    if sc.name != "all":
-        if not layers:
-            raise KDistillError(f"schedule.name '{sc.name}' needs per-layer losses "
-                                "(hidden_mse, attn_kl, cls_cosine, ...)")
-        if sc.threshold is not None and sc.watch not in {t.key for t in objective.terms if t.pairs}:
-            raise KDistillError(f"schedule.watch '{sc.watch}' is not a per-layer loss term of this run")
-    schedule = build_schedule(sc, layers)
-    needed = getattr(schedule, "epochs_needed", lambda: 0)()
-    if needed > cfg.train.epochs:
-        print(f"[distill] note: schedule '{sc.name}' reaches its final stage by epoch limits only after "
-              f"{epochs(needed)}; train.epochs is {cfg.train.epochs:g}")
-    return schedule
 
 
 def distill_stages(cfg: DistillConfig, callbacks: list[Callable[[Distiller], None]] | None = None
@@ -279,7 +215,7 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
     set_seed(cfg.train.seed)
     data = load_task_data(cfg.data)
     if cfg.teacher is None:  # stored answers alone teach: the student is a model folder (the config checked it)
-        teacher, student = None, _student_without_teacher(cfg, data)
+        teacher, student = None, student_without_teacher(cfg, data)
         s_tok = t_tok = load_tokenizer(str(cfg.student.path))
         same = True
     else:
@@ -301,7 +237,7 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
     if cfg.student.init in ("bilstm", "cnn") and objective.student_request:
         raise KDistillError(f"a {cfg.student.init} student has no transformer layers to match: use response losses "
                             "(logit_mse as in Tang et al., kl, soft_ce, ce), not hidden or attention losses")
-    schedule = _schedule(cfg, objective)
+    schedule = layer_schedule(cfg, objective)
     splits = tokenize_splits(data, s_tok, cfg.data.max_length, cfg.data.cache_dir)
     teacher_params = count_parameters(teacher) if teacher is not None else None
     plan = choose_teacher_source(cfg, teacher=teacher, teacher_tokenizer=t_tok, student_tokenizer=s_tok, data=data,
