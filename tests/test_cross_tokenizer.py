@@ -215,11 +215,13 @@ def test_cls_cosine_across_tokenizers_compares_each_sides_own_cls(teacher_dir: P
                         output_hidden_states=True).hidden_states[2][:, 0]
         expected = (1 - F.cosine_similarity(objective.projections["cls_cosine"](s_cls), t_cls, dim=-1)).mean()
     torch.testing.assert_close(loss, expected, rtol=0, atol=1e-6)
-    # cached, the same [CLS] states come from a cache built on the teacher's tokens (float32 here: exact)
+    # cached, the same [CLS] states come from a cache built on the teacher's tokens (float32 here)
     from kdistill.cache import build_cache, cache_spec
 
     spec = cache_spec(teacher, t_tok, data.splits["train"], t_train, 32, objective.teacher_request, "float32")
     build_cache(tmp_path / spec.fingerprint, spec, teacher, t_train, t_tok, progress=False, log=lambda _: None)
     cached = CachedTeacher(tmp_path / spec.fingerprint, objective.teacher_request, per_example=True).signals(batch)
-    torch.testing.assert_close(cached.hidden[4], t_feats.hidden[4], rtol=0, atol=1e-5)
-    torch.testing.assert_close(cached.logits, t_feats.logits, rtol=0, atol=1e-5)
+    # the cache ran the teacher on batches padded to other lengths: float noise of ~1e-5 (thread-count dependent),
+    # where a row served for another example would differ by O(1)
+    torch.testing.assert_close(cached.hidden[4], t_feats.hidden[4], rtol=0, atol=5e-5)
+    torch.testing.assert_close(cached.logits, t_feats.logits, rtol=0, atol=5e-5)
