@@ -64,6 +64,17 @@ def test_glue_dev_tasks_point_at_glue_validation(tmp_path) -> None:
     assert dataset["config"] == "mrpc" and dataset["split"] == "validation"
 
 
+def test_scores_of_a_capped_split_say_which_rows(tmp_path) -> None:
+    """`data.max_eval_examples 100`: the card must not pass 100 sentences off as SST-2's whole test split."""
+    capped = _write(tmp_path, eval_cap=100).read_text()
+    result = _front_matter(capped)["model-index"][0]["results"][0]
+    assert result["dataset"]["split"] == "test[:100]"
+    assert "Scored on the first 100 examples of the split only (`data.max_eval_examples`)" in capped
+    whole = (tmp_path / "whole").mkdir() or _write(tmp_path / "whole").read_text()
+    assert _front_matter(whole)["model-index"][0]["results"][0]["dataset"]["split"] == "test"
+    assert "Scored on the first" not in whole
+
+
 def test_body_has_retention_compression_speed_and_config(tmp_path) -> None:
     text = _write(tmp_path).read_text()
     body = text.split("\n---\n", 1)[1]

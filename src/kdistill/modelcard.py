@@ -85,7 +85,8 @@ def _metric_meta(name: str) -> tuple[str, str]:
 
 
 def _front_matter(
-    model_name: str, base_model: str, task: str, metrics: dict[str, float], pipeline_tag: str = "text-classification"
+    model_name: str, base_model: str, task: str, metrics: dict[str, float], pipeline_tag: str = "text-classification",
+    eval_cap: int | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "library_name": "transformers",
@@ -105,6 +106,8 @@ def _front_matter(
              else {"name": glue[1], "type": task, "split": glue[2]})
             if glue else {"name": task, "type": task}
         )
+        if eval_cap is not None:  # the datasets slicing syntax: these scores are of the split's first rows only
+            dataset["split"] = f"{dataset.get('split', 'test')}[:{eval_cap}]"
         data["model-index"] = [{
             "name": model_name,
             "results": [{
@@ -171,6 +174,7 @@ def render_model_card(
     task_type: str = "classification",
     pair: bool = False,
     kdistill_architecture: bool = False,
+    eval_cap: int | None = None,
 ) -> str:
     """The README.md text: YAML front matter, then a short markdown body.
 
@@ -191,7 +195,8 @@ def render_model_card(
     clean = _clean_metrics(metrics)
     teacher = _clean_metrics(teacher_metrics)
     front = yaml.safe_dump(
-        _front_matter(model_name, base_model, task, clean, task_obj.pipeline_tag), sort_keys=False, allow_unicode=True
+        _front_matter(model_name, base_model, task, clean, task_obj.pipeline_tag, eval_cap), sort_keys=False,
+        allow_unicode=True
     )
     glue = GLUE_TASKS.get(task.lower())
     task_text = f"{glue[1]} (`{task}`)" if glue else f"`{task}`"
@@ -210,6 +215,9 @@ def render_model_card(
         "",
     ]
     body += _metrics_section(clean, teacher)
+    if clean and eval_cap is not None:
+        body += [f"Scored on the first {eval_cap:,} examples of the split only (`data.max_eval_examples`), not all "
+                 "of it.", ""]
     body += _params_section(params, teacher_params)
     if speed:
         body += ["## Speed", "", "Forward-pass time measured by `kdistill` (random inputs, full length).", "",
@@ -298,11 +306,14 @@ def write_model_card(
     extra: str | None = None,
     task_type: str = "classification",
     pair: bool = False,
+    eval_cap: int | None = None,
 ) -> Path:
     """Write `out_dir/README.md` (creating the folder, atomically) so the saved model folder is Hub-ready.
 
     The usage snippet loads the folder by its absolute path, and a local base model is named by its absolute
-    path and, when its `metrics.json` records one, the model it was fine-tuned from.
+    path and, when its `metrics.json` records one, the model it was fine-tuned from. `eval_cap`: the run scored only
+    the first N rows of its split (`data.max_eval_examples`); the model-index split then reads `test[:N]` (the
+    `datasets` slicing syntax) and the body says so.
     """
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -328,6 +339,7 @@ def write_model_card(
         task_type=task_type,
         pair=pair,
         kdistill_architecture=_model_type(out).startswith("kdistill-"),
+        eval_cap=eval_cap,
     )
     path = out / "README.md"
     atomic_write_text(path, text)
