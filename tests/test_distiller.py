@@ -183,8 +183,8 @@ def test_two_cpu_processes_on_gloo(finetuned: Path, tmp_path: Path, tiny_data: d
         port = probe.getsockname()[1]
     # this interpreter's accelerate: a venv's console scripts are not on PATH unless it is activated
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
-           "kdistill.cli", "distill", "--config", str(cfg_file)]
+           "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend",
+           "no", "-m", "kdistill.cli", "distill", "--config", str(cfg_file)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
