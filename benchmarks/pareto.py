@@ -6,7 +6,8 @@ losses cross vocabularies), layers picked from the teacher (6L/4L/3L) and narrow
 4L-384, 4L-256). Students of the MiniLM teacher: 3L and 2L from its layers, narrowed 3L-192 and 4L-256. Methods:
 soft targets (KL at T=2 x 0.5 + CE x 0.5), the same + MiniLMv2 relations (last layer, same vocabulary only), and
 soft targets trained twice as long. Each teacher is fine-tuned once per task (a resumable run: a kill loses at most
-`--save-steps` steps) and every student distils from its cached outputs.
+`--save-steps` steps) and every student distils from its stored answers (logits only: `kdistill label` on the
+students' training split, committed under results/answers) or, for feature losses, its cached or live outputs.
 
 Each finished cell is one line of results/pareto.jsonl, appended at once and skipped on the next run; a cell cut
 short resumes from its own checkpoint under benchmarks/runs/pareto. A student line carries teacher, student,
@@ -54,6 +55,7 @@ HERE = Path(__file__).resolve().parent
 # tokenizer learn from the teacher without fine-tuning it again
 ANSWERED = ("mpnet",)
 KD = [{"name": "kl", "weight": 0.5, "temperature": 2.0}, {"name": "ce", "weight": 0.5}]
+RESPONSE_LOSSES = ("kl", "soft_ce", "logit_mse", "ce")
 RELATIONS = {"name": "minilmv2_relations", "weight": 1.0, "mapping": {"strategy": "last"}}
 METHODS: dict[str, dict[str, Any]] = {
     "soft targets": {"losses": KD, "epochs": 1.0},
@@ -170,9 +172,16 @@ def needs_teacher_folder(c: dict[str, Any], args: argparse.Namespace) -> bool:
     taught by its outputs (all but a student of another tokenizer with stored answers)."""
     if c["kind"] == "answers":
         return True
-    spec, method = STUDENTS[c["teacher"]][c["student"]], METHODS[c["method"]]
-    stored = answers_file(args.results, c["teacher"], c["task"]).is_file()
-    return not (spec.get("own_tokenizer") and stored and not method.get("augment"))
+    return not (STUDENTS[c["teacher"]][c["student"]].get("own_tokenizer") and answered(c, args))
+
+
+def answered(c: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether a student cell learns its soft targets from the stored answers: when there are some, its losses read
+    the teacher's logits only (the answers hold nothing else) and its rows are the shipped ones (augmented rows
+    have no answers). The signal is the output cache's; it spares a second pass of the teacher over the split."""
+    method = METHODS[c["method"]]
+    logits_only = all(loss["name"] in RESPONSE_LOSSES for loss in method["losses"])
+    return answers_file(args.results, c["teacher"], c["task"]).is_file() and logits_only and not method.get("augment")
 
 
 def refit_teacher(c: dict[str, Any], teacher: dict[str, Any], args: argparse.Namespace,
@@ -273,9 +282,7 @@ def run_student(c: dict[str, Any], done: dict[str, dict[str, Any]], args: argpar
     spec, method = STUDENTS[c["teacher"]][c["student"]], METHODS[c["method"]]
     base = runs / f"{c['teacher']}-{c['task']}"
     answers = answers_file(args.results, c["teacher"], c["task"])
-    # a student of another tokenizer learns soft targets from the stored answers when there are some (augmented rows
-    # have none); the others need the fine-tuned teacher itself (their layers, or its features)
-    by_answers = bool(spec.get("own_tokenizer") and answers.is_file() and not method.get("augment"))
+    by_answers = answered(c, args)
     teacher_dir = teacher["model_dir"]
     if by_answers and not Path(teacher_dir).is_dir():
         teacher_dir = standin_teacher(c["teacher"], c["task"], runs)
