@@ -47,6 +47,16 @@ def test_help_shows_real_defaults_of_lists_and_sections() -> None:
     assert "[default: [{name: soft_targets, temperature: 2.0, weight: 0.5}, {name: ce, weight: 0.5}]]" in help_text
 
 
+def test_a_generic_leaf_has_no_short_form(capsys) -> None:
+    """`--name fast` read as `schedule.name` confused a new user (a run name?): the full path is the only flag."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["distill", "--teacher", "t", "--name", "pid"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --name pid (did you mean --schedule.name?)" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["distill", "--teacher", "t", "--schedule.name", "pid"])
+    assert cli.config_from_args("distill", args).schedule.name == "pid"
+
+
 def test_unknown_flag_prints_the_command_usage_and_the_closest_field(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["distill", "--epoch", "1"])

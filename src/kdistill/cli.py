@@ -59,6 +59,10 @@ COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
 }
 
 
+# leaves too generic to stand alone: `--name fast` reads as a run's name, not `schedule.name` (from a new-user trial)
+NO_SHORT_FORM = frozenset({"name"})
+
+
 def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for name, field in model.model_fields.items():
         ann = field.annotation
@@ -152,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument(path, metavar=leaf.upper(), nargs="*", default=argparse.SUPPRESS, help=desc)
                 continue
             flags = [f"--{path}"]
-            if "." in path and counts[leaf] == 1:
+            if "." in path and counts[leaf] == 1 and leaf not in NO_SHORT_FORM:
                 flags.append(f"--{leaf}")
             flags += [f.replace("_", "-") for f in flags if "_" in f]
             extra: dict[str, Any] = {"metavar": "VALUE"}
