@@ -41,6 +41,7 @@ from kdistill.config import DistillConfig, LabelConfig, build
 from kdistill.data import load_task_data
 from kdistill.errors import KDistillError
 from kdistill.evaluate import score_split
+from kdistill.teachers.choose import answered_note
 
 NAMES = ["negative", "positive"]
 Reply = tuple[int | None, Any]  # status, JSON-able object or raw bytes; status None: drop the connection
@@ -143,6 +144,11 @@ def _write(path: Path, lines: list[str]) -> str:
 
 def _rows(path: str) -> list[dict]:
     return [json.loads(ln) for ln in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def _answers(path: str | Path) -> list[dict]:
+    """The rows less who wrote them: the same answers from a test server on another port."""
+    return [{k: v for k, v in r.items() if k != "teacher"} for r in _rows(str(path))]
 
 
 def _cfg(tmp_path: Path, teacher: str, inp: str, **kw: Any) -> LabelConfig:
@@ -507,7 +513,18 @@ def test_stored_answers_alone_teach_a_student_folder_with_no_teacher_model(split
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "b").config.id2label[1] == "positive"
-    assert "teacher answers:" in (tmp_path / "b" / "README.md").read_text()
+    # the file says who answered on every row; a run taught by it credits that teacher, and says so when the
+    # teacher folder it was given is another model (whose outputs it never reads)
+    rows = [json.loads(line) for line in Path(labeled["out"]).read_text().splitlines()]
+    assert {r["teacher"] for r in rows} == {str(split_teacher)}
+    assert alone["teacher_answers"] == {"file": labeled["out"], "written_by": [str(split_teacher)]}
+    card = (tmp_path / "b" / "README.md").read_text()
+    assert f"teacher answers: {labeled['out']}, written by {split_teacher})" in card
+    assert answered_note([str(split_teacher)], f"{split_teacher}/") == f"answered by teacher_answers (written by " \
+                                                                      f"{split_teacher})"
+    assert answered_note([str(split_teacher)], str(small)).endswith(f"; note: not by {small}, whose outputs this run "
+                                                                    "never reads")
+    assert answered_note([], str(small)) == "answered by teacher_answers"  # a file from elsewhere names no one
     # the flag spells it as YAML does; without answers, or with a student built from a teacher, it is one line
     cli = config_from_args("distill", build_parser().parse_args(
         ["distill", "--teacher", "null", "--teacher_answers", labeled["out"], "--student.init", "path",
@@ -582,7 +599,7 @@ def test_a_failed_batch_keeps_the_answers_and_a_rerun_asks_only_for_the_rest(
     printed = capsys.readouterr()
     assert f"reusing {len(kept)} answers, asking the teacher for {20 - len(kept)}" in printed.err
     assert f"| reused from an earlier run | {len(kept)} |" in printed.out
-    assert Path(out).read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+    assert _answers(out) == _answers(tmp_path / "ref.jsonl")
     assert not (tmp_path / "labeled.partial.jsonl").exists()
 
 
@@ -608,7 +625,7 @@ def test_a_line_cut_short_by_a_kill_is_ignored_and_cut_off(tmp_path: Path) -> No
         teacher.fail, teacher.asked = set(), []
         result = label_file(cfg)
         assert teacher.asked == ROWS[16:] and (result["reused"], result["asked"]) == (16, 4)
-    assert Path(out).read_bytes() == Path(reference["out"]).read_bytes() and not partial.exists()
+    assert _answers(out) == _answers(reference["out"]) and not partial.exists()
 
 
 def test_an_edited_input_is_not_mixed_with_old_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -641,8 +658,8 @@ def test_an_edited_input_is_not_mixed_with_old_answers(tmp_path: Path, capsys: p
         assert result["reused"] == 11 and "1 stored answers match no row asked for now" in capsys.readouterr().err
         fresh = label_file(_cfg(tmp_path, srv.url, str(inp), label_names=NAMES, out=str(tmp_path / "fresh.jsonl")))
     assert _rows(out)[2] == {"text": "good after the edit", "label": "positive", "label_id": 1,
-                             "probs": [0.1, 0.9], "confidence": 0.9}
-    assert Path(out).read_bytes() == Path(fresh["out"]).read_bytes() and not partial.exists()
+                             "probs": [0.1, 0.9], "confidence": 0.9, "teacher": srv.url}
+    assert _answers(out) == _answers(fresh["out"]) and not partial.exists()
     (tmp_path / "mine.partial.jsonl").write_text("my own notes\n", encoding="utf-8")
     with pytest.raises(KDistillError, match=r"mine.partial.jsonl exists but was not written by kdistill label"):
         label_file(cfg.model_copy(update={"out": str(tmp_path / "mine.jsonl")}))

@@ -191,8 +191,11 @@ def read_numbered_examples(path: str, text_columns: Sequence[str | int] | None =
 
 def write_labeled(out: Path, examples: Sequence[Sequence[str]], answers: Sequence[TeacherAnswer],
                   label_names: Sequence[str] | None, min_confidence: float | None = None,
-                  task: Task | None = None) -> dict[str, Any]:
+                  task: Task | None = None, teacher: str | None = None) -> dict[str, Any]:
     """Write the labelled JSONL (the format `kdistill.blackbox.label_file` documents) to `out` atomically.
+
+    `teacher` (who answered: a model folder or hub name, a URL, a command) is written on every row, so the file says
+    where its answers came from wherever it is copied, and a run taught by it credits that teacher.
 
     Rows whose top probability is under `min_confidence` are left out; label ids are named by `label_names`
     (else "0", "1", ...). `task` (default classification) writes each row's label fields (`Task.labeled_fields`):
@@ -215,6 +218,8 @@ def write_labeled(out: Path, examples: Sequence[Sequence[str]], answers: Sequenc
         row: dict[str, Any] = {"text": ex[0], **({"text_pair": ex[1]} if len(ex) > 1 else {}), **fields}
         if a.logits is not None:
             row["logits"] = [round(x, 6) for x in a.logits]
+        if teacher is not None:
+            row["teacher"] = teacher
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
         label = row["label"]
         if isinstance(label, int | float):

@@ -52,7 +52,7 @@ from kdistill.runfolder import (
 from kdistill.speed import count_parameters, measure_speed
 from kdistill.students.build import build_student
 from kdistill.tasks import head_of_config
-from kdistill.teachers import choose_teacher_source
+from kdistill.teachers import StoredAnswers, choose_teacher_source
 from kdistill.tokenized import tokenize_splits
 
 __all__ = ["finetune", "distill", "evaluate", "run", "export", "bench", "report", "label", "mlm_head", "general",
@@ -276,13 +276,17 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
                "backend": d.acc.state.backend}
     if plan.cache_info is not None:
         summary["teacher_cache"] = plan.cache_info
+    written_by = ""
+    if isinstance(plan.source, StoredAnswers):
+        summary["teacher_answers"] = {"file": cfg.teacher_answers, "written_by": plan.source.teachers}
+        written_by = f", written by {', '.join(plan.source.teachers)}" if plan.source.teachers else ""
 
     def complete(summary: dict[str, Any]) -> None:
         if teacher_summary and summary.get("test") and teacher_summary.get("test"):
             key = primary(data.metric)
             if teacher_summary["test"][key] > 0:  # a share of a score at or below zero (a correlation) means nothing
                 summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
-        answers = f" (teacher answers: {cfg.teacher_answers})" if cfg.teacher_answers else ""
+        answers = f" (teacher answers: {cfg.teacher_answers}{written_by})" if cfg.teacher_answers else ""
         _card(out, summary, (out / CONFIG_FILE).read_text(), cfg.teacher or str(cfg.student.path),
               f"distillation: {objective}{answers}", data, teacher_summary, eval_cap=cfg.data.max_eval_examples)
 

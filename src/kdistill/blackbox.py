@@ -192,9 +192,10 @@ def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any
     """Label `cfg.input` with the teacher; write JSONL that `kdistill distill --data.train_file` reads directly.
 
     Each line: text[, text_pair], label (the name), label_id, and with probabilities: probs, confidence (and logits
-    when the teacher gave logits); for regression label and logits are the score, for multi-label label is the list
-    of names (plus probs when given). `cfg.task_type` says what a non-model teacher answers. Answers are appended
-    as they arrive to a partial file beside the output (`kdistill.answers.partial_path`, `kdistill.answers.AnswerLog`);
+    when the teacher gave logits), and teacher (`cfg.teacher`, with the chat model for an LLM teacher); for
+    regression label and logits are the score, for multi-label label is the list of names (plus probs when given).
+    `cfg.task_type` says what a non-model teacher answers. Answers are appended as they arrive to a partial file
+    beside the output (`kdistill.answers.partial_path`, `kdistill.answers.AnswerLog`);
     a rerun after a failure or a kill reuses them and asks the teacher only for the rows still unanswered (same input
     line and text, same teacher, label names and task type). The output appears atomically once every row is
     answered, and the partial file is then removed. Raises `KDistillError` for bad input, an `out` that cannot be
@@ -246,7 +247,8 @@ def label_file(cfg: LabelConfig, source: Teacher | None = None) -> dict[str, Any
         log.close()
     seconds = time.perf_counter() - start
     done = [a for a in answers if a is not None]
-    result = write_labeled(out, examples, done, teacher.label_names, cfg.min_confidence, teacher.task)
+    who = f"{cfg.teacher} ({chat['model']})" if chat and teacher.kind == "openai" else cfg.teacher
+    result = write_labeled(out, examples, done, teacher.label_names, cfg.min_confidence, teacher.task, teacher=who)
     log.remove()
     asked = len(examples) - reused
     rate = asked / seconds if seconds > 0 else float("inf")

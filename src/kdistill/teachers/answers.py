@@ -40,6 +40,7 @@ class StoredAnswers:
         if not p.is_file():
             raise KDistillError(f"teacher_answers file not found: {path}")
         self.by_ids: dict[tuple[int, ...], torch.Tensor] = {}
+        written_by: set[str] = set()
         for n, line in enumerate(p.read_text(encoding="utf-8").split("\n"), 1):
             if not line.strip():
                 continue
@@ -54,6 +55,10 @@ class StoredAnswers:
             pair = [row["text"]] + ([row["text_pair"]] if row.get("text_pair") is not None else [])
             ids = tokenizer(*pair, truncation=True, max_length=max_length)["input_ids"]
             self.by_ids[tuple(ids)] = logits
+            if isinstance(row.get("teacher"), str):
+                written_by.add(row["teacher"])
+        # who answered, as `kdistill label` writes on each row (none in files from elsewhere): the run credits them
+        self.teachers: list[str] = sorted(written_by)
 
     def check_covers(self, train: Any) -> None:
         """Refuse, before training starts, a training split (rows of student token ids) that the file does not

@@ -68,6 +68,21 @@ def _several(cfg: DistillConfig, teacher: PreTrainedModel, teacher_tokenizer: An
     return MultiTeacher([teacher, *others], weights, objective.teacher_request, data.task)
 
 
+def answered_note(written_by: list[str], teacher: str | None) -> str:
+    """The log's account of stored answers: who wrote them, and whether the run's teacher folder is someone else
+    (then that folder gives the run only its tokenizer, label names or layers, never its outputs)."""
+    note = "answered by teacher_answers" + (f" (written by {', '.join(written_by)})" if written_by else "")
+    if teacher is not None and written_by and not any(same_model(teacher, w) for w in written_by):
+        note += f"; note: not by {teacher}, whose outputs this run never reads"
+    return note
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names (folders or hub names) are the same model: folders compared resolved."""
+    pa, pb = Path(a), Path(b)
+    return pa.resolve() == pb.resolve() if pa.exists() and pb.exists() else a == b
+
+
 def choose_teacher_source(cfg: DistillConfig, *, teacher: PreTrainedModel, teacher_tokenizer: Any,
                           student_tokenizer: Any, data: TaskData, train: Dataset, objective: Objective, out: Path,
                           load_teacher: Callable[[str], PreTrainedModel], same_tokens: bool = True) -> TeacherPlan:
@@ -102,7 +117,7 @@ def choose_teacher_source(cfg: DistillConfig, *, teacher: PreTrainedModel, teach
         answers = StoredAnswers(cfg.teacher_answers, student_tokenizer, cfg.data.max_length, data.task,
                                 num_outputs=data.num_labels)
         answers.check_covers(train)
-        return TeacherPlan("answers", train, note="answered by teacher_answers", source=answers)
+        return TeacherPlan("answers", train, note=answered_note(answers.teachers, cfg.teacher), source=answers)
     caching = cfg.teacher_cache is not False and not finished_run(out, cfg.train.resume)
     if same_tokens and not caching:
         return TeacherPlan("live", train, live=teacher)
