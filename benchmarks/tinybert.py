@@ -84,7 +84,8 @@ def train_cfg(args: argparse.Namespace, seed: int = FIRST_SEED, **kw: Any) -> di
 
 def run_mlm_head(args: argparse.Namespace, runs: Path, results: Path) -> str:
     out = runs / f"mlm-teacher-{args.mlm_epochs:g}ep"
-    if "mlm-head" not in done_cells(results):
+    # a recorded cell whose folder is gone (a fresh machine keeps none of benchmarks/runs) is fitted again
+    if "mlm-head" not in done_cells(results) or not (out / "config.json").is_file():
         t0 = time.perf_counter()
         cfg = build(MLMHeadConfig, {"out": str(out), "corpus": {"max_blocks": args.max_blocks},
                                     "train": {"epochs": args.mlm_epochs, "lr": 2e-3, "batch_size": BATCH,
@@ -152,7 +153,7 @@ def ensure_teacher(task: str, args: argparse.Namespace, results: Path) -> str:
 def run_augment(task: str, mlm: str, args: argparse.Namespace, runs: Path, results: Path) -> str:
     out = runs / f"augmented-{task}-na{args.n_a}.jsonl"
     cell = f"augment | {task}"
-    if cell not in done_cells(results):
+    if cell not in done_cells(results) or not out.is_file():  # recorded, but the file is gone: made again
         t0 = time.perf_counter()
         cfg = build(AugmentConfig, {"data": {"task": task, "max_length": MAX_LENGTH[task],
                                              "max_train_examples": args.max_train},
