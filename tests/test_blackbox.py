@@ -520,6 +520,7 @@ def test_stored_answers_alone_teach_a_student_folder_with_no_teacher_model(split
     assert alone["teacher_answers"] == {"file": labeled["out"], "written_by": [str(split_teacher)]}
     card = (tmp_path / "b" / "README.md").read_text()
     assert f"teacher answers: {labeled['out']}, written by {split_teacher})" in card
+    assert "distilled with kdistill (knowledge distillation) starting from the local model folder" in card  # not "from"
     assert answered_note([str(split_teacher)], f"{split_teacher}/") == f"answered by teacher_answers (written by " \
                                                                       f"{split_teacher})"
     assert answered_note([str(split_teacher)], str(small)).endswith(f"; note: not by {small}, whose outputs this run "

@@ -104,14 +104,15 @@ def _finish(distiller: Distiller, out: Path, data: TaskData, max_length: int, ca
 
 
 def _card(out: Path, summary: dict[str, Any], cfg_yaml: str, base: str, method: str, data: TaskData,
-          teacher_summary: dict[str, Any] | None = None, eval_cap: int | None = None) -> None:
+          teacher_summary: dict[str, Any] | None = None, eval_cap: int | None = None, start_only: bool = False) -> None:
     scores = summary.get("test") or summary.get("validation") or {}
     t_scores = (teacher_summary or {}).get("test") or (teacher_summary or {}).get("validation")
     write_model_card(out, base_model=base, method=method, task=summary["task"], metrics=scores,
                      teacher_metrics=t_scores, params=summary.get("params"),
                      teacher_params=(teacher_summary or {}).get("params"), speed=summary.get("speed"),
                      config_yaml=cfg_yaml, task_type=data.task_type, pair=data.is_pair,
-                     extra=decision_section(summary.get("decision"), data.metric), eval_cap=eval_cap)
+                     extra=decision_section(summary.get("decision"), data.metric), eval_cap=eval_cap,
+                     start_only=start_only)
 
 
 def finetune(cfg: FinetuneConfig, callbacks: list[Callable[[Distiller], None]] | None = None) -> dict[str, Any]:
@@ -288,7 +289,8 @@ def _distill(cfg: DistillConfig, out: Path, callbacks: list[Callable[[Distiller]
                 summary["retention"] = summary["test"][key] / teacher_summary["test"][key]
         answers = f" (teacher answers: {cfg.teacher_answers}{written_by})" if cfg.teacher_answers else ""
         _card(out, summary, (out / CONFIG_FILE).read_text(), cfg.teacher or str(cfg.student.path),
-              f"distillation: {objective}{answers}", data, teacher_summary, eval_cap=cfg.data.max_eval_examples)
+              f"distillation: {objective}{answers}", data, teacher_summary, eval_cap=cfg.data.max_eval_examples,
+              start_only=cfg.teacher is None)
 
     return _finish(d, out, data, cfg.data.max_length, cfg.data.cache_dir, summary, complete)
 

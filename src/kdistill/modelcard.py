@@ -175,8 +175,12 @@ def render_model_card(
     pair: bool = False,
     kdistill_architecture: bool = False,
     eval_cap: int | None = None,
+    start_only: bool = False,
 ) -> str:
     """The README.md text: YAML front matter, then a short markdown body.
+
+    `start_only`: `base_model` is only the student's starting weights, not its teacher (a run taught by stored
+    answers alone, `teacher: null`), and the card says so; `method` then names who taught it.
 
     `kdistill_architecture`: the model is one of kdistill's own classes (BiLSTM/CNN, AdaBERT cells), which the
     Auto classes know only after `import kdistill.students`, so the usage snippet starts with that import.
@@ -209,8 +213,9 @@ def render_model_card(
     body = [
         f"# {model_name}",
         "",
-        f"This model was distilled with kdistill (knowledge distillation) from "
-        f"{source} using the `{method}` method on the {task_text} {task_obj.pipeline_tag} task, "
+        f"This model was distilled with kdistill (knowledge distillation) "
+        f"{'starting from' if start_only else 'from'} {source} using the `{method}` method on the {task_text} "
+        f"{task_obj.pipeline_tag} task, "
         f"{task_obj.doc}.",
         "",
     ]
@@ -307,13 +312,15 @@ def write_model_card(
     task_type: str = "classification",
     pair: bool = False,
     eval_cap: int | None = None,
+    start_only: bool = False,
 ) -> Path:
     """Write `out_dir/README.md` (creating the folder, atomically) so the saved model folder is Hub-ready.
 
     The usage snippet loads the folder by its absolute path, and a local base model is named by its absolute
     path and, when its `metrics.json` records one, the model it was fine-tuned from. `eval_cap`: the run scored only
     the first N rows of its split (`data.max_eval_examples`); the model-index split then reads `test[:N]` (the
-    `datasets` slicing syntax) and the body says so.
+    `datasets` slicing syntax) and the body says so. `start_only`: `base_model` gave the student its starting weights
+    only (see `render_model_card`).
     """
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -340,6 +347,7 @@ def write_model_card(
         pair=pair,
         kdistill_architecture=_model_type(out).startswith("kdistill-"),
         eval_cap=eval_cap,
+        start_only=start_only,
     )
     path = out / "README.md"
     atomic_write_text(path, text)
